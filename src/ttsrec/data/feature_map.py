@@ -1,0 +1,102 @@
+"""`feature_map.json`: the contract between data preparation, training, export and clients.
+
+Fields in order; each field maps raw tokens to field-local ids, id 0 being the field's OOV id.
+The content hash ties every checkpoint and exported member to the exact map it was built on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ttsrec.errors import UserError
+from ttsrec.utils.atomic import atomic_write_text
+
+FieldKind = Literal["categorical", "numeric"]
+
+
+@dataclass
+class Field:
+    """One input column of the member models (`feat_ids[:, i]`)."""
+
+    name: str
+    kind: FieldKind
+    vocab: list[str]
+    """Encoded tokens; token `vocab[i]` has id `i + 1`, everything else is id 0 (OOV)."""
+    source: str = ""
+    """Raw column(s) it is computed from."""
+    preprocess: str = "none"
+    """Name of the transform applied to the raw value before lookup (see `ttsrec.data.transforms`)."""
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + 1
+
+
+@dataclass
+class FeatureMap:
+    dataset_id: str
+    fields: list[Field]
+    label: str = "label"
+    spec: dict[str, Any] = field(default_factory=dict)
+    """The dataset spec (preset or user YAML) that produced the map, so raw records encode the same way."""
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.fields)
+
+    @property
+    def vocab_sizes(self) -> list[int]:
+        return [f.vocab_size for f in self.fields]
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def to_dict(self) -> dict[str, Any]:
+        body = {
+            "dataset_id": self.dataset_id,
+            "label": self.label,
+            "num_fields": self.num_fields,
+            "vocab_sizes": self.vocab_sizes,
+            "spec": self.spec,
+            "fields": [asdict(f) for f in self.fields],
+        }
+        return {**body, "hash": _content_hash(body)}
+
+    @property
+    def hash(self) -> str:
+        return self.to_dict()["hash"]
+
+    def save(self, path: Path) -> None:
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureMap:
+        fields = [Field(**f) for f in data["fields"]]
+        fmap = cls(dataset_id=data["dataset_id"], fields=fields, label=data.get("label", "label"),
+                   spec=data.get("spec", {}))
+        if "hash" in data and data["hash"] != fmap.hash:
+            raise UserError("feature map content does not match its recorded hash (edited or corrupt file)")
+        return fmap
+
+    @classmethod
+    def load(cls, path: Path) -> FeatureMap:
+        path = Path(path)
+        if path.is_dir():
+            path = path / "feature_map.json"
+        if not path.is_file():
+            raise UserError(f"feature map not found: {path}")
+        try:
+            data = json.loads(path.read_text())
+            return cls.from_dict(data)
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise UserError(f"{path} is not a valid feature_map.json ({err})") from err
+
+
+def _content_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()[:16]
