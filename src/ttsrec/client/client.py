@@ -1,0 +1,169 @@
+"""`Client`: predictions from a served ensemble (or fused graph) with numpy in, numpy out."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttsrec.client.errors import ClientError
+from ttsrec.client.model_info import ModelInfo
+from ttsrec.client.transport import Transport
+from ttsrec.data.feature_map import FeatureMap
+from ttsrec.errors import UserError
+from ttsrec.repository import naming
+
+Prediction = tuple[np.ndarray, np.ndarray]
+"""(prob, logit), each float32 [B]."""
+
+
+def sigmoid(logit: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
+
+
+class Client:
+    """Query one model on one server.
+
+    `predict` takes int ids [B, F] (or one row [F]), splits batches above the model's `max_batch_size`
+    (read from the server) and returns (prob, logit) as float32 [B]. Every failure is a `ClientError`
+    naming the server and the model; no call waits longer than `timeout_s` per request.
+    """
+
+    def __init__(self, url: str, protocol: str = "grpc", model: str = "ensemble_m8", *,
+                 timeout_s: float = 30.0, feature_map: FeatureMap | Path | str | None = None,
+                 split_batches: bool = True, max_workers: int = 4):
+        self.transport = Transport(url, protocol, timeout_s)
+        self.url, self.protocol, self.model = self.transport.url, protocol, model
+        self.split_batches = split_batches
+        self.max_workers = max_workers
+        self._feature_map = feature_map
+        self._encoder: Any = None
+        self._info: ModelInfo | None = None
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.transport.close()
+
+    def __repr__(self) -> str:
+        return f"Client({self.url!r}, protocol={self.protocol!r}, model={self.model!r})"
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo:
+        """The served model's config (fetched once): input width, batch limit, outputs, members."""
+        if self._info is None:
+            with self._lock:
+                if self._info is None:
+                    config = self.transport.model_config(self.model)
+                    try:
+                        self._info = ModelInfo.from_config(config)
+                    except (KeyError, ValueError, TypeError) as err:
+                        raise self._error(f"unexpected model config ({err})") from None
+        return self._info
+
+    def is_ready(self) -> bool:
+        return self.transport.is_ready(self.model)
+
+    # -- predictions -------------------------------------------------------------------------
+
+    def infer(self, feat_ids: Any) -> dict[str, np.ndarray]:
+        """All outputs of the model, each [B, ...], batches split to `max_batch_size`."""
+        info = self.info
+        ids = self._check_ids(feat_ids, info)
+        limit = info.max_batch_size
+        if limit and len(ids) > limit and not self.split_batches:
+            raise self._error(f"batch of {len(ids)} rows is above the model's max_batch_size {limit}")
+        if len(ids) == 0:
+            return {name: np.zeros((0, 1), np.float32) for name in info.outputs}
+        step = limit if limit else len(ids)
+        parts = [self.transport.infer(self.model, info.input_name, ids[i:i + step], info.outputs)
+                 for i in range(0, len(ids), step)]
+        return {name: np.concatenate([p[name] for p in parts]) for name in info.outputs}
+
+    def predict(self, feat_ids: Any) -> Prediction:
+        """(prob, logit) float32 [B] for int ids [B, F]."""
+        out = self.infer(feat_ids)
+        if naming.LOGIT in out:
+            logit = out[naming.LOGIT].reshape(-1)
+        elif naming.LOGIT_SUM in out and naming.MEMBER_COUNT in out:  # one shard's partial ensemble
+            total, count = out[naming.LOGIT_SUM].reshape(-1), out[naming.MEMBER_COUNT].reshape(-1)
+            logit = (total / count).astype(np.float32)
+        else:
+            raise self._error(f"model has no `{naming.LOGIT}` output (outputs: {', '.join(out)})")
+        prob = out[naming.PROB].reshape(-1) if naming.PROB in out else sigmoid(logit)
+        return prob, logit
+
+    def predict_records(self, rows: Sequence[Mapping[str, Any]],
+                        feature_map: FeatureMap | Path | str | None = None) -> Prediction:
+        """Predict raw records (dicts keyed by raw column names, e.g. Criteo `I1`..`C26`), encoded with
+        the repository's `feature_map.json` exactly as training data was."""
+        ids = self.encoder(feature_map).encode(rows)
+        return self.predict(ids)
+
+    def encoder(self, feature_map: FeatureMap | Path | str | None = None) -> Any:
+        """The `RecordEncoder` for `feature_map` (a FeatureMap, a feature_map.json, or a repository)."""
+        from ttsrec.data.encode import RecordEncoder
+
+        if feature_map is not None:
+            return RecordEncoder(_load_feature_map(feature_map))
+        if self._encoder is None:
+            if self._feature_map is None:
+                raise ClientError("predict_records needs a feature map: pass feature_map= (the repository "
+                                  "folder or its feature_map.json) to Client or predict_records",
+                                  url=self.url, model=self.model)
+            self._encoder = RecordEncoder(_load_feature_map(self._feature_map))
+        return self._encoder
+
+    # -- concurrency -------------------------------------------------------------------------
+
+    def predict_async(self, feat_ids: Any) -> Future[Prediction]:
+        """Start `predict` on the client's thread pool; the future raises what `predict` would."""
+        if self._pool is None:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="ttsrec-client")
+        return self._pool.submit(self.predict, feat_ids)
+
+    def predict_many(self, batches: Iterable[Any], concurrency: int = 4) -> list[Prediction]:
+        """Predict several batches with up to `concurrency` requests in flight; results in order."""
+        with ThreadPoolExecutor(max(1, concurrency), thread_name_prefix="ttsrec-client") as pool:
+            return list(pool.map(self.predict, batches))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _check_ids(self, feat_ids: Any, info: ModelInfo) -> np.ndarray:
+        ids = np.asarray(feat_ids)
+        if ids.dtype.kind not in "iu":
+            raise self._error(f"feat_ids must be integer ids (int64), got dtype {ids.dtype}")
+        if ids.ndim == 1 and ids.shape[0] == info.num_fields:
+            ids = ids.reshape(1, -1)
+        if ids.ndim != 2 or ids.shape[1] != info.num_fields:
+            raise self._error(f"feat_ids must have shape [B, {info.num_fields}], got {list(ids.shape)}")
+        return np.ascontiguousarray(ids, dtype=np.int64)
+
+    def _error(self, message: str) -> ClientError:
+        return ClientError(message, url=self.url, model=self.model)
+
+
+def _load_feature_map(source: FeatureMap | Path | str) -> FeatureMap:
+    if isinstance(source, FeatureMap):
+        return source
+    try:
+        return FeatureMap.load(Path(source))
+    except UserError as err:
+        raise ClientError(str(err)) from None

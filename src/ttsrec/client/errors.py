@@ -1,0 +1,16 @@
+"""Client failures as user-facing errors that name the server and the model."""
+
+from __future__ import annotations
+
+from ttsrec.errors import UserError
+
+
+class ClientError(UserError):
+    """A request failed: bad input, unknown model, server down, or timeout (`timed_out`)."""
+
+    def __init__(self, message: str, *, url: str = "", model: str = "", timed_out: bool = False):
+        where = f"{model} at {url}: " if url or model else ""
+        super().__init__(f"{where}{message}")
+        self.url = url
+        self.model = model
+        self.timed_out = timed_out

@@ -1,0 +1,75 @@
+"""What a repository folder holds, checked before a server is started on it: the bundled server runs
+only the `python` flavour, and a sharded export is K repositories, not one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
+
+from ttsrec.errors import UserError
+
+NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # = tritonserver 2.51, the version bundled here
+SHARDS_FILE = "shards.json"
+MANIFEST_FILE = "tts_manifest.json"
+
+
+def read_config(path: Path) -> model_config_pb2.ModelConfig:
+    """Parse a `config.pbtxt` with Triton's own protobuf type."""
+    try:
+        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+    except (text_format.ParseError, UnicodeDecodeError) as err:
+        raise UserError(f"{path} is not a valid Triton model config ({err})") from None
+
+
+def model_configs(repo: Path) -> dict[str, model_config_pb2.ModelConfig]:
+    """Every model folder's config, by folder name."""
+    return {cfg.parent.name: read_config(cfg) for cfg in sorted(Path(repo).glob("*/config.pbtxt"))}
+
+
+def is_sharded(path: Path) -> bool:
+    return (Path(path) / SHARDS_FILE).is_file()
+
+
+def docker_command(repo: Path) -> str:
+    """How to serve an onnxruntime-flavour repository: NGC's container has the onnxruntime backend."""
+    return (f"docker run --rm --gpus all -p 8000:8000 -p 8001:8001 -p 8002:8002 "
+            f"-v {Path(repo).resolve()}:/models {NGC_IMAGE} tritonserver --model-repository=/models")
+
+
+def check_repository(repo: Path) -> dict[str, model_config_pb2.ModelConfig]:
+    """Refuse what the bundled server cannot run, with the way to run it instead; return the configs."""
+    repo = Path(repo)
+    if not repo.is_dir():
+        raise UserError(f"model repository not found: {repo}")
+    if is_sharded(repo):
+        raise UserError(f"{repo} is a sharded export ({SHARDS_FILE}): serve it with "
+                        f"`tts-serve {repo} --shards` or `ttsrec.serve.ShardedServers`")
+    flavour = _manifest_flavour(repo)
+    configs = model_configs(repo)
+    ort = [name for name, cfg in configs.items()
+           if cfg.backend == "onnxruntime" or cfg.platform == "onnxruntime_onnx"]
+    if flavour == "onnxruntime" or ort:
+        what = f"models {', '.join(ort[:3])}{'...' if len(ort) > 3 else ''} use" if ort else "it uses"
+        raise UserError(
+            f"{repo} is an onnxruntime-flavour repository ({what} Triton's onnxruntime backend), which the "
+            f"tritonserver bundled in nvidia-pytriton does not have. Serve it in NGC's container: "
+            f"`{docker_command(repo)}` (drop --gpus all on a CPU machine), or export the python flavour "
+            f"for this machine: `tts-export ... --backend python`")
+    return configs
+
+
+def _manifest_flavour(repo: Path) -> str | None:
+    path = repo / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(manifest, dict):
+        return None
+    flavour = manifest.get("flavour", manifest.get("backend"))
+    return flavour if isinstance(flavour, str) else None

@@ -1,0 +1,237 @@
+"""`TritonServer`: the bundled tritonserver as a context manager, on loopback, ready when it returns.
+
+Readiness is polled over HTTP while watching our own PID: with a busy port the new server exits,
+but an old server on that port would still answer the poll.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ttsrec.errors import UserError
+from ttsrec.serve import shm
+from ttsrec.serve.bundle import find_bundle
+from ttsrec.serve.ports import check_ports, free_port
+from ttsrec.serve.repo_check import check_repository
+
+_HARMLESS = ("CUDA", "cuda", "NVML", "DCGM", "CudaDriverHelper", "pinned", "GPU metrics")
+_LIVE: weakref.WeakSet[TritonServer] = weakref.WeakSet()
+
+
+class TritonServer:
+    """One tritonserver process serving `repo`; ports left as None are picked free.
+
+    >>> with TritonServer("model_repository") as server:
+    ...     Client(server.grpc_url, model="ensemble_m8").predict(ids)
+    """
+
+    def __init__(self, repo: Path | str, *, http_port: int | None = None, grpc_port: int | None = None,
+                 metrics_port: int | None = None, host: str = "127.0.0.1", log_file: Path | str | None = None,
+                 extra_args: Sequence[str] = (), start_timeout_s: float = 180.0,
+                 stop_timeout_s: float = 20.0):
+        self.repo = Path(repo)
+        self.host = host
+        self.requested_ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
+        self.ports: dict[str, int] = {}
+        self.log_file = Path(log_file) if log_file else None
+        self.extra_args = tuple(extra_args)
+        self.start_timeout_s = start_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.shm_prefix = f"{shm.REGION_PREFIX}tts{uuid.uuid4().hex[:10]}_"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+        self._own_log = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def __enter__(self) -> TritonServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> TritonServer:
+        """Launch and wait until every model is ready."""
+        self.launch()
+        self.wait_ready()
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting (lets several servers load side by side)."""
+        if self.is_alive():
+            raise UserError(f"{self.describe()} is already running")
+        check_repository(self.repo)
+        bundle = find_bundle()
+        requested = {k: v for k, v in self.requested_ports.items() if v}
+        check_ports(self.host, requested)
+        self.ports = {k: v or free_port(self.host) for k, v in self.requested_ports.items()}
+        shm.remove_stale_regions()
+        if self.log_file:
+            self._log_path, self._own_log = self.log_file, False
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(fd)
+            self._log_path, self._own_log = Path(name), True
+        cmd = [
+            str(bundle.binary),
+            f"--model-repository={self.repo.resolve()}",
+            f"--backend-directory={bundle.backend_dir}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--http-address={self.host}", f"--http-port={self.ports['http']}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.ports['grpc']}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.ports['metrics']}",
+            "--disable-auto-complete-config", "--strict-readiness=true", "--exit-on-error=true",
+            "--pinned-memory-pool-byte-size=0", "--allow-gpu-metrics=false", "--exit-timeout-secs=5",
+            *self.extra_args,
+        ]
+        with open(self._log_path, "ab") as log:
+            # Own session: a terminal's Ctrl-C reaches us, and we shut the server down in order.
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                          env=bundle.env(), start_new_session=True)
+        _LIVE.add(self)
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until the server is ready; if a port we picked was taken meanwhile, relaunch on new ones."""
+        auto = not all(self.requested_ports.values())
+        for attempt in range(3):
+            try:
+                self._poll_ready(self.start_timeout_s if timeout_s is None else timeout_s)
+                return
+            except _PortTakenError as taken:
+                if not auto or attempt == 2:
+                    raise UserError(f"{self.describe()}: port already in use ({taken})") from None
+                self.launch()
+
+    def _poll_ready(self, timeout_s: float) -> None:
+        """Poll `/v2/health/ready` until 200, failing fast (with the log tail) if our process exits."""
+        deadline = time.monotonic() + timeout_s
+        url = f"http://{self._poll_host()}:{self.ports['http']}/v2/health/ready"
+        delay = 0.05
+        while True:
+            if self._proc is None or self._proc.poll() is not None:
+                self._raise_exited()
+            try:
+                with urllib.request.urlopen(url, timeout=2.0) as resp:
+                    if resp.status == 200 and self._proc.poll() is None:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                tail = self.log_tail()
+                self.stop()
+                raise UserError(f"{self.describe()} was not ready after {timeout_s:.0f}s{_fmt_tail(tail)}")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def stop(self) -> None:
+        """SIGTERM, wait, then SIGKILL the process group; remove this server's shm regions."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(self.stop_timeout_s)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc.pid)
+                    proc.wait(10)
+            _kill_group(proc.pid)  # stub processes of a server that died hard
+            shm.remove_regions(self.shm_prefix)
+        _LIVE.discard(self)
+        if self._own_log and self._log_path is not None:
+            self._log_path.unlink(missing_ok=True)
+            self._log_path = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def http_url(self) -> str:
+        """`host:port`, as tritonclient wants it."""
+        return f"{self._poll_host()}:{self.ports['http']}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self._poll_host()}:{self.ports['grpc']}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self._poll_host()}:{self.ports['metrics']}/metrics"
+
+    def url(self, protocol: str = "grpc") -> str:
+        return self.grpc_url if protocol == "grpc" else self.http_url
+
+    def models(self) -> list[dict[str, Any]]:
+        """The repository index: name, version, state (and reason) per model."""
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def log_tail(self, lines: int = 15) -> list[str]:
+        """The last log lines that matter (known harmless CUDA/NVML noise of a CPU machine left out)."""
+        if self._log_path is None or not self._log_path.is_file():
+            return []
+        text = self._log_path.read_text(errors="replace").splitlines()
+        return [line for line in text if line.strip() and not any(h in line for h in _HARMLESS)][-lines:]
+
+    def describe(self) -> str:
+        ports = ", ".join(f"{k} {v}" for k, v in self.ports.items()) or "no ports yet"
+        return f"tritonserver for {self.repo} on {self.host} ({ports})"
+
+    def __repr__(self) -> str:
+        return f"TritonServer({str(self.repo)!r}, pid={self.pid}, http={self.ports.get('http')}, " \
+               f"grpc={self.ports.get('grpc')})"
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _poll_host(self) -> str:
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    def _raise_exited(self) -> None:
+        code = self._proc.returncode if self._proc is not None else None
+        tail = self.log_tail()
+        self.stop()
+        busy = [line for line in tail if "already in use" in line]
+        if busy:
+            raise _PortTakenError(busy[-1].strip())
+        raise UserError(f"{self.describe()} exited with code {code} while starting{_fmt_tail(tail)}")
+
+
+class _PortTakenError(Exception):
+    """A port was free when checked and taken before tritonserver bound it."""
+
+
+def _fmt_tail(tail: list[str]) -> str:
+    return ("; server log ends with:\n  " + "\n  ".join(tail)) if tail else ""
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Never leave a server behind when the interpreter exits without `stop()`."""
+    for server in list(_LIVE):
+        server.stop()
