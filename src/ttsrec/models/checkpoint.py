@@ -70,7 +70,8 @@ def load_member(path: Path) -> LoadedMember:
     try:
         payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt zips/pickles
-        raise UserError(f"cannot load checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0]}") from err
+        first_line = str(err).splitlines()[0] if str(err) else ""
+        raise UserError(f"cannot load checkpoint {path}: {type(err).__name__}: {first_line}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a ttsrec member checkpoint (expected format {FORMAT})")
     try:

@@ -1,0 +1,111 @@
+"""One member -> one ONNX file (input `feat_ids` int64 [batch, F], output `logit` float32 [batch, 1]),
+and the onnxruntime session settings every stage uses to run it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+INPUT_NAME = "feat_ids"
+OUTPUT_NAME = "logit"
+MAX_IR_VERSION = 10
+"""onnx 1.23 writes IR 11+ by default; onnxruntime 1.31 reads up to 13, older servers less: 10 is safe."""
+_TWO_GB = 2**31
+
+
+def export_member_onnx(model: nn.Module, path: Path, *, opset: int = 18, example_batch: int = 4,
+                       metadata: Mapping[str, str] | None = None) -> Path:
+    """Export with torch's dynamo exporter and a dynamic batch axis; written atomically.
+
+    The example batch is >= 2 so torch.export does not specialise the batch to 1. Weights are
+    embedded in the file unless the model passes 2 GB (then `<name>.data` sits next to it).
+    Backbone and hparams (when the model has them) go into the ONNX metadata.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    num_fields = len(model.vocab_sizes)
+    example = torch.zeros(max(2, example_batch), num_fields, dtype=torch.int64)
+    batch = torch.export.Dim("batch", min=1, max=1 << 24)
+    with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
+        warnings.simplefilter("ignore")  # exporter chatter (deprecations, onnxscript notices)
+        program = torch.onnx.export(
+            model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_shapes={"feat_ids": {0: batch}}, opset_version=opset, dynamo=True,
+            external_data=False, verbose=False,
+        )
+    graph = program.model
+    graph.ir_version = min(graph.ir_version, MAX_IR_VERSION)
+    graph.metadata_props["ttsrec.num_fields"] = str(num_fields)
+    if getattr(model, "backbone", None):
+        graph.metadata_props["ttsrec.backbone"] = model.backbone
+        graph.metadata_props["ttsrec.hparams"] = json.dumps(model.hparams, sort_keys=True)
+    graph.metadata_props.update(metadata or {})
+
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > _TWO_GB - (64 << 20)
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
+        staged = Path(tmp) / path.name
+        program.save(staged, external_data=big)  # big: weights in `<name>.data` next to the model
+        onnx.checker.check_model(str(staged), full_check=True)
+        for produced in sorted(Path(tmp).iterdir(), key=lambda f: f == staged):  # the model file last
+            os.replace(produced, path.parent / produced.name)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs one warning per missing torchvision op; nothing a user can act on."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def ort_session(path: Path | str | bytes, intra_op_threads: int = 1) -> ort.InferenceSession:
+    """A CPU session that does not spin: M sessions share the cores, and spinning threads fight."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    source = str(path) if isinstance(path, Path) else path
+    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def run_session(session: ort.InferenceSession, feat_ids: np.ndarray) -> np.ndarray:
+    """Logits [B, 1] float32 for int64 ids [B, F]."""
+    ids = np.ascontiguousarray(feat_ids, dtype=np.int64)
+    return session.run([OUTPUT_NAME], {INPUT_NAME: ids})[0]
+
+
+def parity(model: nn.Module, session: ort.InferenceSession, *, batch_sizes: Sequence[int] = (1, 7, 256),
+           seed: int = 0) -> float:
+    """Max |torch - onnxruntime| over random in-range ids (plus some out-of-range ones) per batch size."""
+    rng = np.random.default_rng(seed)
+    vocab = np.asarray(model.vocab_sizes, dtype=np.int64)
+    worst = 0.0
+    model.eval()
+    for size in batch_sizes:
+        ids = (rng.random((size, len(vocab))) * vocab).astype(np.int64)
+        ids[rng.random(ids.shape) < 0.05] = -1
+        with torch.no_grad():
+            expected = model(torch.from_numpy(ids)).numpy()
+        worst = max(worst, float(np.abs(run_session(session, ids) - expected).max()))
+    return worst

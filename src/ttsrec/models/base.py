@@ -1,0 +1,41 @@
+"""The member contract every backbone follows (design §2).
+
+`forward(feat_ids int64 [B, F]) -> logit float32 [B, 1]`, raw logit.  A backbone's hyper-parameters
+are the keyword arguments of its `__init__` (their defaults are the paper's); `build_model` resolves
+them and records the result in `model.hparams`, which is all that is needed to rebuild the model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from torch import nn
+
+from ttsrec.models.layers import FeatureEmbedding
+
+
+class Member(nn.Module):
+    backbone: ClassVar[str] = ""
+    depth_knobs: ClassVar[tuple[str, ...]] = ()
+    """Hparams that make the network deeper (int layer counts, or lists whose length is the depth)."""
+    width_knobs: ClassVar[tuple[str, ...]] = ()
+    """Hparams that make the network wider (int/float widths, or lists of widths)."""
+
+    def __init__(self, vocab_sizes: Sequence[int], embed_dim: int):
+        super().__init__()
+        self.vocab_sizes: list[int] = [int(v) for v in vocab_sizes]
+        self.num_fields = len(self.vocab_sizes)
+        self.embed_dim = int(embed_dim)
+        self.embedding = FeatureEmbedding(self.vocab_sizes, self.embed_dim)
+        self.hparams: dict[str, Any] = {}
+
+    @classmethod
+    def resolve(cls, hparams: dict[str, Any], num_fields: int) -> dict[str, Any]:
+        """Fill hparams that depend on the feature map (e.g. RankMixer's token width); checks them."""
+        return hparams
+
+    def flat_embedding(self, feat_ids):
+        """[B, F] ids -> ([B, F, d] embeddings, [B, F*d] flattened)."""
+        emb = self.embedding(feat_ids)
+        return emb, emb.flatten(1)

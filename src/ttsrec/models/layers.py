@@ -1,0 +1,194 @@
+"""Building blocks shared by the backbones.
+
+Every layer works row by row (no statistics over the batch) and uses only ops that the dynamo ONNX
+exporter maps to plain ONNX (Gather, MatMul/Gemm, Einsum, LayerNormalization, Where), so a member
+exports with a dynamic batch axis and serves any int64 request.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FeatureEmbedding(nn.Module):
+    """One table for all fields of one member (global row = field offset + field-local id).
+
+    Out-of-range ids (negative or >= the field's vocab) are mapped to the field's OOV id 0 *inside*
+    the graph, so random ids from a load generator can never index outside the table.
+    """
+
+    def __init__(self, vocab_sizes: Sequence[int], dim: int):
+        super().__init__()
+        sizes = torch.tensor([int(v) for v in vocab_sizes], dtype=torch.int64)
+        if sizes.numel() == 0 or bool((sizes < 1).any()):
+            raise ValueError(f"vocab sizes must be >= 1 per field, got {list(vocab_sizes)}")
+        # Derived from vocab_sizes (which checkpoints store), so kept out of the state dict.
+        self.register_buffer("sizes", sizes, persistent=False)
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
+        self.weight = nn.Parameter(torch.empty(int(sizes.sum()), dim))
+        nn.init.xavier_uniform_(self.weight)
+
+    def forward(self, feat_ids: torch.Tensor) -> torch.Tensor:
+        """[B, F] int64 field-local ids -> [B, F, dim]."""
+        valid = (feat_ids >= 0) & (feat_ids < self.sizes)
+        rows = torch.where(valid, feat_ids, torch.zeros_like(feat_ids)) + self.offsets
+        return F.embedding(rows, self.weight)
+
+
+class MLP(nn.Sequential):
+    """Linear -> ReLU per hidden width, then an optional Linear(., 1) output layer."""
+
+    def __init__(self, in_dim: int, dims: Sequence[int], *, output_layer: bool = True):
+        layers: list[nn.Module] = []
+        for width in dims:
+            layers += [nn.Linear(in_dim, width), nn.ReLU()]
+            in_dim = width
+        if output_layer:
+            layers.append(nn.Linear(in_dim, 1))
+        super().__init__(*layers)
+        self.out_dim = 1 if output_layer else in_dim
+
+
+class CrossNetwork(nn.Module):
+    """DCN cross layers, x_{l+1} = x0 * (x_l . w_l) + b_l + x_l, rank-1 (DCN) or full-matrix (DCNv2:
+    x_{l+1} = x0 * (W_l x_l + b_l) + x_l)."""
+
+    def __init__(self, dim: int, num_layers: int, *, full_rank: bool):
+        super().__init__()
+        self.full_rank = full_rank
+        width = dim if full_rank else 1
+        self.weights = nn.ModuleList(nn.Linear(dim, width, bias=full_rank) for _ in range(num_layers))
+        self.biases = nn.Parameter(torch.zeros(num_layers, dim)) if not full_rank else None
+
+    def forward(self, x0: torch.Tensor) -> torch.Tensor:
+        x = x0
+        for index, linear in enumerate(self.weights):
+            x = x0 * linear(x) + x
+            if self.biases is not None:
+                x = x + self.biases[index]
+        return x
+
+
+class FMInteraction(nn.Module):
+    """Second-order FM term 0.5 * sum_d[(sum_f e)^2 - sum_f e^2], [B, F, d] -> [B, 1]."""
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        square_of_sum = emb.sum(dim=1).pow(2)
+        sum_of_square = emb.pow(2).sum(dim=1)
+        return 0.5 * (square_of_sum - sum_of_square).sum(dim=1, keepdim=True)
+
+
+class InnerProduct(nn.Module):
+    """All pairwise inner products <e_i, e_j>, i < j: one batched matmul, then a gather of the upper
+    triangle (indices kept as a buffer so they follow the module's device)."""
+
+    def __init__(self, num_fields: int):
+        super().__init__()
+        rows, cols = torch.triu_indices(num_fields, num_fields, offset=1)
+        self.register_buffer("pairs", rows * num_fields + cols, persistent=False)
+        self.num_pairs = int(rows.numel())
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        """[B, F, d] -> [B, F(F-1)/2]."""
+        gram = torch.bmm(emb, emb.transpose(1, 2)).flatten(1)
+        return gram.index_select(1, self.pairs)
+
+
+def _uniform_(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
+    """nn.Linear's default init range for weights we hold as raw (batched) parameters."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return nn.init.uniform_(tensor, -bound, bound)
+
+
+class WukongLayer(nn.Module):
+    """Wukong interaction layer: linear-compress block (LCB) + low-rank FM block (FMB), concatenated,
+    plus a residual (projected over the embedding-count axis when the count changes), LayerNorm(d).
+
+    [B, n_in, d] -> [B, n_lcb + n_fmb, d].
+    """
+
+    def __init__(self, num_in: int, dim: int, num_lcb: int, num_fmb: int, rank: int,
+                 fm_mlp_dims: Sequence[int]):
+        super().__init__()
+        self.num_out = num_lcb + num_fmb
+        self.num_fmb, self.dim = num_fmb, dim
+        self.lcb = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(num_in, num_lcb)))
+        self.fmb_proj = nn.Parameter(nn.init.kaiming_uniform_(torch.empty(num_in, rank)))
+        self.fmb_norm = nn.LayerNorm(num_in * rank)
+        self.fmb_mlp = MLP(num_in * rank, [*fm_mlp_dims, num_fmb * dim], output_layer=False)
+        self.residual = (nn.Parameter(nn.init.kaiming_normal_(torch.empty(num_in, self.num_out)))
+                         if num_in != self.num_out else None)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lcb = torch.einsum("bnd,nm->bmd", x, self.lcb)
+        low_rank = torch.einsum("bnd,nr->bdr", x, self.fmb_proj)        # X^T W: [B, d, r]
+        fm = torch.bmm(x, low_rank).flatten(1)                           # X X^T W: [B, n, r]
+        fmb = self.fmb_mlp(self.fmb_norm(fm)).view(-1, self.num_fmb, self.dim)
+        residual = x if self.residual is None else torch.einsum("bnd,nm->bmd", x, self.residual)
+        return self.norm(torch.cat((fmb, lcb), dim=1) + residual)
+
+
+class PerTokenLinear(nn.Module):
+    """T independent Linear(d_in, d_out) maps, one per token, computed as one einsum over a
+    [T, d_in, d_out] weight (no Python loop over tokens)."""
+
+    def __init__(self, num_tokens: int, d_in: int, d_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(_uniform_(torch.empty(num_tokens, d_in, d_out), d_in))
+        self.bias = nn.Parameter(_uniform_(torch.empty(num_tokens, d_out), d_in))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, T, d_in] -> [B, T, d_out]."""
+        return torch.einsum("btd,tdh->bth", x, self.weight) + self.bias
+
+
+class RankMixerLayer(nn.Module):
+    """RankMixer block: parameter-free token mixing (T tokens x H = T heads), then a per-token FFN
+    (GELU), each with a residual and a LayerNorm over the last dimension only (never over the batch,
+    unlike the reference code).  [B, T, D] -> [B, T, D], D divisible by T.
+    """
+
+    def __init__(self, num_tokens: int, dim: int, hidden: int):
+        super().__init__()
+        if dim % num_tokens:
+            raise ValueError(f"token dim {dim} must be a multiple of the token count {num_tokens}")
+        self.num_tokens, self.dim = num_tokens, dim
+        self.mix_norm = nn.LayerNorm(dim)
+        self.ffn_in = PerTokenLinear(num_tokens, dim, hidden)
+        self.ffn_out = PerTokenLinear(num_tokens, hidden, dim)
+        self.ffn_norm = nn.LayerNorm(dim)
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """Head h of the output gathers slice h of every token: [B, T, H, D/H] -> [B, H, T, D/H]."""
+        heads = x.reshape(-1, self.num_tokens, self.num_tokens, self.dim // self.num_tokens)
+        return heads.transpose(1, 2).reshape(-1, self.num_tokens, self.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.mix_norm(x + self.mix(x))
+        return self.ffn_norm(x + self.ffn_out(F.gelu(self.ffn_in(x))))
+
+
+class BilinearAggregation(nn.Module):
+    """FinalMLP's fusion head: w1.x1 + w2.x2 + sum_h x1_h^T W_h x2_h (multi-head bilinear)."""
+
+    def __init__(self, dim1: int, dim2: int, num_heads: int = 1):
+        super().__init__()
+        if dim1 % num_heads or dim2 % num_heads:
+            raise ValueError(f"stream widths {dim1}, {dim2} must be divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.linear1 = nn.Linear(dim1, 1)
+        self.linear2 = nn.Linear(dim2, 1, bias=False)
+        head1, head2 = dim1 // num_heads, dim2 // num_heads
+        self.bilinear = nn.Parameter(nn.init.xavier_normal_(torch.empty(num_heads, head1, head2)))
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        h1 = x1.view(x1.shape[0], self.num_heads, -1)
+        h2 = x2.view(x2.shape[0], self.num_heads, -1)
+        cross = torch.einsum("bhi,hij->bhj", h1, self.bilinear)
+        return self.linear1(x1) + self.linear2(x2) + (cross * h2).sum(dim=(1, 2)).unsqueeze(1)
