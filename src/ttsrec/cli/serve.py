@@ -1,0 +1,131 @@
+"""`tts-serve REPOSITORY`: run the bundled tritonserver on an exported repository until Ctrl-C/SIGTERM.
+
+A sharded export (`tts-export --shards K`, it has `shards.json`) starts one server per shard and
+prints the URLs to hand to `ShardedClient`.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ttsrec.cli.common import console, run_app
+from ttsrec.errors import UserError
+from ttsrec.serve import ShardedServers, TritonServer
+from ttsrec.serve.repo_check import is_sharded
+from ttsrec.utils.atomic import atomic_write_text
+
+app = typer.Typer(add_completion=False, help=__doc__)
+out = Console(highlight=False)
+
+
+def _port(value: int | None) -> int | None:
+    """0 means "pick a free one" (None to TritonServer)."""
+    if value is not None and not 0 <= value < 65536:
+        raise UserError(f"port {value} is out of range (0-65535; 0 picks a free port)")
+    return value or None
+
+
+@app.command()
+def serve(
+    repository: Annotated[Path, typer.Argument(help="Exported model repository (tts-export --out).")],
+    http_port: Annotated[int, typer.Option(help="HTTP port (0: a free one).")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port (0: a free one).")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port (0: a free one).")] = 8002,
+    host: Annotated[str, typer.Option(help="Address to bind; keep loopback unless you mean to expose it.")]
+        = "127.0.0.1",
+    shards: Annotated[bool | None, typer.Option(
+        "--shards/--no-shards", help="One server per shard of a sharded export (default: if shards.json).")]
+        = None,
+    port_step: Annotated[int, typer.Option(help="With --shards: shard i uses each port + i * step.")] = 10,
+    log_dir: Annotated[Path | None, typer.Option(help="Keep tritonserver logs here (default: temp files).")]
+        = None,
+    ready_file: Annotated[Path | None, typer.Option(
+        help="Write the endpoints as JSON here once ready (for scripts); removed on exit.")] = None,
+    start_timeout: Annotated[float, typer.Option(help="Seconds to wait for all models to load.")] = 180.0,
+) -> None:
+    """Start tritonserver on REPOSITORY, print endpoints and models, serve until Ctrl-C or SIGTERM."""
+    ports = {"http_port": _port(http_port), "grpc_port": _port(grpc_port),
+             "metrics_port": _port(metrics_port)}
+    sharded = is_sharded(repository) if shards is None else shards
+    if sharded:
+        if port_step < 1:
+            raise UserError(f"--port-step must be >= 1, got {port_step}")
+        group = ShardedServers(repository, **ports, port_step=port_step, host=host, log_dir=log_dir,
+                               start_timeout_s=start_timeout)
+        servers = group.servers
+    else:
+        servers = [TritonServer(repository, **ports, host=host, start_timeout_s=start_timeout,
+                                log_file=log_dir / "tritonserver.log" if log_dir else None)]
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_stop)
+    try:
+        with console.status(f"starting {len(servers)} tritonserver(s) on {repository} ..."):
+            for server in servers:
+                server.launch()
+            for server in servers:
+                server.wait_ready()
+        _print_servers(servers, sharded)
+        if ready_file:
+            atomic_write_text(ready_file, json.dumps(_endpoints(servers), indent=1) + "\n")
+        while True:
+            time.sleep(0.5)
+            dead = [s for s in servers if not s.is_alive()]
+            if dead:
+                tail = "\n  ".join(dead[0].log_tail(8))
+                raise UserError(f"{dead[0].describe()} stopped unexpectedly; log ends with:\n  {tail}")
+    except _Stop:
+        console.print("shutting down ...")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the shutdown short
+            signal.signal(sig, signal.SIG_IGN)
+        for server in servers:
+            server.stop()
+        if ready_file:
+            ready_file.unlink(missing_ok=True)
+    console.print("[green]stopped[/]")
+
+
+class _Stop(Exception):  # noqa: N818 - a signal, not an error
+    """Raised in the main thread by SIGINT/SIGTERM, wherever it is (loading or serving)."""
+
+
+def _raise_stop(signum: int, frame: object) -> None:
+    raise _Stop()
+
+
+def _endpoints(servers: list[TritonServer]) -> dict[str, object]:
+    return {"servers": [{"repository": str(s.repo), "pid": s.pid, "http_url": s.http_url,
+                         "grpc_url": s.grpc_url, "metrics_url": s.metrics_url} for s in servers],
+            "grpc_urls": [s.grpc_url for s in servers], "http_urls": [s.http_url for s in servers]}
+
+
+def _print_servers(servers: list[TritonServer], sharded: bool) -> None:
+    for server in servers:
+        table = Table(title=f"{server.repo}  (pid {server.pid})", title_justify="left")
+        for col in ("model", "version", "state"):
+            table.add_column(col)
+        for model in server.models():
+            table.add_row(model.get("name", ""), str(model.get("version", "")), model.get("state", ""))
+        out.print(table)
+        out.print(f"  http    {server.http_url}\n  grpc    {server.grpc_url}\n  metrics {server.metrics_url}")
+    if sharded:
+        urls = ",".join(s.grpc_url for s in servers)
+        out.print(f"\nShardedClient urls (grpc): {urls}\n"
+                  f"  ShardedClient({[s.grpc_url for s in servers]!r}, min_members=...)")
+    out.print("[bold green]ready[/]: Ctrl-C or SIGTERM stops", highlight=False)
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()
