@@ -1,0 +1,112 @@
+"""`tts-data`: synthesise Criteo-format data and prepare raw logs into model-ready splits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from ttsrec.cli.common import console, run_app
+
+app = typer.Typer(
+    help="Data: synthetic Criteo TSV, dataset presets, preparation into id splits.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="TSV file to write (Criteo format).")],
+    rows: Annotated[int, typer.Option("--rows", help="Number of rows.")] = 200_000,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same file).")] = 0,
+) -> None:
+    """Write synthetic rows in the exact Criteo TSV format (label, I1..I13, C1..C26)."""
+    from ttsrec.data.synth import write_synthetic_criteo
+
+    with console.status(f"writing {rows:,} synthetic rows"):
+        write_synthetic_criteo(out, rows=rows, seed=seed)
+    console.print(f"wrote {rows:,} rows to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command()
+def prepare(
+    inputs: Annotated[
+        list[Path], typer.Option("--input", "-i", help="Input file (repeatable; movielens: folder).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
+    preset: Annotated[
+        str, typer.Option("--preset", "-p", help="criteo | avazu | kdd12 | movielens | csv.")
+    ] = "criteo",
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="YAML dataset spec (needed for --preset csv).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the 8:1:1 split.")] = 0,
+    on_bad_row: Annotated[
+        str, typer.Option("--on-bad-row", help="skip (count them) or fail (name file:line).")
+    ] = "skip",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
+) -> None:
+    """Two streaming passes (count, encode): id splits + feature_map.json + summary.json in OUT."""
+    from ttsrec.data.prepare import prepare as run_prepare
+
+    summary = run_prepare(preset, inputs, out, force=force, seed=seed, spec=spec, on_bad_row=on_bad_row)
+    console.print(summary_table(summary.to_dict()))
+
+
+@app.command()
+def summary(data: Annotated[Path, typer.Argument(help="Prepared dataset folder.")]) -> None:
+    """Show the summary of a prepared dataset."""
+    from ttsrec.data.prepared import PreparedData
+
+    console.print(summary_table(PreparedData(data).summary))
+
+
+@app.command()
+def presets() -> None:
+    """List the dataset presets and their fields."""
+    from ttsrec.data.spec import preset_names, resolve_spec
+
+    table = Table(title="dataset presets")
+    for col in ("preset", "format", "fields", "label", "min count"):
+        table.add_column(col)
+    for name in preset_names():
+        ds = resolve_spec(name)
+        table.add_row(
+            name,
+            ds.format,
+            f"{len(ds.fields)}: " + ", ".join(f.name for f in ds.fields),
+            ds.label,
+            str(ds.min_count),
+        )
+    table.add_row("csv", "any", "from --spec FILE.yaml", "", "")
+    console.print(table)
+
+
+def summary_table(s: dict) -> Table:
+    table = Table(title=f"prepared {s.get('dataset_id', '?')} -> {s.get('out', '')}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    table.add_row("rows read", f"{s.get('rows_read', 0):,}")
+    table.add_row("rows kept", f"{s.get('rows_kept', 0):,}")
+    table.add_row("rows skipped", f"{s.get('rows_skipped', 0):,}")
+    for reason, n in s.get("skipped_by_reason", {}).items():
+        table.add_row(f"  {reason}", f"{n:,}")
+    for name, n in s.get("splits", {}).items():
+        table.add_row(f"split {name}", f"{n:,}")
+    vocab = s.get("vocab_sizes", {})
+    table.add_row("fields", str(len(vocab)))
+    table.add_row("total vocabulary (incl. OOV ids)", f"{sum(vocab.values()):,}")
+    table.add_row("time", f"{s.get('seconds', 0):.2f} s ({s.get('rows_per_s', 0):,.0f} rows/s)")
+    table.add_row("feature map", str(s.get("feature_map_hash", "")))
+    return table
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

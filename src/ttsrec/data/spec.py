@@ -1,0 +1,194 @@
+"""Dataset specs: what a raw file looks like and how each model field is computed from it.
+
+Every preset (`presets/<name>.yaml`) is one of these, and `--preset csv --spec my.yaml` lets a user
+describe their own logs the same way. The spec is stored inside `feature_map.json`, so a client can
+encode raw records exactly as `prepare` did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ttsrec.data import transforms
+from ttsrec.errors import UserError
+
+FORMATS = ("text", "parquet", "movielens")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One model field: a raw column passed through a named transform, rare tokens -> OOV."""
+
+    name: str
+    source: str
+    preprocess: str = "none"
+    min_count: int = 1
+
+    @property
+    def kind(self) -> str:
+        return transforms.kind_of(self.preprocess)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    dataset_id: str
+    label: str
+    fields: list[FieldSpec]
+    label_transform: str = "binary"
+    format: str = "text"
+    separator: str = ","
+    header: bool = True
+    columns: list[str] | None = None
+    """Column names of a header-less text file, in order."""
+    encoding: str = "utf-8"
+    min_count: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sources(self) -> list[str]:
+        """Raw columns the fields read, in first-use order."""
+        return list(dict.fromkeys(f.source for f in self.fields))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["fields"] = [asdict(f) for f in self.fields]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, origin: str = "spec") -> DatasetSpec:
+        """Validate a parsed YAML/JSON spec; every mistake is a one-line `UserError`."""
+        if not isinstance(data, dict):
+            raise UserError(f"{origin}: a spec must be a mapping (got {type(data).__name__})")
+        known = {
+            "dataset_id",
+            "label",
+            "label_transform",
+            "fields",
+            "format",
+            "separator",
+            "header",
+            "columns",
+            "encoding",
+            "min_count",
+            "extra",
+        }
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise UserError(f"{origin}: unknown spec key(s) {unknown}; known: {sorted(known)}")
+        for key in ("label", "fields"):
+            if key not in data:
+                raise UserError(f"{origin}: missing required key '{key}'")
+        min_count = _positive_int(data.get("min_count", 1), f"{origin}: min_count")
+        entries = data["fields"] or []
+        if not isinstance(entries, list):
+            raise UserError(f"{origin}: 'fields' must be a list")
+        flat = [e for entry in entries for e in (entry if isinstance(entry, list) else [entry])]
+        fields = [_field(entry, min_count, f"{origin}: fields[{i}]") for i, entry in enumerate(flat)]
+        if not fields:
+            raise UserError(f"{origin}: 'fields' must list at least one field")
+        names = [f.name for f in fields]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise UserError(f"{origin}: duplicate field name(s) {dupes}")
+        fmt = str(data.get("format", "text"))
+        if fmt not in FORMATS:
+            raise UserError(f"{origin}: format must be one of {list(FORMATS)} (got {fmt!r})")
+        label_transform = str(data.get("label_transform", "binary"))
+        transforms.check_label_transform(label_transform, origin)
+        separator = _separator(data.get("separator", ","), origin)
+        columns = data.get("columns")
+        header = bool(data.get("header", columns is None))
+        if columns is not None:
+            if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+                raise UserError(f"{origin}: columns must be a list of names")
+        elif fmt == "text" and not header:
+            raise UserError(f"{origin}: a file without header needs 'columns'")
+        spec = cls(
+            dataset_id=str(data.get("dataset_id", Path(origin).stem)),
+            label=str(data["label"]),
+            fields=fields,
+            label_transform=label_transform,
+            format=fmt,
+            separator=separator,
+            header=header,
+            columns=columns,
+            encoding=str(data.get("encoding", "utf-8")),
+            min_count=min_count,
+            extra=dict(data.get("extra") or {}),
+        )
+        if columns is not None:
+            spec.check_columns(columns, origin)
+        return spec
+
+    def check_columns(self, available: list[str], where: str) -> None:
+        """Refuse a spec that names columns the data does not have."""
+        missing = [c for c in [self.label, *self.sources] if c not in available]
+        if missing:
+            raise UserError(
+                f"{where}: spec names column(s) {missing} not present (has: {', '.join(available)})"
+            )
+
+
+def _field(entry: Any, min_count: int, where: str) -> FieldSpec:
+    if isinstance(entry, str):
+        entry = {"name": entry}
+    if not isinstance(entry, dict) or "name" not in entry:
+        raise UserError(f"{where}: a field is a column name or a mapping with 'name'")
+    unknown = sorted(set(entry) - {"name", "source", "preprocess", "min_count"})
+    if unknown:
+        raise UserError(f"{where}: unknown field key(s) {unknown}")
+    preprocess = str(entry.get("preprocess", "none"))
+    transforms.check(preprocess, where)
+    return FieldSpec(
+        name=str(entry["name"]),
+        source=str(entry.get("source", entry["name"])),
+        preprocess=preprocess,
+        min_count=_positive_int(entry.get("min_count", min_count), f"{where}: min_count"),
+    )
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{where} must be a positive integer (got {value!r})")
+    return value
+
+
+def _separator(value: Any, origin: str) -> str:
+    value = {"tab": "\t", "\\t": "\t", "comma": ",", "pipe": "|"}.get(value, value)
+    if not isinstance(value, str) or len(value) != 1 or value == "\n":
+        raise UserError(f"{origin}: separator must be one character (got {value!r})")
+    return value
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("ttsrec.data") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_spec(path: Path) -> DatasetSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"spec file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from err
+    return DatasetSpec.from_dict(data, origin=str(path))
+
+
+def resolve_spec(preset: str, spec: Path | None = None) -> DatasetSpec:
+    """The spec for `--preset NAME` (`csv` needs `--spec FILE`; a spec file overrides any preset)."""
+    if spec is not None:
+        return load_spec(spec)
+    if preset == "csv":
+        raise UserError("--preset csv needs --spec FILE.yaml describing the columns")
+    names = preset_names()
+    if preset not in names:
+        raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join([*names, 'csv'])}")
+    text = (resources.files("ttsrec.data") / "presets" / f"{preset}.yaml").read_text()
+    return DatasetSpec.from_dict(yaml.safe_load(text), origin=f"preset {preset}")
