@@ -77,12 +77,8 @@ class FeatureMap:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FeatureMap:
         fields = [Field(**f) for f in data["fields"]]
-        fmap = cls(
-            dataset_id=data["dataset_id"],
-            fields=fields,
-            label=data.get("label", "label"),
-            spec=data.get("spec", {}),
-        )
+        fmap = cls(dataset_id=data["dataset_id"], fields=fields, label=data.get("label", "label"),
+                   spec=data.get("spec", {}))
         if "hash" in data and data["hash"] != fmap.hash:
             raise UserError("feature map content does not match its recorded hash (edited or corrupt file)")
         return fmap
