@@ -9,7 +9,7 @@ class ClientError(UserError):
     """A request failed: bad input, unknown model, server down, or timeout (`timed_out`)."""
 
     def __init__(self, message: str, *, url: str = "", model: str = "", timed_out: bool = False):
-        where = f"{model} at {url}: " if url or model else ""
+        where = f"{model} at {url}: " if url and model else (f"{model or url}: " if model or url else "")
         super().__init__(f"{where}{message}")
         self.url = url
         self.model = model

@@ -129,6 +129,7 @@ class Transport:
 def _message(err: BaseException) -> str:
     msg = err.message() if callable(getattr(err, "message", None)) else str(err)
     msg = (msg or type(err).__name__).strip()
-    if "StatusCode.UNAVAILABLE" in msg or isinstance(err, ConnectionError):
+    unreachable = ("StatusCode.UNAVAILABLE", "failed to connect", "Connection refused")
+    if isinstance(err, ConnectionError) or any(word in msg for word in unreachable):
         return f"server unreachable ({msg.splitlines()[0]})"
     return msg.splitlines()[0] if msg else type(err).__name__
