@@ -1,0 +1,190 @@
+"""Results out: the live rich table, a perf_analyzer-like CSV, the JSON report and the PNG plot."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.table import Table
+
+from ttsrec.bench.row import Row
+from ttsrec.utils.atomic import atomic_write_bytes, atomic_write_text
+
+
+def table(rows: Sequence[Row], title: str = "tts-bench") -> Table:
+    out = Table(title=title, title_justify="left")
+    for name in (
+        "mode",
+        "M",
+        "batch",
+        "conc",
+        "infer/s",
+        "avg µs",
+        "p50 µs",
+        "p90 µs",
+        "p95 µs",
+        "p99 µs",
+        "server queue µs",
+        "server compute µs",
+        "client cpu %",
+        "stable",
+    ):
+        out.add_column(name, justify="left" if name == "mode" else "right")
+    for r in rows:
+        compute = r.server_compute_input_us + r.server_compute_infer_us + r.server_compute_output_us
+        out.add_row(
+            r.mode,
+            str(r.m),
+            str(r.batch),
+            str(r.concurrency),
+            f"{r.throughput:,.0f}",
+            f"{r.avg_us:,.0f}",
+            f"{r.p50_us:,.0f}",
+            f"{r.p90_us:,.0f}",
+            f"{r.p95_us:,.0f}",
+            f"{r.p99_us:,.0f}",
+            f"{r.server_queue_us:,.0f}" if compute else "-",
+            f"{compute:,.0f}" if compute else "-",
+            f"{r.client_cpu:.0f}",
+            "yes" if r.stable else "[yellow]no[/]",
+        )
+    return out
+
+
+def write_csv(path: Path, rows: Sequence[Row]) -> None:
+    frame = pl.DataFrame([r.csv_record() for r in rows])
+    buffer = io.BytesIO()
+    frame.write_csv(buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def read_csv(path: Path) -> pl.DataFrame:
+    return pl.read_csv(path)
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    atomic_write_text(Path(path), json.dumps(report, indent=1, default=str) + "\n")
+
+
+def plot(path: Path, rows: Sequence[Row]) -> None:
+    """Throughput (top) and p99 latency (bottom) against M, one column per batch size, log-2 x axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    batches = sorted({r.batch for r in rows})
+    fig, axes = plt.subplots(2, len(batches), figsize=(5 * len(batches), 7.5), squeeze=False)
+    series: dict[tuple[str, int], list[Row]] = {}
+    for r in rows:
+        series.setdefault((r.mode, r.concurrency), []).append(r)
+    styles = ["-", "--", ":", "-."]
+    modes = sorted({r.mode for r in rows})
+    concurrencies = sorted({r.concurrency for r in rows})
+    for col, batch in enumerate(batches):
+        top, bottom = axes[0][col], axes[1][col]
+        for (mode, conc), points in sorted(series.items()):
+            points = sorted((p for p in points if p.batch == batch), key=lambda p: p.m)
+            if not points:
+                continue
+            color = f"C{modes.index(mode) % 10}"
+            style = styles[concurrencies.index(conc) % len(styles)]
+            label = f"{mode} c={conc}" if len(concurrencies) > 1 else mode
+            ms = [p.m for p in points]
+            top.plot(ms, [p.throughput for p in points], style, marker="o", color=color, label=label)
+            bottom.plot(ms, [p.p99_us / 1e3 for p in points], style, marker="o", color=color, label=label)
+        for ax in (top, bottom):
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(sorted({r.m for r in rows}))
+            ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+            ax.grid(True, which="both", alpha=0.3)
+            ax.set_xlabel("M (members)")
+        top.set_title(f"batch {batch}")
+        top.set_ylabel("throughput (inferences/s)")
+        bottom.set_ylabel("p99 latency (ms)")
+        top.set_yscale("log")
+        bottom.set_yscale("log")
+    axes[0][0].legend(fontsize="small")
+    fig.suptitle("tts-bench: cost per scaling factor M")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def summary_tables(result: Any) -> list[Table]:
+    """The figures the sweep exists for (see `ttsrec.bench.analysis`), one small table each."""
+    summary = result.summary
+    out = []
+    eff = summary["scaling_efficiency"]
+    if eff:
+        t = Table(
+            title="scaling efficiency M·throughput(M)/throughput(1)  (1.0 = each member costs its share)",
+            title_justify="left",
+        )
+        for name in ("mode", "batch", "conc", "M", "efficiency"):
+            t.add_column(name, justify="left" if name == "mode" else "right")
+        for e in eff:
+            t.add_row(
+                e["mode"], str(e["batch"]), str(e["concurrency"]), str(e["m"]), f"{e['efficiency']:.2f}"
+            )
+        out.append(t)
+    ratio = summary["serving_ratio"]
+    if ratio:
+        t = Table(title="best Triton mode vs in-process fused graph (throughput ratio)", title_justify="left")
+        for name in ("M", "batch", "conc", "best mode", "ratio"):
+            t.add_column(name, justify="right")
+        for e in ratio:
+            t.add_row(
+                str(e["m"]), str(e["batch"]), str(e["concurrency"]), e["best_mode"], f"{e['ratio']:.2f}"
+            )
+        out.append(t)
+    floor = summary["bandwidth_floor"]
+    if floor:
+        t = Table(
+            title=f"batch 1, concurrency 1: p50 vs memory-bandwidth floor (copy bandwidth "
+            f"{result.bandwidth / 1e9:.1f} GB/s; floor = M members' dense weight bytes / bandwidth)",
+            title_justify="left",
+        )
+        for name in ("mode", "M", "dense MB", "floor µs", "p50 µs", "p50 / floor"):
+            t.add_column(name, justify="left" if name == "mode" else "right")
+        for e in floor:
+            t.add_row(
+                e["mode"],
+                str(e["m"]),
+                f"{result.weight_bytes.get(e['m'], 0) / 1e6:.1f}",
+                f"{e['floor_us']:,.0f}",
+                f"{e['p50_us']:,.0f}",
+                f"{e['ratio']:.1f}" if e["ratio"] else "-",
+            )
+        out.append(t)
+    fan = summary["fanout_overhead"]
+    if fan:
+        t = Table(
+            title="sharded fan-out overhead: sharded p50 − slowest shard's own p50", title_justify="left"
+        )
+        for name in ("M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"):
+            t.add_column(name, justify="right")
+        for e in fan:
+            t.add_row(
+                str(e["m"]),
+                str(e["batch"]),
+                str(e["concurrency"]),
+                f"{e['sharded_p50_us']:,.0f}",
+                f"{e['slowest_shard_p50_us']:,.0f}",
+                f"{e['overhead_us']:,.0f}",
+            )
+        out.append(t)
+    if result.accuracy:
+        t = Table(title="what each M buys (through the served models)", title_justify="left")
+        for name in ("M", "model", "rows", "AUC", "logloss"):
+            t.add_column(name, justify="right")
+        for e in result.accuracy:
+            t.add_row(str(e["m"]), e["model"], str(e["rows"]), f"{e['auc']:.4f}", f"{e['logloss']:.4f}")
+        out.append(t)
+    return out

@@ -1,0 +1,87 @@
+"""One result row: mode × M × batch × concurrency, in perf_analyzer's units (µs, rows per second)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+# perf_analyzer's `-f` CSV columns, in its order, and the Row attribute each one comes from.
+PA_COLUMNS: dict[str, str] = {
+    "Concurrency": "concurrency",
+    "Inferences/Second": "throughput",
+    "Client Send": "client_send_us",
+    "Network+Server Send/Recv": "network_us",
+    "Server Queue": "server_queue_us",
+    "Server Compute Input": "server_compute_input_us",
+    "Server Compute Infer": "server_compute_infer_us",
+    "Server Compute Output": "server_compute_output_us",
+    "Client Recv": "client_recv_us",
+    "p50 latency": "p50_us",
+    "p90 latency": "p90_us",
+    "p95 latency": "p95_us",
+    "p99 latency": "p99_us",
+}
+EXTRA_COLUMNS = (
+    "mode",
+    "m",
+    "batch",
+    "avg_us",
+    "stable",
+    "client_cpu",
+    "requests",
+    "windows",
+    "engine",
+    "protocol",
+    "model",
+)
+
+
+@dataclass
+class Row:
+    mode: str
+    m: int
+    batch: int
+    concurrency: int
+    throughput: float
+    """Inferences (rows) per second: requests × batch / seconds."""
+    avg_us: float
+    p50_us: float
+    p90_us: float
+    p95_us: float
+    p99_us: float
+    stable: bool
+    client_cpu: float
+    """Bench process CPU in percent of one core (in-process modes: includes the inference itself)."""
+    requests: int = 0
+    windows: int = 0
+    engine: str = "native"
+    protocol: str = ""
+    model: str = ""
+    client_send_us: float = 0.0
+    network_us: float = 0.0
+    """Latency not spent in the server's queue or compute: network, (de)serialisation, client."""
+    server_queue_us: float = 0.0
+    server_compute_input_us: float = 0.0
+    server_compute_infer_us: float = 0.0
+    server_compute_output_us: float = 0.0
+    client_recv_us: float = 0.0
+
+    def csv_record(self) -> dict[str, Any]:
+        """Columns in perf_analyzer's names and order, then ours."""
+        record: dict[str, Any] = {"mode": self.mode, "m": self.m, "batch": self.batch}
+        record.update({name: _round(getattr(self, attr)) for name, attr in PA_COLUMNS.items()})
+        for name in EXTRA_COLUMNS:
+            if name not in record:
+                record[name] = _round(getattr(self, name))
+        return record
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _round(value: Any) -> Any:
+    return round(value, 1) if isinstance(value, float) else value

@@ -1,0 +1,406 @@
+"""The sweep: modes × M × batch × concurrency, one measured row each, plus the figures derived from them.
+
+Servers are started here when no URL is given (the bundled tritonserver on the repository, and K of
+them on a sharded export); the copy bandwidth is measured first, while the machine is quiet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ttsrec.bench import analysis, inputs, perf_analyzer
+from ttsrec.bench.bandwidth import copy_bandwidth
+from ttsrec.bench.measure import Measurement, MeasureSettings, measure
+from ttsrec.bench.meta import run_metadata
+from ttsrec.bench.repo_info import RepositoryInfo
+from ttsrec.bench.row import Row
+from ttsrec.bench.targets import (
+    TRITON_MODES,
+    Target,
+    check_modes,
+    inprocess_fused_target,
+    inprocess_members_target,
+    model_config,
+    server_models,
+    sharded_target,
+    triton_target,
+    usable_cores,
+)
+from ttsrec.data.feature_map import FeatureMap
+from ttsrec.errors import UserError
+from ttsrec.repository import naming
+
+ENGINES = ("native", "perf_analyzer")
+PROTOCOLS = ("grpc", "http")
+
+
+@dataclass
+class SweepConfig:
+    modes: list[str]
+    m_list: list[int] | None = None
+    """None: every M the repository (or the server) has."""
+    batches: list[int] = field(default_factory=lambda: [1])
+    concurrencies: list[int] = field(default_factory=lambda: [1])
+    repository: Path = Path("model_repository")
+    shards_repository: Path | None = None
+    url: str | None = None
+    shard_urls: list[str] = field(default_factory=list)
+    protocol: str = "grpc"
+    data: Path | None = None
+    eval_data: Path | None = None
+    eval_rows: int = 20_000
+    settings: MeasureSettings = field(default_factory=MeasureSettings)
+    engine: str = "native"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Point:
+    mode: str
+    m: int
+    batch: int
+    concurrency: int
+
+    def __str__(self) -> str:
+        return f"{self.mode} M={self.m} batch={self.batch} c={self.concurrency}"
+
+
+@dataclass
+class SweepResult:
+    config: SweepConfig
+    rows: list[Row]
+    shard_rows: list[Row]
+    bandwidth: float
+    weight_bytes: dict[int, int]
+    accuracy: list[dict[str, Any]]
+    manifest: dict[str, Any] | None
+    notes: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=run_metadata)
+
+    @property
+    def summary(self) -> dict[str, list[dict[str, Any]]]:
+        return analysis.summarise(self.rows, self.shard_rows, self.weight_bytes, self.bandwidth)
+
+    def to_json(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            **self.metadata,
+            "config": {
+                "modes": cfg.modes,
+                "m_list": cfg.m_list,
+                "batches": cfg.batches,
+                "concurrencies": cfg.concurrencies,
+                "repository": str(cfg.repository),
+                "shards_repository": str(cfg.shards_repository or "") or None,
+                "url": cfg.url,
+                "protocol": cfg.protocol,
+                "engine": cfg.engine,
+                "inputs": f"rows of {cfg.data}" if cfg.data else "random valid ids from the feature map",
+                "measurement": vars(cfg.settings),
+            },
+            "copy_bandwidth_bytes_per_s": self.bandwidth,
+            "dense_weight_bytes_per_m": self.weight_bytes,
+            "notes": self.notes,
+            "manifest": self.manifest,
+            "rows": [r.to_dict() for r in self.rows],
+            "shard_rows": [r.to_dict() for r in self.shard_rows],
+            "accuracy": self.accuracy,
+            "summary": self.summary,
+        }
+
+
+class Sweep:
+    """Plan, then run; `on_row(point, row)` and `on_start(point)` let a CLI show progress."""
+
+    def __init__(self, config: SweepConfig) -> None:
+        self.cfg = config
+        self.cfg.modes = check_modes(config.modes)
+        if config.engine not in ENGINES:
+            raise UserError(f"unknown engine {config.engine!r} (choose from {', '.join(ENGINES)})")
+        if config.protocol not in PROTOCOLS:
+            raise UserError(f"unknown protocol {config.protocol!r} (choose grpc or http)")
+        if config.engine == "perf_analyzer":
+            perf_analyzer.find_perf_analyzer()
+        if any(b < 1 for b in config.batches) or any(c < 1 for c in config.concurrencies):
+            raise UserError("batch sizes and concurrencies must be >= 1")
+        if config.m_list is not None and any(m < 1 for m in config.m_list):
+            raise UserError("M values must be >= 1")
+        if "sharded" in self.cfg.modes and not (config.shards_repository or config.shard_urls):
+            raise UserError(
+                "--mode sharded needs --shards-repository (a `tts-export --shards K` output) "
+                "or --shard-url for each running shard server"
+            )
+        needs_repo = config.url is None or "inprocess" in self.cfg.modes or config.data is None
+        self.repo = (
+            RepositoryInfo.load(config.repository) if needs_repo or config.repository.is_dir() else None
+        )
+        self.fmap: FeatureMap | None = self.repo.feature_map if self.repo else None
+        self.pool = self._input_pool()
+
+    # -- planning ----------------------------------------------------------------------------
+
+    def _input_pool(self) -> np.ndarray:
+        if self.cfg.data is not None:
+            fmap = FeatureMap.load(self.cfg.data)
+            if self.fmap is not None:
+                inputs.check_matches(fmap, self.cfg.data, self.fmap)
+            ids, _ = inputs.data_ids(self.cfg.data, inputs.POOL_ROWS)
+            return ids
+        assert self.fmap is not None
+        return inputs.random_ids(self.fmap, inputs.POOL_ROWS, seed=self.cfg.seed)
+
+    def _m_values(self, served: set[str] | None) -> list[int]:
+        have: set[int] = set()
+        if served is not None:
+            have |= {
+                int(n.rsplit("_m", 1)[1])
+                for n in served
+                if n.rsplit("_m", 1)[-1].isdigit() and n.startswith(("ensemble_m", "fused_m"))
+            }
+        if self.repo is not None and (served is None or "inprocess" in self.cfg.modes):
+            have = (have & set(self.repo.m_values)) if served is not None else set(self.repo.m_values)
+        where = self.cfg.url or str(self.cfg.repository)
+        if not have and set(self.cfg.modes) - {"sharded"}:
+            raise UserError(f"{where} has no ensemble_mM or fused_mM models")
+        wanted = self.cfg.m_list if self.cfg.m_list is not None else sorted(have)
+        missing = [m for m in wanted if m not in have]
+        if missing and set(self.cfg.modes) - {"sharded"}:
+            raise UserError(
+                f"M={', '.join(map(str, missing))} not in {where} (it has M = "
+                f"{', '.join(map(str, sorted(have))) or 'none'})"
+            )
+        return wanted
+
+    def _check_model(self, model: str, served: set[str] | None, mode: str) -> None:
+        available = served if served is not None else (self.repo.models if self.repo else set())
+        if model not in available:
+            raise UserError(
+                f"--mode {mode} needs {model}, which {self.cfg.url or self.cfg.repository} does not have "
+                f"(exported with --no-fused?)"
+            )
+
+    def plan(self, served: set[str] | None, shard_m: int | None) -> list[Point]:
+        ms = self._m_values(served) if set(self.cfg.modes) - {"sharded"} else []
+        points = []
+        for mode in self.cfg.modes:
+            mode_ms = ([shard_m] if shard_m else []) if mode == "sharded" else ms
+            for m in mode_ms:
+                if mode in TRITON_MODES:
+                    self._check_model(
+                        naming.ensemble_name(m) if mode == "ensemble" else naming.fused_name(m), served, mode
+                    )
+                labels = ["inprocess_members", "inprocess_fused"] if mode == "inprocess" else [mode]
+                for label in labels:
+                    if label == "inprocess_fused":
+                        self._check_model(naming.fused_name(m), None, mode)
+                    for batch in self.cfg.batches:
+                        for conc in self.cfg.concurrencies:
+                            points.append(Point(label, m, batch, conc))
+        return points
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(
+        self,
+        on_plan: Callable[[list[Point]], None] = lambda p: None,
+        on_start: Callable[[Point], None] = lambda p: None,
+        on_row: Callable[[Point, Row], None] = lambda p, r: None,
+        on_status: Callable[[str], None] = lambda s: None,
+    ) -> SweepResult:
+        on_status("measuring memory copy bandwidth")
+        bandwidth = copy_bandwidth()
+        rows: list[Row] = []
+        shard_rows: list[Row] = []
+        accuracy: list[dict[str, Any]] = []
+        notes: dict[str, Any] = {"usable_cores": usable_cores(), "targets": {}}
+        with ExitStack() as stack:
+            url = self.cfg.url
+            needs_server = bool(set(self.cfg.modes) & set(TRITON_MODES)) or (
+                self.cfg.eval_data is not None and "inprocess" not in self.cfg.modes
+            )
+            if url is None and needs_server:
+                on_status(f"starting tritonserver on {self.cfg.repository}")
+                url = stack.enter_context(
+                    _server(self.repo.path if self.repo else self.cfg.repository, self.cfg.protocol)
+                )
+            served = server_models(url, self.cfg.protocol) if url else None
+            shard_urls = list(self.cfg.shard_urls)
+            if "sharded" in self.cfg.modes and not shard_urls:
+                on_status(f"starting shard servers on {self.cfg.shards_repository}")
+                shard_urls = stack.enter_context(
+                    _shard_servers(self.cfg.shards_repository, self.cfg.protocol)
+                )
+            shard_m = self._shard_m(shard_urls) if "sharded" in self.cfg.modes else None
+            points = self.plan(served, shard_m)
+            on_plan(points)
+            targets: dict[tuple[str, int, int], Target] = {}
+            for point in points:
+                on_start(point)
+                target = self._target(point, url, shard_urls, targets)
+                row = self._measure(target, point)
+                rows.append(row)
+                notes["targets"][f"{point.mode}_m{point.m}"] = {"model": target.model, **target.notes}
+                on_row(point, row)
+                if point.mode == "sharded":
+                    for i, shard_url in enumerate(shard_urls):
+                        alone = triton_target(
+                            "shard", point.m, shard_url, self.cfg.protocol, naming.SHARD_ENSEMBLE
+                        )
+                        shard_row = self._measure(alone, point)
+                        shard_row.model = f"shard {i} ({shard_url})"
+                        shard_rows.append(shard_row)
+                targets = {k: v for k, v in targets.items() if k[1] == point.m}  # free other M's sessions
+            if self.cfg.eval_data is not None:
+                on_status(f"evaluating AUC/logloss per M on {self.cfg.eval_data}")
+                accuracy = self._evaluate(url, served, sorted({p.m for p in points if p.mode != "sharded"}))
+        weight_bytes = self._weight_bytes(sorted({p.m for p in points if p.mode != "sharded"}))
+        return SweepResult(
+            config=self.cfg,
+            rows=rows,
+            shard_rows=shard_rows,
+            bandwidth=bandwidth,
+            weight_bytes=weight_bytes,
+            accuracy=accuracy,
+            manifest=self.repo.manifest if self.repo else None,
+            notes=notes,
+        )
+
+    def _target(
+        self, point: Point, url: str | None, shard_urls: list[str], cache: dict[tuple[str, int, int], Target]
+    ) -> Target:
+        key = (point.mode, point.m, point.concurrency if point.mode == "inprocess_fused" else 0)
+        if key in cache:
+            return cache[key]
+        mode, m = point.mode, point.m
+        if mode == "ensemble":
+            target = triton_target(mode, m, url, self.cfg.protocol, naming.ensemble_name(m))
+        elif mode == "fused":
+            target = triton_target(mode, m, url, self.cfg.protocol, naming.fused_name(m))
+        elif mode == "sharded":
+            target = sharded_target(m, shard_urls, self.cfg.protocol)
+        elif mode == "inprocess_members":
+            assert self.repo is not None
+            target = inprocess_members_target(m, [self.repo.onnx_path(n) for n in self.repo.members(m)])
+        else:
+            assert self.repo is not None
+            target = inprocess_fused_target(m, self.repo.onnx_path(naming.fused_name(m)), point.concurrency)
+        cache[key] = target
+        return target
+
+    def _measure(self, target: Target, point: Point) -> Row:
+        if self.cfg.engine == "perf_analyzer" and target.url is not None:
+            return perf_analyzer.run(
+                target.model,
+                target.url,
+                target.protocol,
+                point.batch,
+                point.concurrency,
+                self.cfg.settings,
+                self.pool,
+                mode=target.mode,
+                m=point.m,
+            )
+        load = target.make_load(inputs.batches(self.pool, point.batch))
+        result = measure(
+            load,
+            point.concurrency,
+            point.batch,
+            self.cfg.settings,
+            target.snapshot,
+            label=f"{target.mode} {target.model} batch {point.batch} c={point.concurrency}",
+        )
+        return _row(target, point, result)
+
+    def _shard_m(self, urls: list[str]) -> int:
+        total = 0
+        for url in urls:
+            config = model_config(url, self.cfg.protocol, naming.SHARD_ENSEMBLE)
+            steps = config.get("ensemble_scheduling", {}).get("step", [])
+            total += sum(1 for s in steps if s["model_name"].startswith("member_")) or 1
+        return total
+
+    def _weight_bytes(self, ms: list[int]) -> dict[int, int]:
+        if self.repo is None:
+            return {}
+        out = {}
+        for m in ms:
+            if self.repo.has(naming.ensemble_name(m)):
+                out[m] = sum(self.repo.member_weight_bytes(n) for n in self.repo.members(m))
+        return out
+
+    def _evaluate(self, url: str | None, served: set[str] | None, ms: list[int]) -> list[dict[str, Any]]:
+        from ttsrec.bench.accuracy import evaluate_served, evaluate_session
+
+        ids, labels = inputs.data_ids(self.cfg.eval_data, self.cfg.eval_rows)
+        if self.fmap is not None:
+            inputs.check_matches(FeatureMap.load(self.cfg.eval_data), self.cfg.eval_data, self.fmap)
+        out = []
+        for m in ms:
+            if url is not None and served is not None:
+                model = next(
+                    (n for n in (naming.ensemble_name(m), naming.fused_name(m)) if n in served), None
+                )
+                if model is None:
+                    continue
+                out.append(evaluate_served(url, self.cfg.protocol, model, ids, labels) | {"m": m})
+            elif self.repo is not None:
+                out.append(
+                    evaluate_session(self.repo.onnx_path(naming.fused_name(m)), ids, labels) | {"m": m}
+                )
+        return out
+
+
+def _row(target: Target, point: Point, result: Measurement) -> Row:
+    times = None
+    if target.server_times is not None and result.server_before is not None:
+        times = target.server_times(result.server_before, result.server_after)
+    row = Row(
+        mode=target.mode,
+        m=point.m,
+        batch=point.batch,
+        concurrency=point.concurrency,
+        throughput=result.throughput,
+        avg_us=result.latency.avg,
+        p50_us=result.latency.p50,
+        p90_us=result.latency.p90,
+        p95_us=result.latency.p95,
+        p99_us=result.latency.p99,
+        stable=result.stable,
+        client_cpu=result.client_cpu,
+        requests=result.requests,
+        windows=len(result.windows),
+        protocol=target.protocol,
+        model=target.model,
+    )
+    if times is not None:
+        row.server_queue_us = times.queue
+        row.server_compute_input_us = times.compute_input
+        row.server_compute_infer_us = times.compute_infer
+        row.server_compute_output_us = times.compute_output
+        row.network_us = max(0.0, row.avg_us - times.total)
+    return row
+
+
+@contextmanager
+def _server(repository: Path, protocol: str) -> Iterator[str]:
+    from ttsrec.serve import TritonServer
+
+    with TritonServer(repository) as server:
+        yield server.url(protocol)
+
+
+@contextmanager
+def _shard_servers(export_dir: Path | None, protocol: str) -> Iterator[list[str]]:
+    from ttsrec.serve import ShardedServers
+
+    assert export_dir is not None
+    if not Path(export_dir).is_dir():
+        raise UserError(f"shards repository not found: {export_dir}")
+    with ShardedServers(export_dir) as servers:
+        yield servers.urls(protocol)

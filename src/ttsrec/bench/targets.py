@@ -1,0 +1,257 @@
+"""What one sweep row measures: a served model, a sharded deployment, or onnxruntime in this process.
+
+A `Target` turns pre-built request tensors into a load generator, and (for Triton) knows how to read
+the server's statistics and which models make up the request's critical path.
+
+- Triton modes (`ensemble`, `fused`, one shard alone): async gRPC/HTTP from one event-loop thread;
+- `sharded`: `ttsrec.client.ShardedClient` (its own fan-out to K servers), from N threads;
+- in-process: members one by one + numpy mean (one intra-op thread per session, like the served
+  members), or the fused graph with `cores // concurrency` intra-op threads (at least one), so that
+  N concurrent callers never ask for more threads than there are cores.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ttsrec.bench.load import AsyncLoad, Load, ThreadLoad
+from ttsrec.bench.server_stats import ServerTimes, Snapshot, critical_path, model_times, statistics_reader
+from ttsrec.errors import UserError
+from ttsrec.repository import naming
+
+TRITON_MODES = ("ensemble", "fused")
+MODES = ("ensemble", "fused", "sharded", "inprocess")
+"""`--mode` choices; `inprocess` gives two rows per point: `inprocess_members` and `inprocess_fused`."""
+
+
+@dataclass
+class Target:
+    mode: str
+    m: int
+    model: str
+    make_load: Callable[[Sequence[np.ndarray]], Load]
+    protocol: str = ""
+    url: str | None = None
+    snapshot: Callable[[], Snapshot] | None = None
+    server_times: Callable[[Snapshot, Snapshot], ServerTimes | None] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+# -- Triton ------------------------------------------------------------------------------------------
+
+
+def model_config(url: str, protocol: str, model: str) -> dict[str, Any]:
+    """The served model's config as JSON; a `UserError` naming the server if it cannot be read."""
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as grpcclient
+
+            config = grpcclient.InferenceServerClient(url).get_model_config(
+                model, as_json=True, client_timeout=10
+            )
+            return config.get("config", config)
+        import tritonclient.http as httpclient
+
+        return httpclient.InferenceServerClient(
+            url, connection_timeout=10, network_timeout=10
+        ).get_model_config(model)
+    except Exception as err:  # tritonclient raises its own exception types, gRPC and socket errors
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot read model {model!r} from {protocol} server {url}: {text}") from None
+
+
+def server_models(url: str, protocol: str) -> set[str]:
+    """Names of the models the server has loaded (READY)."""
+    try:
+        if protocol == "grpc":
+            import tritonclient.grpc as grpcclient
+
+            index = grpcclient.InferenceServerClient(url).get_model_repository_index(
+                as_json=True, client_timeout=10
+            )
+            models = index.get("models", [])
+        else:
+            import tritonclient.http as httpclient
+
+            models = httpclient.InferenceServerClient(
+                url, connection_timeout=10, network_timeout=10
+            ).get_model_repository_index()
+    except Exception as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{protocol} server {url} is unreachable: {text}") from None
+    return {m["name"] for m in models if m.get("state", "READY") == "READY"}
+
+
+def triton_target(mode: str, m: int, url: str, protocol: str, model: str) -> Target:
+    config = model_config(url, protocol, model)
+    outputs = tuple(o["name"] for o in config.get("output", []))
+    input_name = config["input"][0]["name"]
+    steps = [s["model_name"] for s in config.get("ensemble_scheduling", {}).get("step", [])]
+    parallel = [s for s in steps if s.startswith("member_")]
+    tail = [s for s in steps if s not in parallel]
+
+    def times(before: Snapshot, after: Snapshot) -> ServerTimes | None:
+        if parallel:
+            return critical_path(before, after, parallel, tail)
+        return model_times(before, after, model)
+
+    def make_load(batches: Sequence[np.ndarray]) -> Load:
+        return AsyncLoad(lambda: _async_sender(url, protocol, model, input_name, outputs, batches))
+
+    return Target(
+        mode=mode,
+        m=m,
+        model=model,
+        make_load=make_load,
+        protocol=protocol,
+        url=url,
+        snapshot=statistics_reader(url, protocol),
+        server_times=times,
+        notes={"composing_models": steps},
+    )
+
+
+async def _async_sender(
+    url: str,
+    protocol: str,
+    model: str,
+    input_name: str,
+    outputs: tuple[str, ...],
+    batches: Sequence[np.ndarray],
+) -> tuple[Any, Any]:
+    """Pre-built requests and an `infer` coroutine on an async tritonclient bound to the running loop."""
+    if protocol == "grpc":
+        import tritonclient.grpc as grpcclient
+        import tritonclient.grpc.aio as grpcaio
+
+        client: Any = grpcaio.InferenceServerClient(url)
+        requests = []
+        for batch in batches:
+            tensor = grpcclient.InferInput(input_name, list(batch.shape), "INT64")
+            tensor.set_data_from_numpy(batch)
+            requests.append([tensor])
+        wanted: Any = [grpcclient.InferRequestedOutput(name) for name in outputs]
+    else:
+        import tritonclient.http as httpclient
+        import tritonclient.http.aio as httpaio
+
+        client = httpaio.InferenceServerClient(url, conn_limit=1024)
+        requests = []
+        for batch in batches:
+            tensor = httpclient.InferInput(input_name, list(batch.shape), "INT64")
+            tensor.set_data_from_numpy(batch, binary_data=True)
+            requests.append([tensor])
+        wanted = [httpclient.InferRequestedOutput(name, binary_data=True) for name in outputs]
+
+    async def send(k: int) -> Any:
+        return await client.infer(model, requests[k % len(requests)], outputs=wanted)
+
+    return send, client.close
+
+
+# -- sharded -----------------------------------------------------------------------------------------
+
+
+def sharded_target(m: int, urls: Sequence[str], protocol: str, model: str = naming.SHARD_ENSEMBLE) -> Target:
+    """Fan-out through `ShardedClient` (the user-facing path), one blocking call per worker thread."""
+    from ttsrec.client import ShardedClient
+
+    client = ShardedClient(list(urls), protocol=protocol, model=model)
+    readers = [statistics_reader(u, protocol) for u in urls]
+    shard_configs = [model_config(u, protocol, model) for u in urls]
+    steps = [
+        [s["model_name"] for s in c.get("ensemble_scheduling", {}).get("step", [])] for c in shard_configs
+    ]
+
+    def snapshot() -> Snapshot:
+        return {f"{i}/{name}": value for i, read in enumerate(readers) for name, value in read().items()}
+
+    def times(before: Snapshot, after: Snapshot) -> ServerTimes | None:
+        """The slowest shard's critical path: it decides when the merged answer is ready."""
+        paths = []
+        for i, shard_steps in enumerate(steps):
+            parallel = [f"{i}/{s}" for s in shard_steps if s.startswith("member_")]
+            tail = [f"{i}/{s}" for s in shard_steps if not s.startswith("member_")]
+            path = (
+                critical_path(before, after, parallel, tail)
+                if parallel
+                else model_times(before, after, f"{i}/{model}")
+            )
+            if path is not None:
+                paths.append(path)
+        return max(paths, key=lambda t: t.total) if paths else None
+
+    def make_load(batches: Sequence[np.ndarray]) -> Load:
+        return ThreadLoad(lambda k: client.predict(batches[k % len(batches)]))
+
+    return Target(
+        mode="sharded",
+        m=m,
+        model=f"{model} x{len(urls)}",
+        make_load=make_load,
+        protocol=protocol,
+        snapshot=snapshot,
+        server_times=times,
+        notes={"shards": list(urls)},
+    )
+
+
+# -- in-process --------------------------------------------------------------------------------------
+
+
+def inprocess_members_target(m: int, onnx_paths: Sequence[Any]) -> Target:
+    from ttsrec.export.onnx_member import ort_session
+
+    sessions = [ort_session(path, intra_op_threads=1) for path in onnx_paths]
+    names = [s.get_inputs()[0].name for s in sessions]
+    outs = [s.get_outputs()[0].name for s in sessions]
+
+    def send(batch: np.ndarray) -> np.ndarray:
+        logits = [s.run([o], {n: batch})[0] for s, n, o in zip(sessions, names, outs, strict=True)]
+        return np.mean(logits, axis=0)
+
+    def make_load(batches: Sequence[np.ndarray]) -> Load:
+        return ThreadLoad(lambda k: send(batches[k % len(batches)]))
+
+    return Target(
+        mode="inprocess_members",
+        m=m,
+        model=f"{m} onnxruntime sessions",
+        make_load=make_load,
+        notes={"intra_op_threads": 1},
+    )
+
+
+def inprocess_fused_target(m: int, onnx_path: Any, concurrency: int) -> Target:
+    from ttsrec.export.onnx_member import ort_session
+
+    threads = max(1, usable_cores() // max(1, concurrency))
+    session = ort_session(onnx_path, intra_op_threads=threads)
+    name, out = session.get_inputs()[0].name, session.get_outputs()[0].name
+
+    def make_load(batches: Sequence[np.ndarray]) -> Load:
+        return ThreadLoad(lambda k: session.run([out], {name: batches[k % len(batches)]}))
+
+    return Target(
+        mode="inprocess_fused",
+        m=m,
+        model=naming.fused_name(m),
+        make_load=make_load,
+        notes={"intra_op_threads": threads},
+    )
+
+
+def check_modes(modes: Sequence[str]) -> list[str]:
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise UserError(f"unknown mode {', '.join(unknown)} (choose from {', '.join(MODES)})")
+    return list(dict.fromkeys(modes))

@@ -1,0 +1,217 @@
+"""`tts-bench`: throughput and latency per scaling factor M, in perf_analyzer's vocabulary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ttsrec.bench.measure import MeasureSettings
+from ttsrec.bench.report import plot, summary_tables, table, write_csv, write_json
+from ttsrec.bench.row import Row
+from ttsrec.bench.sweep import Point, Sweep, SweepConfig
+from ttsrec.bench.targets import MODES
+from ttsrec.cli.common import console, run_app
+from ttsrec.errors import UserError
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UserError(f"{what}: expected comma-separated integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise UserError(f"{what}: expected positive integers, got {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def parse_concurrency(text: str) -> list[int]:
+    """perf_analyzer's `start:end:step` (linear: 1:8:2 is 1,3,5,7), or a list `1,2,4,8`."""
+    if ":" not in text:
+        return parse_int_list(text, "--concurrency-range")
+    parts = text.split(":")
+    try:
+        start, end, step = (int(p) for p in [*parts, "1"][:3]) if len(parts) in (2, 3) else (0, 0, 0)
+    except ValueError:
+        start = end = step = 0
+    if start < 1 or end < start or step < 1:
+        raise UserError(
+            f"--concurrency-range: expected start:end[:step] with 1 <= start <= end, got {text!r}"
+        )
+    return list(range(start, end + 1, step))
+
+
+def parse_modes(values: list[str]) -> list[str]:
+    modes = [m for v in values for m in v.replace(" ", "").split(",") if m]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown or not modes:
+        raise UserError(f"unknown mode {', '.join(unknown) or '(none)'} (choose from {', '.join(MODES)})")
+    return list(dict.fromkeys(modes))
+
+
+@app.command()
+def bench(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "-u",
+            "--url",
+            help="Running server (host:port); without it "
+            "tts-bench starts the bundled tritonserver on --repository.",
+        ),
+    ] = None,
+    protocol: Annotated[str, typer.Option("-i", "--protocol", help="grpc or http.")] = "grpc",
+    batch_size: Annotated[str, typer.Option("-b", "--batch-size", help="Batch sizes, e.g. 1,64,256.")] = "1",
+    concurrency_range: Annotated[
+        str, typer.Option("--concurrency-range", help="start:end:step (linear, as perf_analyzer) or a list.")
+    ] = "1",
+    measurement_interval: Annotated[
+        int, typer.Option("-p", "--measurement-interval", help="Measurement window in ms.")
+    ] = 1000,
+    stability_percentage: Annotated[
+        float, typer.Option("-s", "--stability-percentage", help="Max spread of the last 3 windows, in %.")
+    ] = 10.0,
+    max_trials: Annotated[
+        int, typer.Option("--max-trials", help="Windows before a row is reported unstable.")
+    ] = 10,
+    percentile: Annotated[
+        int | None,
+        typer.Option(
+            "--percentile", help="Latency percentile for stability (50, 90, 95, 99); default the average."
+        ),
+    ] = None,
+    warmup_request_count: Annotated[
+        int, typer.Option("--warmup-request-count", help="Requests before the first window.")
+    ] = 20,
+    latency_report_file: Annotated[
+        Path | None, typer.Option("-f", "--latency-report-file", help="CSV of all rows.")
+    ] = None,
+    m_list: Annotated[
+        str | None,
+        typer.Option("--m-list", help="M values, e.g. 1,2,4,8,16 (default: all in the repository)."),
+    ] = None,
+    mode: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mode",
+            help=f"Any of {', '.join(MODES)} (comma list or repeated); default ensemble,fused,inprocess.",
+        ),
+    ] = None,
+    repository: Annotated[Path, typer.Option("--repository", help="Exported repository.")] = Path(
+        "model_repository"
+    ),
+    shards_repository: Annotated[
+        Path | None,
+        typer.Option("--shards-repository", help="A `tts-export --shards K` output (sharded mode)."),
+    ] = None,
+    shard_url: Annotated[
+        list[str] | None,
+        typer.Option("--shard-url", help="Running shard servers instead of --shards-repository (repeat)."),
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="Prepared data dir: send its test rows instead of random valid ids."),
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="JSON report (rows, machine, versions).")
+    ] = None,
+    plot_out: Annotated[
+        Path | None, typer.Option("--plot", help="PNG: throughput and p99 against M.")
+    ] = None,
+    eval_data: Annotated[
+        Path | None,
+        typer.Option("--eval-data", help="Prepared data dir: AUC/logloss per M through the served models."),
+    ] = None,
+    eval_rows: Annotated[int, typer.Option("--eval-rows", help="Test rows for --eval-data.")] = 20_000,
+    engine: Annotated[
+        str, typer.Option("--engine", help="native, or perf_analyzer (when it is on PATH).")
+    ] = "native",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the random request ids.")] = 0,
+) -> None:
+    """Sweep modes × M × batch × concurrency; rows in µs and inferences/s, like perf_analyzer."""
+    if measurement_interval < 10 or max_trials < 3 or stability_percentage <= 0 or warmup_request_count < 0:
+        raise UserError("-p must be >= 10 ms, --max-trials >= 3, -s > 0, --warmup-request-count >= 0")
+    if percentile is not None and percentile not in (50, 90, 95, 99):
+        raise UserError(f"--percentile must be 50, 90, 95 or 99, got {percentile}")
+    config = SweepConfig(
+        modes=parse_modes(mode or ["ensemble,fused,inprocess"]),
+        m_list=parse_int_list(m_list, "--m-list") if m_list else None,
+        batches=parse_int_list(batch_size, "-b/--batch-size"),
+        concurrencies=parse_concurrency(concurrency_range),
+        repository=repository,
+        shards_repository=shards_repository,
+        url=url,
+        shard_urls=list(shard_url or []),
+        protocol=protocol,
+        data=data,
+        eval_data=eval_data,
+        eval_rows=eval_rows,
+        engine=engine,
+        seed=seed,
+        settings=MeasureSettings(
+            window_ms=measurement_interval,
+            stability_pct=stability_percentage,
+            max_trials=max_trials,
+            percentile=percentile,
+            warmup_requests=warmup_request_count,
+        ),
+    )
+    for path in (latency_report_file, json_out, plot_out):
+        if path is not None and path.is_dir():
+            raise UserError(f"{path} is a directory, expected a file path")
+    sweep = Sweep(config)
+
+    rows: list[Row] = []
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    task = progress.add_task("preparing", total=None)
+    with Live(Group(progress, table(rows)), console=console, refresh_per_second=4) as live:
+
+        def on_status(text: str) -> None:
+            progress.update(task, description=text)
+
+        def on_plan(points: list[Point]) -> None:
+            progress.update(task, total=len(points), completed=0)
+
+        def on_start(point: Point) -> None:
+            progress.update(task, description=f"measuring {point}")
+
+        def on_row(point: Point, row: Row) -> None:
+            rows.append(row)
+            progress.advance(task)
+            live.update(Group(progress, table(rows)))
+
+        result = sweep.run(on_plan=on_plan, on_start=on_start, on_row=on_row, on_status=on_status)
+        progress.update(task, description="done")
+
+    for part in summary_tables(result):
+        console.print(part)
+    if latency_report_file is not None:
+        write_csv(latency_report_file, result.rows)
+        console.print(f"wrote {latency_report_file}")
+    if json_out is not None:
+        write_json(json_out, result.to_json())
+        console.print(f"wrote {json_out}")
+    if plot_out is not None:
+        plot(plot_out, result.rows)
+        console.print(f"wrote {plot_out}")
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

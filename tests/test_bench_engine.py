@@ -1,0 +1,294 @@
+"""The measurement engine, perf_analyzer plumbing and derived figures: fast, no server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ttsrec.bench import analysis, perf_analyzer
+from ttsrec.bench.bandwidth import copy_bandwidth, latency_floor_us
+from ttsrec.bench.load import AsyncLoad, ThreadLoad
+from ttsrec.bench.measure import Latency, MeasureSettings, Window, is_stable, measure
+from ttsrec.bench.row import PA_COLUMNS, Row
+from ttsrec.bench.server_stats import critical_path, model_times, parse_statistics
+from ttsrec.cli.bench import parse_concurrency, parse_int_list
+from ttsrec.errors import UserError
+
+FAST = MeasureSettings(window_ms=150, stability_pct=50.0, max_trials=6, warmup_requests=3)
+
+
+def test_latency_percentiles_are_nearest_rank() -> None:
+    lat = Latency.of(np.arange(1, 101) * 1000)  # 1..100 µs
+    assert (lat.p50, lat.p90, lat.p95, lat.p99) == (50.0, 90.0, 95.0, 99.0)
+    assert lat.avg == pytest.approx(50.5)
+    assert lat.metric(None) == lat.avg and lat.metric(99) == 99.0
+
+
+def test_stability_needs_three_close_windows() -> None:
+    settings = MeasureSettings(stability_pct=10.0)
+
+    def w(tput: float, lat: float) -> Window:
+        return Window(10, 1.0, tput, Latency(lat, lat, lat, lat, lat))
+
+    assert not is_stable([w(100, 10), w(100, 10)], settings)
+    assert is_stable([w(50, 99), w(100, 10), w(105, 10.5), w(100, 10)], settings)
+    assert not is_stable([w(100, 10), w(120, 10), w(100, 10)], settings)
+    assert not is_stable([w(100, 10), w(100, 12), w(100, 10)], settings)
+    assert (
+        is_stable([w(100, 10), w(100, 12), w(100, 10)], MeasureSettings(stability_pct=10.0, percentile=None))
+        is False
+    )
+
+
+def test_thread_load_keeps_n_requests_in_flight() -> None:
+    """A 5 ms service at concurrency 4 and batch 8: about 4 / 5 ms × 8 = 6400 rows/s."""
+    load = ThreadLoad(lambda k: time.sleep(0.005))
+    result = measure(load, concurrency=4, batch=8, settings=FAST, label="sleep")
+    assert 3000 < result.throughput < 7000
+    assert 4500 < result.latency.p50 < 20000
+    assert result.latency.p50 <= result.latency.p99
+    assert len(result.windows) >= 3 and result.requests > 0
+    assert result.client_cpu < 50  # sleeping threads cost (almost) no CPU
+
+
+def test_async_load_and_snapshots_bracket_the_reported_windows() -> None:
+    async def setup():
+        async def send(k: int) -> None:
+            await asyncio.sleep(0.002)
+
+        async def close() -> None:
+            return None
+
+        return send, close
+
+    calls = []
+
+    def snapshot() -> int:
+        calls.append(1)
+        return len(calls)
+
+    result = measure(
+        AsyncLoad(setup), concurrency=8, batch=1, settings=FAST, snapshot=snapshot, label="async"
+    )
+    assert result.throughput > 1000  # 8 in flight at ~2 ms each: ~4000/s when idle
+    assert result.server_after - result.server_before == 3  # three windows apart
+
+
+def test_failing_requests_become_one_line_errors() -> None:
+    def send(k: int) -> None:
+        raise RuntimeError("model 'x' is not ready\nsecond line")
+
+    with pytest.raises(UserError, match=r"request failed: model 'x' is not ready$"):
+        measure(ThreadLoad(send), 2, 1, FAST, label="broken")
+
+
+def test_bandwidth_and_floor() -> None:
+    bandwidth = copy_bandwidth(megabytes=32, repeats=2)
+    assert 1e8 < bandwidth < 1e13
+    assert latency_floor_us(16, 10e6, 26e9) == pytest.approx(16 * 10e6 / 26e9 * 1e6)
+
+
+# -- perf_analyzer -----------------------------------------------------------------------------------
+
+PA_CSV = """Concurrency,Inferences/Second,Client Send,Network+Server Send/Recv,Server Queue,\
+Server Compute Input,Server Compute Infer,Server Compute Output,Client Recv,\
+p50 latency,p90 latency,p95 latency,p99 latency
+4,1053.2,20,450,310,15,2800,12,9,3500,4900,5600,7900
+1,965.1,18,300,40,14,640,10,8,980,1500,1700,2010
+"""
+
+
+def test_parse_perf_analyzer_csv() -> None:
+    rows = perf_analyzer.parse_csv(
+        PA_CSV, mode="ensemble", m=4, batch=1, protocol="grpc", model="ensemble_m4"
+    )
+    assert [r.concurrency for r in rows] == [1, 4]  # perf_analyzer does not sort its rows
+    first = rows[0]
+    assert first.throughput == pytest.approx(965.1)
+    assert (first.p50_us, first.p99_us) == (980, 2010)
+    assert first.server_queue_us == 40 and first.server_compute_infer_us == 640
+    assert first.avg_us == pytest.approx(18 + 300 + 40 + 14 + 640 + 10 + 8)
+    assert first.engine == "perf_analyzer" and first.mode == "ensemble" and first.m == 4
+    assert list(first.csv_record())[3 : 3 + len(PA_COLUMNS)] == list(PA_COLUMNS)
+
+
+def test_parse_rejects_a_foreign_csv() -> None:
+    with pytest.raises(UserError, match="lacks columns"):
+        perf_analyzer.parse_csv("a,b\n1,2\n", mode="fused", m=1, batch=1, protocol="grpc", model="fused_m1")
+
+
+def test_perf_analyzer_input_data_is_valid_json_of_rows() -> None:
+    ids = np.arange(12, dtype=np.int64).reshape(3, 4)
+    body = json.loads(json.dumps(perf_analyzer.input_data(ids)))
+    assert body == {
+        "data": [{"feat_ids": {"content": list(range(i * 4, i * 4 + 4)), "shape": [4]}} for i in range(3)]
+    }
+
+
+def test_perf_analyzer_command_uses_its_flags(tmp_path) -> None:
+    settings = MeasureSettings(
+        window_ms=2000, stability_pct=25, max_trials=7, percentile=95, warmup_requests=10
+    )
+    cmd = perf_analyzer.command(
+        "pa",
+        "ensemble_m8",
+        "127.0.0.1:8001",
+        "grpc",
+        64,
+        4,
+        settings,
+        tmp_path / "in.json",
+        tmp_path / "out.csv",
+    )
+    text = " ".join(cmd)
+    for part in (
+        "-m ensemble_m8",
+        "-u 127.0.0.1:8001",
+        "-i grpc",
+        "-b 64",
+        "--concurrency-range 4:4",
+        "-p 2000",
+        "-s 25",
+        "--max-trials 7",
+        "--percentile 95",
+        "--warmup-request-count 10",
+        f"--input-data {tmp_path / 'in.json'}",
+        f"-f {tmp_path / 'out.csv'}",
+    ):
+        assert part in text
+
+
+def test_missing_perf_analyzer_is_a_one_line_error(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(UserError, match="perf_analyzer is not on PATH"):
+        perf_analyzer.find_perf_analyzer()
+
+
+# -- server statistics and derived figures -----------------------------------------------------------
+
+
+def _stats(counts: dict[str, tuple[int, int, int]]) -> dict:
+    """name -> (count, queue ns, infer ns), in the gRPC as_json shape (int64 as strings)."""
+    return {
+        "model_stats": [
+            {
+                "name": name,
+                "version": "1",
+                "inference_stats": {
+                    "success": {"count": str(c), "ns": "0"},
+                    "queue": {"count": str(c), "ns": str(q)},
+                    "compute_input": {"count": str(c), "ns": "0"},
+                    "compute_infer": {"count": str(c), "ns": str(i)},
+                    "compute_output": {"count": str(c), "ns": "0"},
+                },
+            }
+            for name, (c, q, i) in counts.items()
+        ]
+    }
+
+
+def test_server_times_are_deltas_and_ensembles_take_the_critical_path() -> None:
+    before = parse_statistics(_stats({"member_00": (10, 0, 0), "member_01": (10, 0, 0), "merge": (10, 0, 0)}))
+    after = parse_statistics(
+        _stats(
+            {
+                "member_00": (20, 10_000, 50_000),
+                "member_01": (20, 20_000, 90_000),
+                "merge": (20, 1_000, 5_000),
+            }
+        )
+    )
+    one = model_times(before, after, "member_00")
+    assert (one.queue, one.compute_infer) == (1.0, 5.0)  # µs per request
+    path = critical_path(before, after, ["member_00", "member_01"], ["merge"])
+    assert path.queue == pytest.approx(2.1) and path.compute_infer == pytest.approx(9.5)
+    assert model_times(before, after, "missing") is None
+
+
+def _row(mode: str, m: int, batch: int, conc: int, tput: float, p50: float = 100.0, model: str = "") -> Row:
+    return Row(
+        mode=mode,
+        m=m,
+        batch=batch,
+        concurrency=conc,
+        throughput=tput,
+        avg_us=p50,
+        p50_us=p50,
+        p90_us=p50,
+        p95_us=p50,
+        p99_us=p50,
+        stable=True,
+        client_cpu=1.0,
+        model=model,
+    )
+
+
+def test_summary_figures() -> None:
+    rows = [
+        _row("ensemble", 1, 256, 4, 16000),
+        _row("ensemble", 16, 256, 4, 800),
+        _row("fused", 16, 256, 4, 900),
+        _row("inprocess_fused", 16, 256, 4, 1000),
+        _row("fused", 16, 1, 1, 100, p50=3000),
+        _row("sharded", 4, 1, 1, 100, p50=2500),
+    ]
+    shards = [
+        _row("shard", 4, 1, 1, 100, p50=2000, model="a"),
+        _row("shard", 4, 1, 1, 100, p50=2200, model="b"),
+    ]
+    summary = analysis.summarise(rows, shards, {16: 160_000_000}, 25e9)
+    (eff,) = summary["scaling_efficiency"]
+    assert eff["efficiency"] == pytest.approx(16 * 800 / 16000)
+    (ratio,) = summary["serving_ratio"]
+    assert ratio["best_mode"] == "fused" and ratio["ratio"] == pytest.approx(0.9)
+    (floor,) = summary["bandwidth_floor"]
+    assert floor["floor_us"] == pytest.approx(6400) and floor["ratio"] == pytest.approx(3000 / 6400)
+    (fan,) = summary["fanout_overhead"]
+    assert fan["overhead_us"] == pytest.approx(300) and fan["slowest_shard"] == "b"
+
+
+# -- command line ------------------------------------------------------------------------------------
+
+
+def test_list_and_range_parsing() -> None:
+    assert parse_concurrency("1:8:2") == [1, 3, 5, 7]  # linear, as perf_analyzer
+    assert parse_concurrency("2:4") == [2, 3, 4]
+    assert parse_concurrency("1,2,4,8") == [1, 2, 4, 8]
+    assert parse_int_list("1, 64,256", "-b") == [1, 64, 256]
+    for bad in ("0:4", "4:1", "a:b", "1:2:3:4"):
+        with pytest.raises(UserError):
+            parse_concurrency(bad)
+    with pytest.raises(UserError):
+        parse_int_list("1,x", "-b")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--mode", "turbo"], "unknown mode turbo"),
+        (["--concurrency-range", "8:1"], "--concurrency-range"),
+        (["-b", "0"], "-b/--batch-size"),
+        (["--engine", "perf_analyzer", "--mode", "fused"], "perf_analyzer is not on PATH"),
+        (["--repository", "no/such/repo", "--mode", "fused"], "model repository not found"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str, tmp_path) -> None:
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "ttsrec.cli.bench", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len([ln for ln in done.stderr.splitlines() if ln.strip()]) <= 2
