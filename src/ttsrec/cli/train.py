@@ -1,0 +1,76 @@
+"""`tts-train`: train member models (independent, `--jobs` parallel, or `--group` joint) on prepared data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ttsrec.cli.common import console, run_app
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Prepared data dir (tts-data prepare).")],
+    members: Annotated[str, typer.Option("--members", help="e.g. 'dcnv2*8' or 'wukong+rankmixer+dcnv2'.")],
+    out: Annotated[Path, typer.Option("--out", help="Run dir, e.g. runs/NAME.")],
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, one per member.")] = None,
+    group: Annotated[bool, typer.Option("--group", help="Joint training: loss on the merged logit.")] = False,
+    epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 2,
+    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
+    weight_decay: Annotated[float, typer.Option(help="Adam weight decay (all parameters).")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 4096,
+    patience: Annotated[int, typer.Option(help="Validation checks without AUC gain before stopping.")] = 1,
+    evals_per_epoch: Annotated[int, typer.Option(help="Validation checks per epoch.")] = 2,
+    train_limit: Annotated[int | None, typer.Option(help="Use only the first N training rows.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Members trained in parallel processes.")] = 1,
+    hparam: Annotated[list[str] | None, typer.Option(
+        "--hparam", help="Model hparam key=JSON (repeatable); 'backbone.key=...' for one backbone.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing run dir.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train members; writes member_XX_<backbone>_s<seed>.pt checkpoints and run.json into --out."""
+    from ttsrec.train import TrainOptions, train_members
+    from ttsrec.train.options import parse_hparams, parse_int_list
+    from ttsrec.train.runfile import load_run
+
+    options = TrainOptions(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
+                           patience=patience, evals_per_epoch=evals_per_epoch, train_limit=train_limit,
+                           hparams=parse_hparams(hparam))
+    train_members(data, members, out, seeds=parse_int_list(seeds, "--seeds"), group=group, jobs=jobs,
+                  force=force, resume=resume, options=options, show_progress=not quiet, console=console)
+    run = load_run(out)
+    Console().print(summary_table(run))
+    console.print(f"[green]wrote[/] {out} ({len(run['members'])} members, run.json)")
+
+
+def summary_table(run: dict[str, Any]) -> Table:
+    """One row per member: where its best state came from and what it scores."""
+    table = Table(title=f"{run['members_spec']}{' (group)' if run['group'] else ''}")
+    for col in ("member", "backbone", "seed", "valid AUC", "test AUC", "test logloss", "best at epoch",
+                "samples/s", "time s"):
+        table.add_column(col, justify="left" if col == "backbone" else "right")
+    for m in run["members"]:
+        table.add_row(f"{m['index']:02d}", m["backbone"], str(m["seed"]), f"{m['valid']['auc']:.4f}",
+                      f"{m['test']['auc']:.4f}", f"{m['test']['logloss']:.4f}",
+                      f"{m['best'].get('epoch', 0)}", f"{m['samples_per_s']:,.0f}",
+                      f"{m['train_time_s']:.1f}")
+    if run.get("group_metrics"):
+        g = run["group_metrics"]
+        table.add_row("merged", "", "", f"{g['valid']['auc']:.4f}", f"{g['test']['auc']:.4f}",
+                      f"{g['test']['logloss']:.4f}", "", "", f"{g['train_time_s']:.1f}", style="bold")
+    return table
+
+
+def main() -> None:
+    run_app(app)
+
+
+if __name__ == "__main__":
+    main()

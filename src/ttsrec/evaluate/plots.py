@@ -1,0 +1,85 @@
+"""PNG plots of the evaluation: AUC against M, and AUC against inference MACs per sample."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+LABELS = {"tts": "merge M members", "tts_balanced": "merge M (balanced mix)",
+          "best_backbone": "merge M of best backbone", "param_depth": "one deeper model",
+          "param_width": "one wider model"}
+MARKERS = {"tts": "o", "tts_balanced": "o", "best_backbone": "s", "param_depth": "^", "param_width": "v"}
+
+
+def _series(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        out.setdefault((r["group"], r["kind"]), []).append(r)
+    return {k: sorted(v, key=lambda r: r["macs_per_sample"] if k[1].startswith("param") else r["M"])
+            for k, v in out.items()}
+
+
+def plot_auc_vs_m(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]], path: Path) -> None:
+    """Merged test AUC against M (log2 axis), with the subset spread and each group's reference line."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for (group, kind), series in _series(rows).items():
+        if kind.startswith("param"):
+            continue
+        ms = [r["M"] for r in series]
+        ax.errorbar(ms, [r["auc"] for r in series], yerr=[r["auc_std"] for r in series], capsize=3,
+                    marker=MARKERS.get(kind, "o"), label=f"{group}: {LABELS.get(kind, kind)}")
+    for g in groups:
+        ref = g["reference"]
+        ax.axhline(ref["auc"], linestyle=":", linewidth=1, color="grey")
+        ax.annotate(f"{g['name']}: {ref['kind'].replace('_', ' ')} ({ref['backbone']})", (1, ref["auc"]),
+                    fontsize=7, color="grey", va="bottom")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("M (members merged)")
+    ax.set_ylabel("test AUC")
+    ax.set_title("Test-time scaling: AUC vs M")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_auc_vs_macs(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    """Test-time scaling and parameter scaling on one inference-cost axis."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    for (group, kind), series in _series(rows).items():
+        ax.plot([r["macs_per_sample"] for r in series], [r["auc"] for r in series],
+                marker=MARKERS.get(kind, "o"), linestyle="--" if kind.startswith("param") else "-",
+                label=f"{group}: {LABELS.get(kind, kind)}")
+        for r in series:
+            ax.annotate(f"{r['M']}", (r["macs_per_sample"], r["auc"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, 3))
+    ax.set_xscale("log")
+    ax.set_xlabel("inference MACs per sample")
+    ax.set_ylabel("test AUC")
+    ax.set_title("Equal inference cost: merging vs deeper/wider (labels: M)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_js(matrix: Sequence[Sequence[float]], names: Sequence[str], title: str, path: Path) -> None:
+    """Heat map of the pairwise Jensen-Shannon divergence matrix."""
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(2.5 + 0.35 * n, 2 + 0.35 * n), dpi=110)
+    image = ax.imshow(matrix, cmap="viridis")
+    ax.set_xticks(range(n), names, rotation=90, fontsize=6)
+    ax.set_yticks(range(n), names, fontsize=6)
+    ax.set_title(title, fontsize=8)
+    fig.colorbar(image, ax=ax, label="JS divergence (bits)")
+    _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

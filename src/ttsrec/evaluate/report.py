@@ -1,0 +1,134 @@
+"""The evaluation's outputs: results.json, results.csv, report.md, PNG plots and a rich table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from rich.table import Table
+
+from ttsrec.evaluate.plots import LABELS, plot_auc_vs_m, plot_auc_vs_macs, plot_js
+from ttsrec.utils.atomic import atomic_write_text
+
+SHORT = {"tts": "merge", "tts_balanced": "merge mix", "best_backbone": "merge best",
+         "param_depth": "deeper", "param_width": "wider"}
+CSV_COLUMNS = ["group", "kind", "backbone", "M", "subsets", "auc", "auc_std", "logloss", "logloss_std",
+               "auc_gain", "logloss_gain", "macs_per_sample", "js_mean", "params", "hparams"]
+
+
+def write_outputs(out: Path, result: dict[str, Any]) -> None:
+    rows = result["rows"]
+    atomic_write_text(out / "results.json", json.dumps(result, indent=1) + "\n")
+    table = pl.DataFrame([{c: _csv_value(r.get(c)) for c in CSV_COLUMNS} for r in rows],
+                         schema={c: _dtype(c) for c in CSV_COLUMNS}, orient="row")
+    table.write_csv(out / "results.csv")
+    plot_auc_vs_m(rows, result["groups"], out / "auc_vs_m.png")
+    plot_auc_vs_macs(rows, out / "auc_vs_macs.png")
+    for g in result["groups"]:
+        if len(g["members"]) > 1:
+            plot_js(g["js_matrix"], [m["name"].removeprefix("member_") for m in g["members"]],
+                    f"{g['name']}: pairwise JS divergence", out / f"js_{g['name']}.png")
+    atomic_write_text(out / "report.md", markdown(result))
+
+
+def _dtype(column: str) -> Any:
+    if column in ("group", "kind", "backbone", "hparams"):
+        return pl.String
+    return pl.Int64 if column in ("M", "subsets", "params") else pl.Float64
+
+
+def _csv_value(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict) else value
+
+
+def rich_table(result: dict[str, Any]) -> Table:
+    """AUC vs M (and parameter scaling) for every group, as shown on screen."""
+    table = Table(title=f"test split: {result['data']['test_rows']:,} rows")
+    for col in ("group", "kind", "M", "AUC", "± std", "logloss", "gain", "JS bits", "MACs"):
+        table.add_column(col, justify="left" if col in ("group", "kind") else "right")
+    for r in result["rows"]:
+        table.add_row(r["group"], SHORT.get(r["kind"], r["kind"]), str(r["M"]), f"{r['auc']:.4f}",
+                      f"{r['auc_std']:.4f}", f"{r['logloss']:.4f}", f"{r['auc_gain']:+.4f}",
+                      "" if r.get("js_mean") is None else f"{r['js_mean']:.4f}",
+                      _fmt_macs(r["macs_per_sample"]))
+    return table
+
+
+def _fmt_macs(v: float) -> str:
+    return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{v / 1e3:.1f}k"
+
+
+INTRO = ("Merged prediction = sigmoid(mean of the M members' logits). Homogeneous groups: mean ± std over "
+         "up to {subsets} random member subsets per M; heterogeneous groups: the first M members in "
+         "backbone-balanced order. Gains are against the mean single member (homogeneous) or the best "
+         "single backbone (heterogeneous). JS = mean pairwise Jensen-Shannon divergence (bits) between the "
+         "merged members' predicted click distributions.")
+
+
+def markdown(result: dict[str, Any]) -> str:
+    data = result["data"]
+    lines = ["# Test-time scaling report", "",
+             f"Test split of `{data['dir']}`: {data['test_rows']:,} rows, feature map "
+             f"`{data['feature_map_hash']}`. " + INTRO.format(subsets=result["options"]["subsets"]), "",
+             "![AUC vs M](auc_vs_m.png)", ""]
+    for g in result["groups"]:
+        lines += _group_section(g, [r for r in result["rows"] if r["group"] == g["name"]])
+    lines += _param_section(result)
+    return "\n".join(lines) + "\n"
+
+
+def _group_section(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    ref, gain = g["reference"], g["gain"]
+    kind = "homogeneous" if g["homogeneous"] else "heterogeneous"
+    lines = [f"## {g['name']} ({kind}, {len(g['members'])} members)", "",
+             f"Reference ({ref['kind'].replace('_', ' ')}, {ref['backbone']}): AUC {ref['auc']:.4f}, "
+             f"logloss {ref['logloss']:.4f}.", "",
+             "| kind | M | AUC | ± std | logloss | AUC gain | logloss gain | JS (bits) | MACs/sample |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in (r for r in rows if not r["kind"].startswith("param")):
+        lines.append(f"| {LABELS.get(r['kind'], r['kind'])} | {r['M']} | {r['auc']:.4f} | {r['auc_std']:.4f} "
+                     f"| {r['logloss']:.4f} | {r['auc_gain']:+.4f} | {r['logloss_gain']:+.4f} "
+                     f"| {r['js_mean']:.4f} | {_fmt_macs(r['macs_per_sample'])} |")
+    lines += ["", f"Diversity: mean pairwise JS divergence {g['js_mean']:.4f} bits; merging all {gain['M']} "
+              f"members changes AUC by {gain['auc']:+.4f} and logloss by {gain['logloss']:+.4f}.", "",
+              "| member | backbone | seed | test AUC | test logloss | MACs/sample | params |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for m in g["members"]:
+        lines.append(f"| {m['name']} | {m['backbone']} | {m['seed']} | {m['auc']:.4f} | {m['logloss']:.4f} "
+                     f"| {_fmt_macs(m['macs_per_sample'])} | {m['params']:,} |")
+    if len(g["members"]) > 1:
+        lines += ["", f"![JS matrix](js_{g['name']}.png)"]
+    return [*lines, ""]
+
+
+def _param_section(result: dict[str, Any]) -> list[str]:
+    params = [r for r in result["rows"] if r["kind"].startswith("param")]
+    lines = ["## Parameter scaling at equal inference cost", ""]
+    if not params:
+        return [*lines, "Not run (`--param-scaling` trains deeper and wider single models).", ""]
+    lines += ["Single models made deeper or wider until their MACs per sample match M members, trained by "
+              "the same trainer with the run's options, against merging M members.", "",
+              "![AUC vs MACs](auc_vs_macs.png)", "",
+              "| group | M | merge M: AUC | MACs | deeper: AUC | MACs | wider: AUC | MACs | winner |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    verdicts = []
+    for g in result["groups"]:
+        merges = ("tts", "best_backbone")
+        tts = {r["M"]: r for r in result["rows"] if r["group"] == g["name"] and r["kind"] in merges}
+        for m in sorted({r["M"] for r in params if r["group"] == g["name"]}):
+            got = {r["kind"]: r for r in params if r["group"] == g["name"] and r["M"] == m}
+            cells, scores = [], {}
+            for kind, label in (("merge", "merge"), ("param_depth", "deeper"), ("param_width", "wider")):
+                r = tts.get(m) if kind == "merge" else got.get(kind)
+                cells += [f"{r['auc']:.4f}", _fmt_macs(r["macs_per_sample"])] if r else ["-", "-"]
+                if r:
+                    scores[label] = r["auc"]
+            winner = max(scores, key=scores.__getitem__) if scores else "-"
+            verdicts.append(winner == "merge")
+            lines.append(f"| {g['name']} | {m} | {' | '.join(cells)} | {winner} |")
+    won = sum(verdicts)
+    lines += ["", f"Merging had the best AUC in {won} of {len(verdicts)} equal-cost comparisons "
+              f"(the paper claims it wins at equal cost).", ""]
+    return lines

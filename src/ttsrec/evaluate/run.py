@@ -1,0 +1,167 @@
+"""`evaluate_runs`: test-split logits once per member, then merge curves, diversity and parameter scaling."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import track
+
+from ttsrec.errors import UserError
+from ttsrec.evaluate.curves import curve_rows, reference, single_metrics
+from ttsrec.evaluate.diversity import js_matrix
+from ttsrec.evaluate.param_scaling import KINDS, match_macs
+from ttsrec.evaluate.report import write_outputs
+from ttsrec.evaluate.sources import MemberGroup, collect_groups
+from ttsrec.train.fit import fit
+from ttsrec.train.member import build_member
+from ttsrec.train.metrics import binary_metrics, predict_logits, split_labels
+from ttsrec.train.options import TrainOptions
+from ttsrec.train.progress import TrainProgress
+from ttsrec.utils.atomic import atomic_dir
+
+DEFAULT_M = (1, 2, 4, 8, 16)
+EVAL_FORMAT = "ttsrec.eval/1"
+
+
+def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list: Sequence[int] | None = None,
+                  subsets: int = 10, seed: int = 0, param_scaling: bool = False,
+                  scaling_m: Sequence[int] | None = None, scaling_kinds: Sequence[str] = KINDS,
+                  force: bool = False, show_progress: bool = True, console: Console | None = None) -> dict:
+    """Evaluate run dirs / checkpoints on `data_dir`'s test split and write the report into `out`.
+
+    Returns the content of results.json. `m_list=None` takes 1, 2, 4, 8, 16 as far as each group
+    reaches; an explicit M larger than a group is an error.
+    """
+    from ttsrec.data.prepared import PreparedData
+    from ttsrec.models import model_cost
+
+    console = console or Console(stderr=True)
+    if subsets < 1:
+        raise UserError(f"--subsets must be >= 1, got {subsets}")
+    bad_kinds = sorted(set(scaling_kinds) - set(KINDS))
+    if bad_kinds:
+        raise UserError(f"unknown scaling kind(s) {', '.join(bad_kinds)}; choose from {', '.join(KINDS)}")
+    data = PreparedData(Path(data_dir))
+    groups = collect_groups(list(sources))
+    fmap = data.feature_map
+    if groups[0].members[0].feature_map_hash != fmap.hash:
+        raise UserError(f"the members were trained on feature map {groups[0].members[0].feature_map_hash}, "
+                        f"but {data_dir} has {fmap.hash}")
+    m_lists = {g.name: _m_list(m_list, g) for g in groups}
+    labels = split_labels(data, "test")
+    result: dict[str, Any] = {
+        "format": EVAL_FORMAT,
+        "data": {"dir": str(data_dir), "test_rows": len(labels), "feature_map_hash": fmap.hash},
+        "options": {"m_list": list(m_list) if m_list else None, "subsets": subsets, "seed": seed,
+                    "param_scaling": param_scaling, "scaling_m": list(scaling_m) if scaling_m else None,
+                    "scaling_kinds": list(scaling_kinds)},
+        "groups": [], "rows": [],
+    }
+    with atomic_dir(Path(out), force=force) as tmp:
+        for g in groups:
+            logits = np.stack([predict_logits([m.model], data, "test")[0] for m in track(
+                g.members, description=f"test logits {g.name}", console=console, disable=not show_progress)])
+            singles = single_metrics(logits, labels)
+            js = js_matrix(logits)
+            costs = [model_cost(m.model) for m in g.members]
+            macs = [int(c.macs_per_sample) for c in costs]
+            ref = reference(g, singles)
+            rows = curve_rows(g, logits, labels, m_lists[g.name], subsets=subsets, seed=seed, js=js,
+                              macs=macs, ref=ref)
+            top = max((r for r in rows if r["kind"] in ("tts", "tts_balanced")), key=lambda r: r["M"])
+            result["rows"] += rows
+            result["groups"].append({
+                "name": g.name, "homogeneous": g.homogeneous, "m_list": m_lists[g.name],
+                "members": [{"name": m.name, "path": str(m.path), "backbone": m.backbone, "seed": m.seed,
+                             "hparams": m.hparams, "params": int(c.params),
+                             "macs_per_sample": int(c.macs_per_sample), **s}
+                            for m, c, s in zip(g.members, costs, singles, strict=True)],
+                "reference": {k: v for k, v in ref.items() if k != "members"},
+                "js_matrix": js.round(6).tolist(), "js_mean": _mean_offdiag(js),
+                "gain": {"M": top["M"], "auc": top["auc_gain"], "logloss": top["logloss_gain"]},
+            })
+        if param_scaling:
+            result["rows"] += _param_rows(groups, result, data, labels, m_lists, scaling_m, scaling_kinds,
+                                          tmp, console, show_progress)
+        write_outputs(tmp, result)
+    return result
+
+
+def _m_list(m_list: Sequence[int] | None, group: MemberGroup) -> list[int]:
+    n = len(group.members)
+    if m_list is None:
+        return [m for m in DEFAULT_M if m <= n] + ([n] if n not in DEFAULT_M and n > 1 else [])
+    bad = [m for m in m_list if m < 1]
+    if bad:
+        raise UserError(f"M must be >= 1, got {bad[0]}")
+    too_big = [m for m in m_list if m > n]
+    if too_big:
+        raise UserError(f"M={too_big[0]} is larger than the {n} members of {group.name}")
+    return sorted(set(m_list))
+
+
+def _mean_offdiag(js: np.ndarray) -> float:
+    n = len(js)
+    return float(js.sum() / (n * (n - 1))) if n > 1 else 0.0
+
+
+def _param_rows(groups: list[MemberGroup], result: dict[str, Any], data, labels: np.ndarray,
+                m_lists: dict[str, list[int]], scaling_m: Sequence[int] | None, kinds: Sequence[str],
+                out: Path, console: Console, show_progress: bool) -> list[dict[str, Any]]:
+    """Train one deeper and one wider model per M (cached across groups that share a base)."""
+    plans = []
+    for g, info in zip(groups, result["groups"], strict=True):
+        wanted = [m for m in m_lists[g.name] if m > 1] if scaling_m is None else list(scaling_m)
+        missing = [m for m in wanted if m not in m_lists[g.name]]
+        if missing:
+            raise UserError(f"--scaling-m {missing[0]} is not among the evaluated M of {g.name}")
+        best = info["reference"]["backbone"]
+        ref_index = next(i for i, m in enumerate(info["members"]) if m["backbone"] == best)
+        base = g.members[ref_index]
+        options = TrainOptions(**g.run["options"]) if g.run.get("options") else TrainOptions()
+        base_macs = info["members"][ref_index]["macs_per_sample"]
+        for m in wanted:
+            for kind in kinds:
+                plans.append((g, info, base, options, m, kind, base_macs))
+    cache: dict[str, dict[str, Any]] = {}
+    rows = []
+    num_fields = data.feature_map.num_fields
+    with TrainProgress(console, len(plans), enabled=show_progress) as progress:
+        for key, (g, info, base, options, m, kind, base_macs) in enumerate(plans):
+            hparams, macs = match_macs(base.backbone, base.hparams, num_fields, kind, m * base_macs)
+            cache_key = json.dumps([base.backbone, hparams, options.to_dict(), base.seed], sort_keys=True)
+            if cache_key not in cache:
+                progress.label(key, f"{kind} x{m} {base.backbone}")
+                cache[cache_key] = _train_scaled(base, hparams, options, data, labels, out,
+                                                 f"{base.backbone}_{kind}_x{m}", progress.callback(key))
+            progress.member_done(key)
+            trained = cache[cache_key]
+            ref = info["reference"]
+            rows.append({
+                "group": g.name, "kind": f"param_{kind}", "backbone": base.backbone, "M": m, "subsets": 1,
+                "auc": trained["auc"], "auc_std": 0.0, "logloss": trained["logloss"], "logloss_std": 0.0,
+                "auc_gain": trained["auc"] - ref["auc"], "logloss_gain": trained["logloss"] - ref["logloss"],
+                "macs_per_sample": float(macs), "js_mean": None, "params": trained["params"],
+                "hparams": hparams,
+            })
+    return rows
+
+
+def _train_scaled(base, hparams: dict[str, Any], options: TrainOptions, data, labels: np.ndarray, out: Path,
+                  name: str, on_event) -> dict[str, Any]:
+    from ttsrec.models import model_cost
+    from ttsrec.models.checkpoint import save_member
+
+    fmap = data.feature_map
+    model = build_member(base.backbone, fmap, base.seed, hparams)
+    result = fit([model], data, options, seed=base.seed, on_event=on_event)
+    metrics = binary_metrics(labels, predict_logits([model], data, "test")[0])
+    save_member(out / "param_scaling" / f"{name}.pt", model, backbone=base.backbone, hparams=model.hparams,
+                seed=base.seed, vocab_sizes=fmap.vocab_sizes, feature_map_hash=fmap.hash,
+                metrics={"test": metrics}, train={"options": options.to_dict(), **result.to_dict()})
+    return {**metrics, "params": int(model_cost(model).params)}

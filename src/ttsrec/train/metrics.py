@@ -1,0 +1,53 @@
+"""Binary CTR metrics and batched inference, shared by training (early stopping) and `tts-eval`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from scipy.special import expit
+from sklearn.metrics import log_loss, roc_auc_score
+from torch import nn
+
+from ttsrec.errors import UserError
+
+EVAL_BATCH_SIZE = 16384
+
+
+def binary_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
+    """AUC and logloss of sigmoid(logits), in float64 as scikit-learn expects."""
+    labels = np.asarray(labels, dtype=np.float64)
+    if labels.size == 0 or labels.min() == labels.max():
+        raise UserError("AUC needs both clicks and non-clicks in the evaluated split")
+    probs = expit(np.asarray(logits, dtype=np.float64))
+    return {"auc": float(roc_auc_score(labels, probs)),
+            "logloss": float(log_loss(labels, probs, labels=[0, 1]))}
+
+
+@torch.inference_mode()
+def predict_logits(models: Sequence[nn.Module], data, split: str, *,
+                   batch_size: int = EVAL_BATCH_SIZE, limit: int | None = None) -> np.ndarray:
+    """Raw logits of every model on one split, `float32 [len(models), N]`, in the split's row order.
+
+    One pass over the data serves all models; training mode is restored afterwards.
+    """
+    from ttsrec.data.loader import iter_batches
+
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    chunks: list[np.ndarray] = []
+    for feat_ids, _ in iter_batches(data, split, batch_size, shuffle=False, limit=limit):
+        chunks.append(torch.cat([m(feat_ids).reshape(1, -1) for m in models]).float().numpy())
+    for m, mode in zip(models, modes, strict=True):
+        m.train(mode)
+    if not chunks:
+        return np.zeros((len(models), 0), dtype=np.float32)
+    return np.concatenate(chunks, axis=1)
+
+
+def split_labels(data, split: str, limit: int | None = None) -> np.ndarray:
+    """Labels of a split as float64, truncated like `predict_logits(limit=...)`."""
+    labels = np.asarray(data.labels(split), dtype=np.float64)
+    return labels[:limit] if limit is not None else labels

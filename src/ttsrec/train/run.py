@@ -1,0 +1,181 @@
+"""`train_members`: a whole run (independent, parallel or group), resumable, one checkpoint per member."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from queue import Empty
+from typing import Any
+
+from rich.console import Console
+
+from ttsrec.errors import UserError
+from ttsrec.train.member import MemberJob, train_group, train_member
+from ttsrec.train.options import TrainOptions
+from ttsrec.train.progress import TrainProgress
+from ttsrec.train.runfile import (
+    RUN_FORMAT,
+    environment,
+    load_run,
+    member_filename,
+    now,
+    prepare_out,
+    write_run,
+)
+
+_QUEUE: Any = None
+
+
+def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: Sequence[int] | None = None,
+                  group: bool = False, jobs: int = 1, force: bool = False, resume: bool = False,
+                  options: TrainOptions | None = None, show_progress: bool = True,
+                  console: Console | None = None, **option_fields: Any) -> Path:
+    """Train the members of `members_spec` on prepared data into `out`; returns `out`.
+
+    Each member's checkpoint is written atomically as soon as it is trained and `run.json` follows, so
+    an interrupted run keeps what it finished (`resume=True` continues it). Options are a
+    `TrainOptions` or its fields as keywords.
+    """
+    from ttsrec.data.prepared import PreparedData
+    from ttsrec.models import parse_members
+
+    options = options or TrainOptions(**option_fields)
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    data = PreparedData(Path(data_dir))
+    fmap = data.feature_map
+    pairs = parse_members(members_spec, seeds=list(seeds) if seeds else None)
+    options.check_hparams([b for b, _ in pairs])
+    out = Path(out)
+    data_path = str(Path(data_dir).resolve())
+    all_jobs = [MemberJob(i, b, s, data_path, str(out / member_filename(i, b, s)), options)
+                for i, (b, s) in enumerate(pairs)]
+
+    fresh = {"format": RUN_FORMAT, "members_spec": members_spec, "member_list": [list(p) for p in pairs],
+             "group": group, "feature_map_hash": fmap.hash, "dataset_id": fmap.dataset_id,
+             "data": {"dir": data_path,
+                      "rows": {s: data.num_rows(s) for s in ("train", "valid", "test")}},
+             "options": options.to_dict(), "jobs": jobs, "environment": environment(), "members": []}
+    prepare_out(out, force=force, resume=resume)
+    run = _resumed(out, fresh) if resume else None
+    run = run or {**fresh, "started": now()}
+    done = {m["index"] for m in run["members"]}
+    todo = [j for j in all_jobs if j.index not in done]
+    run["status"] = "running"
+    write_run(out, run)
+
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    try:
+        with TrainProgress(console, len(all_jobs), enabled=show_progress) as progress:
+            progress.progress.advance(progress.overall, len(done))
+            for job in all_jobs:
+                progress.label(job.index, f"{job.index:02d} {job.backbone} s{job.seed}")
+
+            def finished(record: dict[str, Any]) -> None:
+                run["members"] = sorted([*run["members"], record], key=lambda m: m["index"])
+                write_run(out, run)
+                progress.member_done(record["index"])
+
+            if group and todo:
+                _run_group(all_jobs, run, progress, finished)
+            elif jobs == 1 or len(todo) <= 1:
+                for job in todo:
+                    finished(train_member(job, on_event=progress.callback(job.index)))
+            else:
+                _run_parallel(todo, min(jobs, len(todo)), progress, finished)
+    except BaseException as err:
+        run["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        run["error"] = f"{type(err).__name__}: {err}"
+        write_run(out, run)
+        raise
+    run["status"] = "complete"
+    run["finished"] = now()
+    run["train_time_s"] = round(run.get("train_time_s", 0.0) + time.perf_counter() - started, 3)
+    write_run(out, run)
+    return out
+
+
+def _resumed(out: Path, fresh: dict[str, Any]) -> dict[str, Any] | None:
+    """The previous run.json, if it describes the same run; members whose file vanished are retrained."""
+    if not (out / "run.json").is_file():
+        return None
+    old = load_run(out)
+    for key in ("members_spec", "member_list", "group", "feature_map_hash", "options"):
+        if old.get(key) != fresh[key]:
+            raise UserError(f"cannot resume {out}: its {key} differs from this command's")
+    old["members"] = [m for m in old.get("members", []) if (out / m["file"]).is_file()]
+    if old["group"] and len(old["members"]) < len(fresh["member_list"]):
+        old["members"] = []  # a group is trained as one; a partial group starts over
+    old.pop("error", None)
+    return old
+
+
+def _run_group(jobs: list[MemberJob], run: dict[str, Any], progress: TrainProgress, finished) -> None:
+    run["members"] = []
+    progress.label(-1, f"group of {len(jobs)}")
+    records, merged = train_group(jobs, on_event=progress.callback(-1))
+    progress.member_done(-1, count=0)
+    run["group_metrics"] = merged
+    for record in records:
+        finished(record)
+
+
+def _worker_init(queue: Any, threads: int) -> None:
+    import torch
+
+    global _QUEUE
+    _QUEUE = queue
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+
+
+def _worker_run(job: MemberJob) -> dict[str, Any]:
+    return train_member(job, on_event=lambda kind, **fields: _QUEUE.put((job.index, kind, fields)))
+
+
+def _run_parallel(todo: list[MemberJob], jobs: int, progress: TrainProgress, finished) -> None:
+    """Members in `jobs` spawned processes sharing the cores; finished ones are recorded even if one fails."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    first_error: BaseException | None = None
+    with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
+                             initargs=(queue, max(1, cpus // jobs))) as pool:
+        pending: set[Future] = {pool.submit(_worker_run, job) for job in todo}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(queue, progress)
+                for future in done:
+                    if future.cancelled():
+                        continue
+                    try:
+                        finished(future.result())
+                    except Exception as err:
+                        first_error = first_error or err
+                        for other in pending:
+                            other.cancel()
+        except BaseException:
+            for other in pending:
+                other.cancel()
+            # No public way before Python 3.14 (terminate_workers): stop the running members now.
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            raise
+        _drain(queue, progress)
+    if first_error is not None:
+        raise first_error
+
+
+def _drain(queue: Any, progress: TrainProgress) -> None:
+    while True:
+        try:
+            key, kind, fields = queue.get_nowait()
+        except Empty:
+            return
+        progress.event(key, kind, fields)

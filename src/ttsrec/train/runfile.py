@@ -1,0 +1,82 @@
+"""`run.json`: what a training run is and how far it got, rewritten after every finished member."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ttsrec.errors import UserError
+from ttsrec.utils.atomic import atomic_write_text
+
+RUN_FORMAT = "ttsrec.run/1"
+RUN_FILE = "run.json"
+MEMBER_GLOB = "member_*.pt"
+
+
+def member_filename(index: int, backbone: str, seed: int) -> str:
+    return f"member_{index:02d}_{backbone}_s{seed}.pt"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+
+
+def write_run(out: Path, run: dict[str, Any]) -> None:
+    atomic_write_text(Path(out) / RUN_FILE, json.dumps(run, indent=1) + "\n")
+
+
+def load_run(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / RUN_FILE
+    try:
+        run = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UserError(f"cannot read {path}: {err}") from err
+    if not isinstance(run, dict) or run.get("format") != RUN_FORMAT:
+        raise UserError(f"{path} is not a ttsrec run file (expected format {RUN_FORMAT})")
+    return run
+
+
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """The member checkpoints of a run dir in member order (run.json's, else file names)."""
+    run_dir = Path(run_dir)
+    if (run_dir / RUN_FILE).is_file():
+        files = [run_dir / m["file"] for m in load_run(run_dir).get("members", [])]
+        files = [f for f in files if f.is_file()]
+    else:
+        files = sorted(run_dir.glob(MEMBER_GLOB))
+    if not files:
+        raise UserError(f"{run_dir} holds no member checkpoints ({MEMBER_GLOB})")
+    return files
+
+
+def prepare_out(out: Path, *, force: bool, resume: bool) -> None:
+    """Create the run dir; an existing one needs --force (wiped, if it only holds run files) or --resume."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a directory")
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        if not force:
+            raise UserError(f"{out} already exists (pass --force to replace it or --resume to continue it)")
+        foreign = [p.name for p in out.iterdir() if not _is_run_file(p)]
+        if foreign:
+            raise UserError(f"refusing to wipe {out}: it holds files a run does not write ({foreign[0]})")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def _is_run_file(path: Path) -> bool:
+    name = path.name
+    return path.is_file() and (name == RUN_FILE or name.startswith((".member_", ".run.json"))
+                               or (name.startswith("member_") and name.endswith(".pt")))
