@@ -1,0 +1,207 @@
+"""One repository folder: members (exported, gated, configured), merge steps, ensembles, fused
+graphs, feature map and manifest. `writer.export_repository` calls it once, or once per shard."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from rich.progress import Progress, TaskID
+from tritonclient.grpc import model_config_pb2 as pb
+
+from ttsrec.data.feature_map import FeatureMap
+from ttsrec.export import parity
+from ttsrec.export.fp16 import to_fp16
+from ttsrec.export.onnx_member import export_member_onnx, ort_session
+from ttsrec.export.records import cost_record, onnx_record
+from ttsrec.models.checkpoint import LoadedMember
+from ttsrec.repository import naming
+from ttsrec.repository.config import Serving, Step, Tensor, ensemble_config, onnx_model_config, write_config
+from ttsrec.repository.graphs import MergeKind, fused_graph, merge_graph, merge_outputs, save_onnx
+from ttsrec.repository.manifest import FORMAT, library_versions, write_json
+
+Logits = dict[int, np.ndarray]
+
+
+@dataclass
+class Member:
+    """One member on its way into a repository; `proto` and `logits` feed the merges and fused graphs."""
+
+    position: int
+    loaded: LoadedMember
+    name: str
+    proto: onnx.ModelProto = field(default_factory=onnx.ModelProto)
+    logits: Logits = field(default_factory=dict)
+    record: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def step(self) -> Step:
+        return Step(self.name, self.proto.graph.input[0].name, self.proto.graph.output[0].name)
+
+
+@dataclass
+class Job:
+    """What every repository of one export shares."""
+
+    feature_map: FeatureMap
+    serving: Serving
+    sample: parity.ParitySample
+    fp16: bool
+    fused: bool
+    opset: int
+    workdir: Path
+    progress: Progress
+    task: TaskID
+
+    @property
+    def tolerance(self) -> parity.Tolerance:
+        return parity.FP16 if self.fp16 else parity.FP32
+
+    def step(self, description: str) -> None:
+        self.progress.update(self.task, description=description)
+
+    def done(self) -> None:
+        self.progress.advance(self.task)
+
+
+def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
+                     common: dict[str, Any]) -> None:
+    """Members, then per M a merge + ensemble (+ fused graph); a shard gets one `shard_sum` instead."""
+    root.mkdir(parents=True, exist_ok=True)
+    job.feature_map.save(root / naming.FEATURE_MAP_FILE)
+    for member in members:
+        _write_member(root, member, job)
+    if "shard" in common:
+        k = len(members)
+        plans = [(members, "sum", naming.SHARD_ENSEMBLE, naming.merge_sum_name(k), naming.FUSED_SUM)]
+    else:
+        plans = [(members[:m], "mean", naming.ensemble_name(m), naming.merge_name(m), naming.fused_name(m))
+                 for m in ms]
+    ensembles, fused = [], []
+    for group, kind, ensemble, merge, fused_name in plans:
+        job.step(ensemble)
+        ensembles.append(_write_ensemble(root, group, kind, ensemble, merge, job))
+        job.done()
+        if job.fused:
+            job.step(fused_name)
+            fused.append(_write_fused(root, group, kind, fused_name, job))
+            job.done()
+    write_json(root / naming.MANIFEST_FILE, {
+        "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **common,
+        "num_fields": job.feature_map.num_fields, "feature_map_hash": job.feature_map.hash,
+        "dataset_id": job.feature_map.dataset_id, "m_list": ms, "members": [m.record for m in members],
+        "ensembles": ensembles, "fused": fused, "versions": library_versions(),
+    })
+
+
+def _write_member(root: Path, member: Member, job: Job) -> None:
+    """Export (and optionally halve) one member, write it, gate it against its checkpoint, configure it."""
+    job.step(member.name)
+    model = member.loaded.model
+    with _quiet_exporter():
+        exported = export_member_onnx(model, job.workdir / f"{member.name}.onnx", opset=job.opset)
+    member.proto = to_fp16(onnx.load(exported)) if job.fp16 else onnx.load(exported)
+    path = _write_onnx_model(root, member.name, member.proto, job)
+    member.logits = parity.torch_logits(model, job.sample)
+    step = member.step
+    figures = parity.compare(member.name, member.logits, parity.onnx_outputs(path, job.sample, step.output),
+                             job.tolerance)
+    if job.fp16:
+        figures["auc"] = parity.auc_change(member.name, model, path, job.sample)
+    num_fields = job.feature_map.num_fields
+    inputs = [Tensor(step.input, pb.TYPE_INT64, (num_fields,))]
+    outputs = [Tensor(step.output, pb.TYPE_FP32, (1,))]
+    write_config(root / member.name, onnx_model_config(member.name, inputs, outputs, job.serving))
+    lm = member.loaded
+    member.record = {
+        "name": member.name, "position": member.position, "backbone": lm.backbone, "seed": lm.seed,
+        "checkpoint": str(lm.path.resolve()), "checkpoint_sha256": lm.sha256,
+        "feature_map_hash": lm.feature_map_hash, "hparams": lm.hparams, "metrics": lm.metrics,
+        "cost": cost_record(model), "onnx": onnx_record(root, path, member.proto), "parity": figures,
+    }
+    job.done()
+
+
+def _write_ensemble(root: Path, members: list[Member], kind: MergeKind, name: str, merge: str,
+                    job: Job) -> dict[str, Any]:
+    """The merge model (checked on the members' logits) and the ensemble that wires members into it."""
+    outputs = merge_outputs(kind)
+    inputs = [naming.merge_input(k) for k in range(len(members))]
+    path = _write_onnx_model(root, merge, merge_graph(len(members), kind), job)
+    session = ort_session(path)
+    got = {b: session.run(list(outputs), {inputs[k]: m.logits[b] for k, m in enumerate(members)})
+           for b in job.sample.batch_sizes}
+    figures = _check_merge(merge, kind, members, got, parity.FP32)
+    fp32 = [Tensor(o, pb.TYPE_FP32, (1,)) for o in outputs]
+    write_config(root / merge, onnx_model_config(merge, [Tensor(i, pb.TYPE_FP32, (1,)) for i in inputs], fp32,
+                                                 job.serving))
+    write_config(root / name, ensemble_config(
+        name, num_fields=job.feature_map.num_fields, max_batch_size=job.serving.max_batch_size,
+        members=[m.step for m in members], merge_model=merge, merge_inputs=inputs, outputs=outputs))
+    (root / name / naming.VERSION).mkdir()
+    return {"name": name, "m": len(members), "kind": kind, "members": [m.name for m in members],
+            "merge": merge, "outputs": list(outputs), "merge_parity": figures}
+
+
+def _write_fused(root: Path, members: list[Member], kind: MergeKind, name: str, job: Job) -> dict[str, Any]:
+    """All members and the merge in one graph, gated against the members' PyTorch mean (or sum)."""
+    graph = fused_graph([m.proto for m in members], kind)
+    path = _write_onnx_model(root, name, graph, job)
+    outputs = merge_outputs(kind)
+    session = ort_session(path)
+    got = {b: session.run(list(outputs), {naming.FEAT_IDS: ids}) for b, ids in job.sample.batches().items()}
+    tol = job.tolerance
+    if kind == "sum":  # a sum of M logits carries M times the members' absolute error
+        tol = parity.Tolerance(tol.rtol, tol.atol * len(members))
+    figures = _check_merge(name, kind, members, got, tol)
+    write_config(root / name, onnx_model_config(
+        name, [Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (job.feature_map.num_fields,))],
+        [Tensor(o, pb.TYPE_FP32, (1,)) for o in outputs], job.serving))
+    return {"name": name, "m": len(members), "kind": kind, "members": [m.name for m in members],
+            "outputs": list(outputs), "onnx": onnx_record(root, path, graph), "parity": figures}
+
+
+def _check_merge(name: str, kind: MergeKind, members: list[Member], got: dict[int, list[np.ndarray]],
+                 tol: parity.Tolerance) -> dict[str, Any]:
+    """First output = mean (or sum) of the members' PyTorch logits; `prob` = its sigmoid;
+    `member_count` = M on every row, exactly."""
+    per_member = [m.logits for m in members]
+    expected = parity.mean_logits(per_member) if kind == "mean" else parity.sum_logits(per_member)
+    first, second = merge_outputs(kind)
+    figures = parity.compare(name, expected, {b: r[0] for b, r in got.items()}, tol, first)
+    if kind == "mean":
+        parity.compare(name, parity.sigmoid(expected), {b: r[1] for b, r in got.items()}, tol, second)
+    else:
+        counts = {b: np.full_like(x, len(members)) for b, x in expected.items()}
+        parity.compare(name, counts, {b: r[1] for b, r in got.items()}, parity.Tolerance(0, 0), second)
+    return figures
+
+
+def _write_onnx_model(root: Path, name: str, proto: onnx.ModelProto, job: Job) -> Path:
+    """`name/1/model.onnx`, plus the generic python-backend `model.py` in the python flavour."""
+    version_dir = root / name / naming.VERSION
+    path = save_onnx(proto, version_dir)
+    if job.serving.backend == "python":
+        source = resources.files("ttsrec.repository").joinpath("triton_model.py").read_bytes()
+        (version_dir / "model.py").write_bytes(source)
+    return path
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """torch's exporter logs optional-operator notices (torchvision) that would break the progress bar."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)

@@ -1,0 +1,109 @@
+"""`export_repository`: member checkpoints -> a Triton model repository (or K shard repositories).
+
+Layout of one repository (python or onnxruntime flavour: same ensembles, same ONNX files):
+
+    member_XX_<backbone>/   config.pbtxt, 1/model.onnx (+ 1/model.py in the python flavour)
+    merge_mean_mM/          Mean + Sigmoid over M logits (ONNX)
+    ensemble_mM/            feat_ids -> M members in parallel -> merge -> logit, prob; empty 1/
+    fused_mM/               all M members + the merge in one ONNX graph (no ensemble hops)
+    feature_map.json, tts_manifest.json
+
+Everything is written into a temp folder that replaces `out` only when every parity check passed.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ttsrec.errors import UserError
+from ttsrec.export import parity
+from ttsrec.export.assemble import Job, Member, write_repository
+from ttsrec.export.order import balanced_order, default_m_list, shard_members
+from ttsrec.export.records import serving_record
+from ttsrec.export.sources import load_sources
+from ttsrec.repository import naming
+from ttsrec.repository.config import Serving
+from ttsrec.repository.graphs import OPSET
+from ttsrec.repository.manifest import SHARDS_FORMAT, write_json
+from ttsrec.repository.tree import layout_tree
+from ttsrec.utils.atomic import atomic_dir
+
+
+def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, backend: str = "python",
+                      m_list: Sequence[int] | None = None, max_batch_size: int = 4096,
+                      instance_count: int = 1, instance_kind: str = "cpu", dynamic_batching: bool = True,
+                      max_queue_delay_us: int = 0, intra_op_threads: int = 1, fp16: bool = False,
+                      fused: bool = True, shards: int = 1, force: bool = False,
+                      data: Path | str | None = None, opset: int = OPSET, console: Console | None = None,
+                      show: bool = True) -> Path:
+    """Export member checkpoints (files or `tts-train` run folders) into a Triton repository at `out`.
+
+    `data` is the prepared data folder (or its feature_map.json); without it the feature map is
+    looked up next to the checkpoints and through their `run.json`. `shards > 1` writes
+    `out/shard_XX/` repositories with a `shard_sum` ensemble each, plus `out/shards.json`.
+    `show` draws the progress bar and the final layout tree. Returns `out`. Bad input and parity
+    failures raise `UserError`, and `out` is then left as it was.
+    """
+    serving = Serving(backend=backend, max_batch_size=max_batch_size, instance_count=instance_count,
+                      instance_kind=instance_kind, dynamic_batching=dynamic_batching,
+                      max_queue_delay_us=max_queue_delay_us, intra_op_threads=intra_op_threads)
+    serving.validate()
+    out = Path(out)
+    if out.exists() and not force:
+        raise UserError(f"{out} already exists (pass --force to replace it)")
+    sources = load_sources([Path(c) for c in checkpoints], None if data is None else Path(data))
+    loaded = [sources.members[i] for i in balanced_order([m.backbone for m in sources.members])]
+    members = [Member(k, m, naming.member_name(k, m.backbone)) for k, m in enumerate(loaded)]
+    if not 1 <= shards <= len(members):
+        raise UserError(f"--shards must be within 1..{len(members)} (the number of members), got {shards}")
+    ms = resolve_m_list(m_list, len(members)) if shards == 1 else []
+    sample = parity.build_sample(sources.feature_map, max_batch_size, sources.data_dir, held_out=fp16)
+    groups = shard_members(len(members), shards)
+    steps = len(members) + (1 + fused) * (len(ms) if shards == 1 else shards)
+    console = console or Console(stderr=True)
+    progress = Progress(TextColumn("[bold]tts-export[/] {task.description:<20}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=not show)
+
+    with atomic_dir(out, force) as tmp, progress, tempfile.TemporaryDirectory(prefix="tts-export-") as work:
+        job = Job(sources.feature_map, serving, sample, fp16, fused, opset, Path(work), progress,
+                  progress.add_task("members", total=steps))
+        tolerance = {"rtol": job.tolerance.rtol, "atol": job.tolerance.atol}
+        common = {"flavour": serving.backend, "serving": serving_record(serving), "fp16": fp16,
+                  "opset": opset, "parity": {**sample.describe(), **tolerance}}
+        if shards == 1:
+            write_repository(tmp, members, ms, job, common)
+        else:
+            for k, positions in enumerate(groups):
+                write_repository(tmp / naming.shard_dir(k), [members[p] for p in positions], [], job,
+                                 {**common, "shard": {"index": k, "count": shards}})
+            write_json(tmp / naming.SHARDS_FILE, {
+                "format": SHARDS_FORMAT, "num_shards": shards, "num_members": len(members),
+                "ensemble": naming.SHARD_ENSEMBLE, "outputs": [naming.LOGIT_SUM, naming.MEMBER_COUNT],
+                "feature_map_hash": sources.feature_map.hash, "flavour": serving.backend,
+                "shards": [{"name": naming.shard_dir(k), "path": naming.shard_dir(k),
+                            "members": [members[p].name for p in positions]}
+                           for k, positions in enumerate(groups)],
+            })
+        progress.update(job.task, description="done")
+    if show:
+        console.print(layout_tree(out, max_depth=4 if shards > 1 else 3))
+    return out
+
+
+def resolve_m_list(m_list: Sequence[int] | None, num_members: int) -> list[int]:
+    """The ensemble sizes to write: the given ones (each within 1..N), or 1, 2, 4, 8, 16 capped at N."""
+    if m_list is None:
+        return default_m_list(num_members)
+    ms = sorted({int(m) for m in m_list})
+    if not ms:
+        raise UserError("--m-list is empty")
+    bad = [m for m in ms if not 1 <= m <= num_members]
+    if bad:
+        raise UserError(f"--m-list asks for M={bad[-1]} but there are {num_members} members "
+                        f"(M must be within 1..{num_members})")
+    return ms

@@ -1,0 +1,147 @@
+"""`config.pbtxt` from Triton's own protobuf types (never string templates), and back.
+
+Two flavours share one writer (design §4): `onnxruntime` models run `model.onnx` in Triton's
+onnxruntime backend (stock NGC container, GPU deployments); `python` models run the same file
+through the generic python-backend `model.py` (the server bundled in the PyPI wheel).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from ttsrec.errors import UserError
+from ttsrec.repository import naming
+
+Backend = Literal["python", "onnxruntime"]
+InstanceKind = Literal["cpu", "gpu"]
+BACKENDS: tuple[str, ...] = ("python", "onnxruntime")
+INSTANCE_KINDS: tuple[str, ...] = ("cpu", "gpu")
+
+_KINDS = {"cpu": pb.ModelInstanceGroup.KIND_CPU, "gpu": pb.ModelInstanceGroup.KIND_GPU}
+_ONNX_TO_TRITON = {1: pb.TYPE_FP32, 7: pb.TYPE_INT64, 10: pb.TYPE_FP16, 11: pb.TYPE_FP64, 6: pb.TYPE_INT32}
+
+
+class Tensor(NamedTuple):
+    """One model input or output, per row (Triton adds the batch axis itself)."""
+
+    name: str
+    data_type: int
+    dims: tuple[int, ...]
+
+
+def triton_dtype(onnx_elem_type: int) -> int:
+    """Triton `TYPE_*` for an ONNX `TensorProto` element type."""
+    try:
+        return _ONNX_TO_TRITON[onnx_elem_type]
+    except KeyError:
+        raise UserError(f"unsupported ONNX element type {onnx_elem_type} at a model boundary") from None
+
+
+@dataclass(frozen=True)
+class Serving:
+    """How every non-ensemble model of a repository is scheduled."""
+
+    backend: Backend = "python"
+    max_batch_size: int = 4096
+    instance_count: int = 1
+    instance_kind: InstanceKind = "cpu"
+    dynamic_batching: bool = True
+    max_queue_delay_us: int = 0
+    """0: batch only what queued up while an instance was busy, never wait for more rows."""
+    intra_op_threads: int = 1
+    """One thread per session: M member sessions share the cores, spinning pools fight (design §4)."""
+
+    def validate(self) -> None:
+        if self.backend not in BACKENDS:
+            raise UserError(f"unknown backend {self.backend!r} (choose from {', '.join(BACKENDS)})")
+        if self.instance_kind not in INSTANCE_KINDS:
+            raise UserError(f"unknown instance kind {self.instance_kind!r} (choose from cpu, gpu)")
+        for label, value, low in (("--max-batch-size", self.max_batch_size, 1),
+                                  ("--instance-count", self.instance_count, 1),
+                                  ("--max-queue-delay-us", self.max_queue_delay_us, 0),
+                                  ("--intra-op-threads", self.intra_op_threads, 1)):
+            if value < low:
+                raise UserError(f"{label} must be >= {low}, got {value}")
+
+
+def onnx_model_config(name: str, inputs: Sequence[Tensor], outputs: Sequence[Tensor],
+                      serving: Serving) -> pb.ModelConfig:
+    """Config of a model that runs a `model.onnx` (member, merge step or fused graph)."""
+    cfg = pb.ModelConfig(name=name, max_batch_size=serving.max_batch_size)
+    if serving.backend == "python":
+        cfg.backend = "python"
+        cfg.parameters["intra_op_threads"].string_value = str(serving.intra_op_threads)
+    else:
+        cfg.platform = "onnxruntime_onnx"
+        cfg.backend = "onnxruntime"
+        cfg.parameters["intra_op_thread_count"].string_value = str(serving.intra_op_threads)
+        cfg.parameters["inter_op_thread_count"].string_value = "1"
+    _add_io(cfg, inputs, outputs)
+    cfg.instance_group.add(count=serving.instance_count, kind=_KINDS[serving.instance_kind])
+    if serving.dynamic_batching:
+        cfg.dynamic_batching.SetInParent()
+        cfg.dynamic_batching.max_queue_delay_microseconds = serving.max_queue_delay_us
+    return cfg
+
+
+class Step(NamedTuple):
+    """A member step of an ensemble: which model, and its input/output tensor names."""
+
+    model: str
+    input: str
+    output: str
+
+
+def ensemble_config(name: str, *, num_fields: int, max_batch_size: int, members: Sequence[Step],
+                    merge_model: str, merge_inputs: Sequence[str], outputs: Sequence[str]) -> pb.ModelConfig:
+    """`platform: "ensemble"`: all member steps in parallel on `feat_ids`, then the merge step.
+
+    Member outputs get unique ensemble-scope names (`logit_00`, ...); no `dynamic_batching`
+    here (a parse error for ensembles), `max_batch_size` no larger than the members'.
+    """
+    if len(members) != len(merge_inputs):
+        raise ValueError("one merge input per member step")
+    cfg = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
+    _add_io(cfg, [Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (num_fields,))],
+            [Tensor(out, pb.TYPE_FP32, (1,)) for out in outputs])
+    for k, step in enumerate(members):
+        node = cfg.ensemble_scheduling.step.add(model_name=step.model, model_version=-1)
+        node.input_map[step.input] = naming.FEAT_IDS
+        node.output_map[step.output] = naming.scope_tensor(k)
+    merge = cfg.ensemble_scheduling.step.add(model_name=merge_model, model_version=-1)
+    for k, key in enumerate(merge_inputs):
+        merge.input_map[key] = naming.scope_tensor(k)
+    for out in outputs:
+        merge.output_map[out] = out
+    return cfg
+
+
+def _add_io(cfg: pb.ModelConfig, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> None:
+    for t in inputs:
+        cfg.input.add(name=t.name, data_type=t.data_type, dims=list(t.dims))
+    for t in outputs:
+        cfg.output.add(name=t.name, data_type=t.data_type, dims=list(t.dims))
+
+
+def write_config(model_dir: Path, cfg: pb.ModelConfig) -> Path:
+    path = Path(model_dir) / "config.pbtxt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text_format.MessageToString(cfg))
+    return path
+
+
+def read_config(model_dir_or_file: Path) -> pb.ModelConfig:
+    """Parse a `config.pbtxt` (or the one in a model folder) back into `ModelConfig`."""
+    path = Path(model_dir_or_file)
+    if path.is_dir():
+        path = path / "config.pbtxt"
+    try:
+        return text_format.Parse(path.read_text(), pb.ModelConfig())
+    except text_format.ParseError as err:
+        raise UserError(f"{path} is not a valid Triton model config: {err}") from err

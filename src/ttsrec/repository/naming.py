@@ -1,0 +1,51 @@
+"""Names of models and tensors in an exported repository: one place, so the writer, the tests,
+the client and the bench agree on them."""
+
+from __future__ import annotations
+
+FEAT_IDS = "feat_ids"
+LOGIT = "logit"
+PROB = "prob"
+LOGIT_SUM = "logit_sum"
+MEMBER_COUNT = "member_count"
+
+SHARD_ENSEMBLE = "shard_sum"
+FUSED_SUM = "fused_sum"
+FEATURE_MAP_FILE = "feature_map.json"
+MANIFEST_FILE = "tts_manifest.json"
+SHARDS_FILE = "shards.json"
+VERSION = "1"
+
+
+def member_name(index: int, backbone: str) -> str:
+    return f"member_{index:02d}_{backbone}"
+
+
+def merge_name(m: int) -> str:
+    return f"merge_mean_m{m}"
+
+
+def merge_sum_name(m: int) -> str:
+    return f"merge_sum_m{m}"
+
+
+def ensemble_name(m: int) -> str:
+    return f"ensemble_m{m}"
+
+
+def fused_name(m: int) -> str:
+    return f"fused_m{m}"
+
+
+def shard_dir(index: int) -> str:
+    return f"shard_{index:02d}"
+
+
+def merge_input(k: int) -> str:
+    """Input `k` of a merge graph (`logit_0`, `logit_1`, ...)."""
+    return f"logit_{k}"
+
+
+def scope_tensor(k: int) -> str:
+    """Ensemble-scope name of step `k`'s logit: unique per member, as Triton requires."""
+    return f"logit_{k:02d}"

@@ -1,0 +1,62 @@
+"""Generic Triton python-backend model: runs the `model.onnx` next to it in onnxruntime.
+
+Copied verbatim as `<model>/1/model.py` for every python-flavour model (members, merge steps,
+fused graphs); it never imports ttsrec, so the repository also runs where ttsrec is not
+installed. Input and output names come from the model config, so one file serves every model.
+Triton's dynamic batcher hands `execute()` a list of requests: they are concatenated, run
+once, and split again, or dynamic batching would gain nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args: dict) -> None:
+        config = json.loads(args["model_config"])
+        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(params.get("intra_op_threads") or 1)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Several sessions share the cores: spinning thread pools would fight (design §4).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        providers: list = ["CPUExecutionProvider"]
+        gpu = args.get("model_instance_kind") == "GPU"
+        if gpu and "CUDAExecutionProvider" in ort.get_available_providers():
+            device = int(args["model_instance_device_id"])
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": device}))
+        path = Path(args["model_repository"]) / args["model_version"] / "model.onnx"
+        if path.is_dir():  # Triton's layout for graphs with external data: model.onnx/model.onnx
+            path = path / "model.onnx"
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.inputs = [t["name"] for t in config["input"]]
+        to_numpy = pb_utils.triton_string_to_numpy
+        self.outputs = [(t["name"], to_numpy(t["data_type"])) for t in config["output"]]
+
+    def execute(self, requests: list) -> list:
+        try:
+            parts = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
+                     for name in self.inputs]
+            feeds = {name: np.concatenate(p) if len(p) > 1 else p[0]
+                     for name, p in zip(self.inputs, parts, strict=True)}
+            results = self.session.run([name for name, _ in self.outputs], feeds)
+        except Exception as err:  # one bad batch must not take the model down
+            error = pb_utils.TritonError(f"{type(err).__name__}: {err}")
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        responses, start = [], 0
+        for size in (p.shape[0] for p in parts[0]):
+            tensors = [pb_utils.Tensor(name, np.ascontiguousarray(out[start:start + size], dtype=dtype))
+                       for (name, dtype), out in zip(self.outputs, results, strict=True)]
+            responses.append(pb_utils.InferenceResponse(output_tensors=tensors))
+            start += size
+        return responses
+
+    def finalize(self) -> None:
+        self.session = None
