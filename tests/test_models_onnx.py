@@ -1,0 +1,66 @@
+"""Every backbone exports to ONNX with a dynamic batch axis and onnxruntime matches torch (slow:
+the dynamo exporter takes a second or two per model)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from models_fixtures import VOCAB_SIZES, oov_path, small_model, valid_ids, wild_ids
+from ttsrec.export.onnx_member import MAX_IR_VERSION, export_member_onnx, ort_session, parity, run_session
+from ttsrec.models import BACKBONES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", BACKBONES)
+def test_onnx_export_matches_torch_at_batch_1_7_256(name, tmp_path):
+    model = small_model(name)
+    path = export_member_onnx(model, tmp_path / "model.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # one file, nothing left behind
+
+    proto = onnx.load(path)
+    assert proto.ir_version <= MAX_IR_VERSION
+    (inp,), (out,) = proto.graph.input, proto.graph.output
+    assert (inp.name, inp.type.tensor_type.elem_type) == ("feat_ids", onnx.TensorProto.INT64)
+    assert (out.name, out.type.tensor_type.elem_type) == ("logit", onnx.TensorProto.FLOAT)
+    batch_dim, field_dim = inp.type.tensor_type.shape.dim
+    assert batch_dim.dim_param and not batch_dim.dim_value and field_dim.dim_value == len(VOCAB_SIZES)
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert meta["ttsrec.backbone"] == name and json.loads(meta["ttsrec.hparams"]) == model.hparams
+
+    session = ort_session(path)
+    for batch in (1, 7, 256):
+        ids = valid_ids(batch, seed=batch)
+        got = run_session(session, ids.numpy())
+        with torch.no_grad():
+            expected = model(ids).numpy()
+        assert got.shape == (batch, 1) and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+    ids = wild_ids(64)  # what perf_analyzer sends: any int64
+    with torch.no_grad():
+        expected = model(oov_path(ids)).numpy()
+    np.testing.assert_allclose(run_session(session, ids.numpy()), expected, rtol=0, atol=1e-5)
+    assert parity(model, session) < 1e-5
+
+
+def test_session_is_cpu_single_threaded_without_spinning(tmp_path):
+    path = export_member_onnx(small_model("fnn"), tmp_path / "fnn.onnx", metadata={"feature_map_hash": "abc"})
+    session = ort_session(path, intra_op_threads=1)
+    assert session.get_providers() == ["CPUExecutionProvider"]
+    config = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
+    assert config == "0" and session.get_session_options().intra_op_num_threads == 1
+    assert {p.key: p.value for p in onnx.load(path).metadata_props}["feature_map_hash"] == "abc"
