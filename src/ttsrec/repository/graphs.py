@@ -114,7 +114,7 @@ def save_onnx(model: onnx.ModelProto, version_dir: Path) -> Path:
     folder.mkdir()
     path = folder / "model.onnx"
     onnx.save_model(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="model.onnx.data", size_threshold=1024)
+                    location="model.onnx.data", size_threshold=0)
     return path
 
 
