@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from ttsrec.data import transforms
-from ttsrec.data.feature_map import FeatureMap
+from ttsrec.data.feature_map import FeatureMap, Field
 from ttsrec.data.readers import BAD
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.errors import UserError
@@ -22,41 +22,67 @@ LABEL = "_label"
 
 
 def tokens(frame: pl.DataFrame, spec: DatasetSpec, with_label: bool = True) -> pl.DataFrame:
-    """One token column per field (named like the field), plus `_label` and `_bad` (reason or null)."""
-    exprs, reasons = [], []
-    if BAD in frame.columns:
-        reasons.append(pl.col(BAD))
+    """One token column per field (named like the field), plus `_label` and `_bad` (0 = fine).
+
+    `_bad` codes: -k wrong column count (k found), 1 unreadable label, 2 + j unreadable value of field j.
+    """
+    exprs, checks = [], []
     if with_label:
         label, bad_label = transforms.label(spec.label, spec.label_transform)
         exprs.append(label.alias(LABEL))
-        reasons.append(
-            pl.when(bad_label).then(pl.lit(f"bad label in column {spec.label} ({spec.label_transform})"))
-        )
-    for f in spec.fields:
+        checks.append((bad_label, 1))
+    for j, f in enumerate(spec.fields):
         tok, bad = transforms.token(f.source, f.preprocess)
         exprs.append(tok.alias(f.name))
-        reasons.append(pl.when(bad).then(pl.lit(f"unreadable value in column {f.source} ({f.preprocess})")))
-    return frame.select(*exprs, pl.coalesce(reasons).alias(BAD))
+        if bad is not None:
+            checks.append((bad, 2 + j))
+    code: Any = pl.col(BAD) if BAD in frame.columns else pl.lit(0, pl.Int32)
+    if checks:
+        chain: Any = pl.when(code != 0).then(code)
+        for bad, value in checks:
+            chain = chain.when(bad).then(pl.lit(value, pl.Int32))
+        code = chain.otherwise(pl.lit(0, pl.Int32))
+    return frame.select(*exprs, code.cast(pl.Int32).alias(BAD))
+
+
+def describe_bad(code: int, spec: DatasetSpec, ncols: int = 0) -> str:
+    """The reason behind a `_bad` code, in words."""
+    if code < 0:
+        return (
+            f"wrong number of columns (expected {ncols}, got {-code})" if ncols else "wrong number of columns"
+        )
+    if code == 1:
+        return f"unreadable label in column {spec.label} ({spec.label_transform})"
+    f = spec.fields[code - 2]
+    return f"unreadable value in column {f.source} ({f.preprocess})"
 
 
 class Lookup:
-    """Token -> id per field (vocab[i] has id i + 1, everything else 0)."""
+    """Token -> id per field: `vocab[i]` has id i + 1, a missing value the id of `<missing>`, the rest 0."""
 
     def __init__(self, fmap: FeatureMap) -> None:
-        self.names = fmap.field_names
-        self.vocabs = [
-            (pl.Series(f.vocab, dtype=pl.String), pl.Series(np.arange(1, f.vocab_size, dtype=np.int32)))
-            for f in fmap.fields
-        ]
+        self.exprs = [self._expr(f) for f in fmap.fields]
+
+    @staticmethod
+    def _expr(f: Field) -> pl.Expr:
+        ids = [i + 1 for i, tok in enumerate(f.vocab) if tok != transforms.MISSING]
+        keys = pl.Series([tok for tok in f.vocab if tok != transforms.MISSING], dtype=pl.String)
+        missing_id = f.vocab.index(transforms.MISSING) + 1 if transforms.MISSING in f.vocab else 0
+        found = pl.col(f.name).replace_strict(
+            keys.cast(transforms.dtype_of(f.preprocess)),
+            pl.Series(ids, dtype=pl.Int32),
+            default=0,
+            return_dtype=pl.Int32,
+        )
+        return (
+            pl.when(pl.col(f.name).is_null())
+            .then(pl.lit(missing_id, pl.Int32))
+            .otherwise(found)
+            .alias(f.name)
+        )
 
     def __call__(self, toks: pl.DataFrame, dtype: Any = np.int32) -> np.ndarray:
-        ids = toks.select(
-            [
-                pl.col(name).replace_strict(old, new, default=0, return_dtype=pl.Int32)
-                for name, (old, new) in zip(self.names, self.vocabs, strict=True)
-            ]
-        )
-        return ids.to_numpy(order="c").astype(dtype, copy=False)
+        return toks.select(self.exprs).to_numpy(order="c").astype(dtype, copy=False)
 
 
 class RecordEncoder:
@@ -77,17 +103,17 @@ class RecordEncoder:
             for src in self.spec.sources
         }
         toks = tokens(pl.DataFrame(columns, height=len(records)), self.spec, with_label=False)
-        bad = toks.get_column(BAD)
-        if bad.null_count() != len(bad):
-            row = int(bad.is_not_null().arg_max() or 0)
-            raise UserError(f"record {row}: {bad[row]}")
+        bad = toks.get_column(BAD).to_numpy()
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise UserError(f"record {row}: {describe_bad(int(bad[row]), self.spec)}")
         if not records:
             return np.zeros((0, self.feature_map.num_fields), dtype=np.int64)
         return self._lookup(toks.drop(BAD), np.int64)
 
 
 def _raw(value: Any) -> str | None:
-    if value is None:
+    if value is None or value == "":
         return None
     if isinstance(value, float) and value.is_integer():
         return str(int(value))

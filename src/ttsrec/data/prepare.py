@@ -1,9 +1,10 @@
 """`tts-data prepare`: raw files -> memory-mappable id matrices per split + `feature_map.json`.
 
 Two streaming passes over bounded chunks, so files larger than memory work and memory grows with
-the vocabulary, not the rows: pass 1 counts tokens (train split only, so valid/test values never
-leak into the vocabulary) and rows per split; pass 2 encodes into `.npy` files preallocated from
-those counts. Everything is written into a temp folder that replaces `out` only when complete.
+the vocabulary, not the rows: pass 1 parses and tokenises each chunk once, counts tokens (train split
+only, so valid/test values never leak into the vocabulary) and rows per split, and caches the
+tokens as Arrow IPC in the temp folder; pass 2 looks them up and writes `.npy` files preallocated
+from the counts. Everything is written into a temp folder that replaces `out` only when complete.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ import numpy as np
 import polars as pl
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ttsrec.data.encode import LABEL, Lookup, tokens
+from ttsrec.data.encode import LABEL, Lookup, describe_bad, tokens
 from ttsrec.data.feature_map import FeatureMap, Field
-from ttsrec.data.readers import BAD, CHUNK_BYTES, LINE, check_inputs, input_size, iter_chunks
+from ttsrec.data.readers import BAD, CHUNK_BYTES, LINE, RawChunk, check_inputs, input_size, iter_chunks
 from ttsrec.data.spec import DatasetSpec, resolve_spec
 from ttsrec.data.split import SPLITS, split_of
+from ttsrec.data.transforms import MISSING
 from ttsrec.errors import UserError
 from ttsrec.utils.atomic import atomic_dir, atomic_write_text
 
@@ -77,21 +79,34 @@ def prepare(
     check_inputs(ds, inputs)
     total_bytes = input_size(ds, inputs)
     with atomic_dir(Path(out), force=force) as tmp, _progress(progress) as bar:
-        # Pass 1: count tokens on train rows, rows per split, bad rows.
-        task = bar.add_task("pass 1/2 count", total=total_bytes)
+        # Pass 1: parse + tokenise once, count tokens on train rows, cache kept rows' tokens (Arrow IPC).
+        task = bar.add_task("pass 1/2 read + count", total=total_bytes)
+        cache = tmp / ".tokens"
+        cache.mkdir()
         counts: dict[str, pl.DataFrame] = {}
         reasons: Counter[str] = Counter()
         per_split = np.zeros(len(SPLITS), dtype=np.int64)
-        rows_read = 0
-        for toks, nbytes in _token_chunks(ds, inputs, seed, chunk_bytes, on_bad_row):
+        rows_read, parts = 0, []
+        for toks, chunk in _token_chunks(ds, inputs, seed, chunk_bytes):
             rows_read += toks.height
-            bad = toks.get_column(BAD)
-            if bad.null_count() < toks.height:
-                reasons.update(dict(bad.drop_nulls().value_counts().iter_rows()))
-            kept = toks.filter(pl.col(BAD).is_null())
-            per_split += np.bincount(kept.get_column(SPLIT).to_numpy(), minlength=len(SPLITS))
-            _count(counts, kept.filter(pl.col(SPLIT) == 0), ds)
-            bar.advance(task, nbytes)
+            bad = toks.get_column(BAD).to_numpy()
+            if bad.any():
+                if on_bad_row == "fail":
+                    row = int(np.flatnonzero(bad)[0])
+                    where = f"{chunk.file}:{toks.get_column(LINE)[row]}"
+                    reason = describe_bad(int(bad[row]), ds, chunk.ncols)
+                    raise UserError(f"{where}: {reason} (pass --on-bad-row skip to skip such rows)")
+                codes, n = np.unique(bad[bad != 0], return_counts=True)
+                reasons.update(
+                    {describe_bad(int(c), ds, chunk.ncols): int(k) for c, k in zip(codes, n, strict=True)}
+                )
+                toks = toks.filter(pl.Series(bad == 0))
+            per_split += np.bincount(toks.get_column(SPLIT).to_numpy(), minlength=len(SPLITS))
+            _count(counts, toks.filter(pl.col(SPLIT) == 0), ds)
+            part = cache / f"{len(parts):06d}.arrow"
+            toks.drop(BAD, LINE).write_ipc(part, compression="uncompressed")
+            parts.append(part)
+            bar.advance(task, chunk.nbytes)
         fmap = FeatureMap(
             dataset_id=ds.dataset_id,
             label=ds.label,
@@ -100,7 +115,7 @@ def prepare(
                 Field(
                     name=f.name,
                     kind=f.kind,
-                    vocab=_vocab(counts.get(f.name), f.name, f.min_count),
+                    vocab=_vocab(counts.pop(f.name, None), f.name, f.min_count),
                     source=f.source,
                     preprocess=f.preprocess,
                 )
@@ -113,39 +128,32 @@ def prepare(
                 f"({rows_read} read, all skipped: {_top(reasons)})"
             )
 
-        # Pass 2: encode kept rows into the preallocated per-split arrays.
-        task = bar.add_task("pass 2/2 encode", total=total_bytes)
+        # Pass 2: look the cached tokens up in the vocabulary, write the preallocated split arrays.
+        task = bar.add_task("pass 2/2 encode", total=sum(p.stat().st_size for p in parts))
         lookup = Lookup(fmap)
         ids, labels = {}, {}
         for s, name in enumerate(SPLITS):
             (tmp / name).mkdir()
-            ids[s] = np.lib.format.open_memmap(
-                tmp / name / "ids.npy", mode="w+", dtype=np.int32, shape=(int(per_split[s]), fmap.num_fields)
-            )
-            labels[s] = np.lib.format.open_memmap(
-                tmp / name / "labels.npy", mode="w+", dtype=np.float32, shape=(int(per_split[s]),)
-            )
-        pos = np.zeros(len(SPLITS), dtype=np.int64)
-        for toks, nbytes in _token_chunks(ds, inputs, seed, chunk_bytes, "skip"):
-            kept = toks.filter(pl.col(BAD).is_null())
-            chunk_ids = lookup(kept)
-            chunk_labels = kept.get_column(LABEL).to_numpy()
-            chunk_split = kept.get_column(SPLIT).to_numpy()
+            rows = int(per_split[s])
+            ids[s] = _NpyWriter(tmp / name / "ids.npy", np.int32, (rows, fmap.num_fields))
+            labels[s] = _NpyWriter(tmp / name / "labels.npy", np.float32, (rows,))
+        for part in parts:
+            toks = pl.read_ipc(part)
+            chunk_ids = lookup(toks)
+            chunk_labels = toks.get_column(LABEL).to_numpy()
+            chunk_split = toks.get_column(SPLIT).to_numpy()
             for s in range(len(SPLITS)):
                 mask = chunk_split == s
-                n = int(mask.sum())
-                ids[s][pos[s] : pos[s] + n] = chunk_ids[mask]
-                labels[s][pos[s] : pos[s] + n] = chunk_labels[mask]
-                pos[s] += n
-            bar.advance(task, nbytes)
-        if not np.array_equal(pos, per_split):
-            raise UserError("input changed between the two passes (row counts differ); prepare it again")
-        for s in range(len(SPLITS)):
-            ids[s].flush()
-            labels[s].flush()
-        del ids, labels
+                ids[s].write(chunk_ids[mask])
+                labels[s].write(chunk_labels[mask])
+            bar.advance(task, part.stat().st_size)
+            part.unlink()
+        cache.rmdir()
+        for writer in [*ids.values(), *labels.values()]:
+            writer.close()
 
-        fmap.save(tmp / "feature_map.json")
+        fmap_dict = fmap.to_dict()  # the same bytes as FeatureMap.save, hashed once
+        atomic_write_text(tmp / "feature_map.json", json.dumps(fmap_dict, indent=1) + "\n")
         seconds = time.perf_counter() - started
         kept_total = int(per_split.sum())
         summary = PrepareSummary(
@@ -158,7 +166,7 @@ def prepare(
             splits={name: int(per_split[s]) for s, name in enumerate(SPLITS)},
             num_fields=fmap.num_fields,
             vocab_sizes=dict(zip(fmap.field_names, fmap.vocab_sizes, strict=True)),
-            feature_map_hash=fmap.hash,
+            feature_map_hash=fmap_dict["hash"],
             seed=seed,
             on_bad_row=on_bad_row,
             input_bytes=total_bytes,
@@ -171,21 +179,37 @@ def prepare(
 
 
 def _token_chunks(
-    ds: DatasetSpec, inputs: list[Path], seed: int, chunk_bytes: int, on_bad_row: str
-) -> Iterator[tuple[pl.DataFrame, int]]:
+    ds: DatasetSpec, inputs: list[Path], seed: int, chunk_bytes: int
+) -> Iterator[tuple[pl.DataFrame, RawChunk]]:
     """Tokenised chunks with `_split` from each row's position among all data rows of all inputs."""
     start = 0
     for chunk in iter_chunks(ds, inputs, chunk_bytes):
-        toks = tokens(chunk.frame, ds).with_columns(chunk.frame.get_column(LINE))
+        toks = tokens(chunk.frame, ds)
         n = toks.height
-        toks = toks.with_columns(pl.Series(SPLIT, split_of(np.arange(start, start + n), seed)))
+        toks = toks.with_columns(
+            chunk.frame.get_column(LINE), pl.Series(SPLIT, split_of(np.arange(start, start + n), seed))
+        )
         start += n
-        if on_bad_row == "fail":
-            bad = toks.filter(pl.col(BAD).is_not_null())
-            if bad.height:
-                line, reason = bad.row(0, named=True)[LINE], bad.row(0, named=True)[BAD]
-                raise UserError(f"{chunk.file}:{line}: {reason} (use --on-bad-row skip to skip such rows)")
-        yield toks, chunk.nbytes
+        yield toks, chunk
+
+
+class _NpyWriter:
+    """Append rows to a `.npy` file of known shape with plain writes (no memmap: RSS stays flat)."""
+
+    def __init__(self, path: Path, dtype: type, shape: tuple[int, ...]) -> None:
+        self.dtype, self.shape, self.rows = np.dtype(dtype), shape, 0
+        self.fh = open(path, "wb")  # noqa: SIM115 (closed in close())
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_1_0(self.fh, header)
+
+    def write(self, rows: np.ndarray) -> None:
+        self.fh.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
+        self.rows += len(rows)
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.rows != self.shape[0]:
+            raise RuntimeError(f"wrote {self.rows} rows, expected {self.shape[0]}")
 
 
 def _count(counts: dict[str, pl.DataFrame], train: pl.DataFrame, ds: DatasetSpec) -> None:
@@ -207,8 +231,10 @@ def _vocab(counts: pl.DataFrame | None, name: str, min_count: int) -> list[str]:
     """Tokens seen at least `min_count` times, most frequent first (ties by token, so deterministic)."""
     if counts is None:
         return []
-    kept = counts.filter(pl.col("n") >= min_count).sort(["n", name], descending=[True, False])
-    return kept.get_column(name).to_list()
+    kept = counts.filter(pl.col("n") >= min_count).select(
+        pl.col(name).cast(pl.String).fill_null(MISSING), "n"
+    )
+    return kept.sort(["n", name], descending=[True, False]).get_column(name).to_list()
 
 
 def _top(reasons: Counter[str]) -> str:

@@ -2,7 +2,8 @@
 
 Files larger than memory work: text is read in byte chunks cut at line ends, Parquet in record
 batches. Every chunk carries the file line number of each row (for `--on-bad-row fail`) and a
-`_bad` reason for rows whose column count is wrong, so the caller can skip or refuse them.
+`_bad` code (0 = fine, -k = the line has k columns instead of `ncols`), so the caller can skip or
+refuse such rows.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+import numpy as np
 import polars as pl
 
 from ttsrec.data.spec import DatasetSpec
@@ -27,9 +29,11 @@ LINE = "_line"
 class RawChunk:
     file: Path
     frame: pl.DataFrame
-    """String columns `spec.label` and `spec.sources`, plus `_line` (1-based) and `_bad` (reason or null)."""
+    """String columns `spec.label` and `spec.sources` (null = missing), `_line` (1-based) and `_bad`."""
     nbytes: int
     """Input bytes this chunk consumed (for progress)."""
+    ncols: int = 0
+    """Columns a well-formed line has (0: not a delimited text file)."""
 
 
 def input_size(spec: DatasetSpec, inputs: list[Path]) -> int:
@@ -118,17 +122,56 @@ def iter_text(
                     continue
                 data, rest = data[: cut + 1], data[cut + 1 :]
             if data:
-                frame = _split_lines(
-                    data.decode(spec.encoding, errors="replace"),
-                    sep,
-                    len(names),
-                    [(c, index[c]) for c in wanted],
-                    line_no,
-                )
+                cols = [(c, index[c]) for c in wanted]
+                frame = _parse_fast(data, spec, len(names), cols, line_no)
+                if frame is None:
+                    text = data.decode(spec.encoding, errors="replace")
+                    frame = _split_lines(text, sep, len(names), cols, line_no)
                 line_no += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-                yield RawChunk(path, frame, len(block) if block else len(data))
+                yield RawChunk(path, frame, len(block) if block else len(data), len(names))
             if not block:
                 return
+
+
+def _parse_fast(
+    data: bytes, spec: DatasetSpec, ncols: int, wanted: list[tuple[str, int]], first_line: int
+) -> pl.DataFrame | None:
+    """Polars' multi-threaded CSV parser on the chunk, column counts checked per line with numpy.
+
+    None when the fast path does not apply (non-UTF-8 encoding, multi-byte separator, or the parser
+    disagreeing with the line count); the caller then splits lines itself.
+    """
+    if spec.encoding.lower().replace("-", "") != "utf8" or len(spec.separator.encode()) != 1:
+        return None
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw == 10)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    seps = np.flatnonzero(raw == ord(spec.separator))
+    got = np.diff(np.searchsorted(seps, ends), prepend=0) + 1
+    length = ends - starts - (raw[np.maximum(ends - 1, 0)] == 13)
+    try:
+        frame = pl.read_csv(
+            data,
+            separator=spec.separator,
+            has_header=False,
+            quote_char=None,
+            encoding="utf8-lossy",
+            schema={f"c{i}": pl.String for i in range(ncols)},
+            truncate_ragged_lines=True,
+            missing_columns="insert",
+            extra_columns="ignore",
+        ).select(pl.col(f"c{i}").alias(name) for name, i in wanted)
+    except pl.exceptions.PolarsError:
+        return None
+    if frame.height != len(ends):
+        return None
+    lines = np.arange(first_line, first_line + len(ends), dtype=np.int64)
+    frame = frame.with_columns(
+        pl.Series(LINE, lines), pl.Series(BAD, np.where(got != ncols, -got, 0), dtype=pl.Int32)
+    )
+    return frame.filter(pl.Series(length > 0)) if (length == 0).any() else frame
 
 
 def _split_lines(
@@ -144,13 +187,14 @@ def _split_lines(
     got = pl.col("l").str.count_matches(sep, literal=True) + 1
     parts = pl.col("l").str.split_exact(sep, ncols - 1)
     return lines.select(
-        *[parts.struct.field(f"field_{i}").alias(name) for name, i in wanted],
+        *[_null_if_empty(parts.struct.field(f"field_{i}")).alias(name) for name, i in wanted],
         pl.col(LINE),
-        pl.when(got != ncols)
-        .then(pl.format("expected {} columns, got {}", pl.lit(ncols), got))
-        .otherwise(None)
-        .alias(BAD),
+        pl.when(got != ncols).then(-got).otherwise(0).cast(pl.Int32).alias(BAD),
     )
+
+
+def _null_if_empty(col: pl.Expr) -> pl.Expr:
+    return pl.when(col == "").then(None).otherwise(col)
 
 
 def _parquet(spec: DatasetSpec, path: Path, chunk_bytes: int) -> Iterator[RawChunk]:
@@ -165,8 +209,8 @@ def _parquet(spec: DatasetSpec, path: Path, chunk_bytes: int) -> Iterator[RawChu
     line = 1
     for batch in pl.scan_parquet(path).select(wanted).collect_batches(chunk_size=rows_per_batch):
         n = batch.height
-        frame = batch.select(pl.all().cast(pl.String)).with_columns(
-            pl.int_range(line, line + n, dtype=pl.Int64).alias(LINE), pl.lit(None, pl.String).alias(BAD)
+        frame = batch.select(_null_if_empty(pl.all().cast(pl.String))).with_columns(
+            pl.int_range(line, line + n, dtype=pl.Int64).alias(LINE), pl.lit(0, pl.Int32).alias(BAD)
         )
         line += n
         yield RawChunk(path, frame, min(total, chunk_bytes))

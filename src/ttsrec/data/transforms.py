@@ -1,9 +1,9 @@
 """Named raw-value transforms, as polars expressions (one code path for `prepare` and the client encoder).
 
-Each transform turns a raw string column into a token column. Missing values (null or empty string)
-become the token `<missing>`, which is counted like any other token: frequent enough, it gets its
-own id; otherwise it falls to OOV (id 0). A value the transform cannot read (e.g. text in a numeric
-column) marks the row bad.
+Each transform turns a raw string column into a token column (integers or strings). A missing value
+(null or empty string) is the vocabulary token `<missing>`, counted like any other token: frequent
+enough, it gets its own id; otherwise it falls to OOV (id 0). A value the transform cannot read
+(e.g. text in a numeric column) marks the row bad.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from ttsrec.errors import UserError
 
 MISSING = "<missing>"
 
-CATEGORICAL = ("none", "lower", "prefix:N", "year", "hour_of_day", "weekday", "is_weekend")
+DATE_PARTS = ("hour_of_day", "weekday", "is_weekend")
+CATEGORICAL = ("none", "lower", "prefix:N", "year", *DATE_PARTS)
 NUMERIC = ("log_square", "int")
 LABELS = ("binary", "gt0", "ge:X")
 
@@ -51,40 +52,44 @@ def kind_of(preprocess: str) -> str:
     return "numeric" if _split(preprocess)[0] in NUMERIC else "categorical"
 
 
-def token(col: str, preprocess: str) -> tuple[pl.Expr, pl.Expr]:
-    """(token expression, never null; bad-value expression) for raw string column `col`."""
+def dtype_of(preprocess: str) -> pl.DataType:
+    """Token dtype: integers stay integers (cheap to count and look up), everything else is a string."""
+    return pl.Int64() if _split(preprocess)[0] in (*NUMERIC, *DATE_PARTS) else pl.String()
+
+
+def token(col: str, preprocess: str) -> tuple[pl.Expr, pl.Expr | None]:
+    """(token expression, null = missing; bad-value expression or None) for raw string column `col`.
+
+    Raw frames hold null for a missing value (readers turn empty strings into null).
+    """
     raw = pl.col(col)
-    missing = raw.is_null() | (raw == "")
     name, arg = _split(preprocess)
-    bad: pl.Expr = pl.lit(False)
     if name in NUMERIC:
         value = raw.cast(pl.Float64, strict=False)
-        bad = ~missing & (value.is_null() | ~value.is_finite())
+        bad = raw.is_not_null() & (value.is_null() | ~value.is_finite())
         if name == "log_square":  # the Criteo bucketing: floor(ln(v)^2) for v > 2, else int(v)
-            value = pl.when(value > 2).then(value.log().pow(2).floor()).otherwise(value.floor())
-        tok = value.floor().cast(pl.Int64, strict=False).cast(pl.String)
-    elif name == "none":
-        tok = raw
-    elif name == "lower":
-        tok = raw.str.to_lowercase()
-    elif name == "prefix":
-        tok = raw.str.slice(0, int(arg))
-    elif name == "year":
+            value = pl.when(value > 2).then(value.log().pow(2)).otherwise(value)
+        return value.floor().cast(pl.Int64, strict=False), bad
+    if name == "none":
+        return raw, None
+    if name == "lower":
+        return raw.str.to_lowercase(), None
+    if name == "prefix":
+        return raw.str.slice(0, int(arg)), None
+    if name == "year":
         tok = raw.str.extract(r"(\d{4})", 1)
-        bad = ~missing & tok.is_null()
-    else:  # Avazu's hour column, YYMMDDHH
-        valid = raw.str.contains(r"^\d{8}$")
-        bad = ~missing & ~valid.fill_null(False)
-        date = raw.str.slice(0, 6).str.to_date("%y%m%d", strict=False)
-        bad = bad | (~missing & date.is_null())
-        if name == "hour_of_day":
-            tok = raw.str.slice(6, 2)
-        elif name == "weekday":
-            tok = date.dt.weekday().cast(pl.String)
-        else:
-            tok = (date.dt.weekday() >= 6).cast(pl.Int8).cast(pl.String)
-    tok = pl.when(missing | bad).then(pl.lit(MISSING)).otherwise(tok).fill_null(MISSING)
-    return tok, bad
+        return tok, raw.is_not_null() & tok.is_null()
+    # Avazu's hour column, YYMMDDHH
+    date = raw.str.slice(0, 6).str.to_date("%y%m%d", strict=False)
+    hour = raw.str.slice(6).cast(pl.Int64, strict=False)
+    bad = raw.is_not_null() & (date.is_null() | hour.is_null() | (raw.str.len_bytes() != 8) | (hour > 23))
+    if name == "hour_of_day":
+        tok = hour
+    elif name == "weekday":
+        tok = date.dt.weekday().cast(pl.Int64)
+    else:
+        tok = (date.dt.weekday() >= 6).cast(pl.Int64)
+    return pl.when(bad).then(None).otherwise(tok), bad
 
 
 def label(col: str, transform: str) -> tuple[pl.Expr, pl.Expr]:
