@@ -95,10 +95,12 @@ class ShardedClient:
         answers: list[tuple[Client, dict[str, np.ndarray], tuple[str, ...]]] = []
         failed: dict[str, str] = {}
         bad_input: ClientError | None = None
+        cut_short = self.min_members is None and any(f.exception() for f in done)
         for future, client in futures.items():
             if future not in done:
                 future.cancel()
-                failed[client.url] = f"no answer within {self.timeout_s:g}s"
+                if not cut_short:  # else it simply was not awaited once another shard had failed
+                    failed[client.url] = f"no answer within {self.timeout_s:g}s"
                 continue
             err = future.exception()
             if err is None:

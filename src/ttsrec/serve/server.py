@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -29,6 +30,7 @@ from ttsrec.serve.ports import check_ports, free_port
 from ttsrec.serve.repo_check import check_repository
 
 _HARMLESS = ("CUDA", "cuda", "NVML", "DCGM", "CudaDriverHelper", "pinned", "GPU metrics")
+_ERROR_LINE = re.compile(r"^E\d{4} ")
 _LIVE: weakref.WeakSet[TritonServer] = weakref.WeakSet()
 
 
@@ -51,7 +53,10 @@ class TritonServer:
         self.extra_args = tuple(extra_args)
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
-        self.shm_prefix = f"{shm.REGION_PREFIX}tts{uuid.uuid4().hex[:10]}_"
+        token = uuid.uuid4().hex[:10]
+        self.server_id = f"ttsrec-{token}"
+        """Passed as `--id`: tells our server's answers from another server's on the same port."""
+        self.shm_prefix = f"{shm.REGION_PREFIX}tts{token}_"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
         self._own_log = False
@@ -91,7 +96,7 @@ class TritonServer:
             str(bundle.binary),
             f"--model-repository={self.repo.resolve()}",
             f"--backend-directory={bundle.backend_dir}",
-            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            f"--id={self.server_id}", f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             f"--http-address={self.host}", f"--http-port={self.ports['http']}",
             f"--grpc-address={self.host}", f"--grpc-port={self.ports['grpc']}",
             f"--metrics-address={self.host}", f"--metrics-port={self.ports['metrics']}",
@@ -118,18 +123,25 @@ class TritonServer:
                 self.launch()
 
     def _poll_ready(self, timeout_s: float) -> None:
-        """Poll `/v2/health/ready` until 200, failing fast (with the log tail) if our process exits."""
+        """Poll `/v2/health/ready` until 200 from a server whose id is ours, failing fast (with the log
+        tail) if our process exits."""
         deadline = time.monotonic() + timeout_s
-        url = f"http://{self._poll_host()}:{self.ports['http']}/v2/health/ready"
+        base = f"http://{self._poll_host()}:{self.ports['http']}/v2"
         delay = 0.05
         while True:
             if self._proc is None or self._proc.poll() is not None:
                 self._raise_exited()
             try:
-                with urllib.request.urlopen(url, timeout=2.0) as resp:
-                    if resp.status == 200 and self._proc.poll() is None:
-                        return
-            except (urllib.error.URLError, OSError):
+                with urllib.request.urlopen(f"{base}/health/ready", timeout=2.0) as resp:
+                    ready = resp.status == 200
+                if ready:
+                    with urllib.request.urlopen(base, timeout=2.0) as resp:
+                        name = json.loads(resp.read()).get("name")
+                    if name != self.server_id:  # another server holds our HTTP port
+                        self.stop()
+                        raise _PortTakenError(f"http port {self.ports['http']} is served by {name!r}")
+                    return
+            except (urllib.error.URLError, OSError, ValueError):
                 pass
             if time.monotonic() > deadline:
                 tail = self.log_tail()
@@ -188,11 +200,16 @@ class TritonServer:
             return json.loads(resp.read())
 
     def log_tail(self, lines: int = 15) -> list[str]:
-        """The last log lines that matter (known harmless CUDA/NVML noise of a CPU machine left out)."""
+        """The log lines that explain a failure: Triton's error lines if any, else the last lines
+        (CUDA/NVML noise of a CPU machine, tables and tracebacks' continuations left out)."""
         if self._log_path is None or not self._log_path.is_file():
             return []
         text = self._log_path.read_text(errors="replace").splitlines()
-        return [line for line in text if line.strip() and not any(h in line for h in _HARMLESS)][-lines:]
+        kept = [line.split("\\n")[0][:400] for line in text
+                if line.strip() and not line.lstrip().startswith(("|", "+"))
+                and not any(h in line for h in _HARMLESS)]
+        errors = [line for line in kept if _ERROR_LINE.match(line) or "error" in line.lower()]
+        return (errors or kept)[-lines:]
 
     def describe(self) -> str:
         ports = ", ".join(f"{k} {v}" for k, v in self.ports.items()) or "no ports yet"
@@ -210,8 +227,10 @@ class TritonServer:
     def _raise_exited(self) -> None:
         code = self._proc.returncode if self._proc is not None else None
         tail = self.log_tail()
+        path = self._log_path
+        log = path.read_text(errors="replace") if path and path.is_file() else ""
+        busy = [line for line in log.splitlines() if "already in use" in line]
         self.stop()
-        busy = [line for line in tail if "already in use" in line]
         if busy:
             raise _PortTakenError(busy[-1].strip())
         raise UserError(f"{self.describe()} exited with code {code} while starting{_fmt_tail(tail)}")
