@@ -43,7 +43,7 @@ def input_size(spec: DatasetSpec, inputs: list[Path]) -> int:
 def iter_chunks(spec: DatasetSpec, inputs: list[Path], chunk_bytes: int = CHUNK_BYTES) -> Iterator[RawChunk]:
     """All rows of all inputs, in order, as string frames."""
     for path in inputs:
-        if spec.format == "parquet":
+        if spec.format == "parquet" or Path(path).suffix in (".parquet", ".pq"):
             yield from _parquet(spec, path, chunk_bytes)
         elif spec.format == "movielens":
             from ttsrec.data.movielens import iter_movielens
@@ -102,7 +102,7 @@ def iter_text(
             if columns is None:
                 names = [h.strip().strip('"') for h in header]
         assert names is not None
-        wanted = wanted if wanted is not None else [spec.label, *spec.sources]
+        wanted = wanted if wanted is not None else list(dict.fromkeys([spec.label, *spec.sources]))
         spec_or_fail = [c for c in wanted if c not in names]
         if spec_or_fail:
             raise UserError(
@@ -203,14 +203,14 @@ def _parquet(spec: DatasetSpec, path: Path, chunk_bytes: int) -> Iterator[RawChu
     except (pl.exceptions.ComputeError, OSError) as err:
         raise UserError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from err
     spec.check_columns(list(schema.names()), str(path))
-    wanted = [spec.label, *spec.sources]
+    wanted = list(dict.fromkeys([spec.label, *spec.sources]))
     total = path.stat().st_size
-    rows_per_batch = 1 << 18
+    rows = max(1, pl.scan_parquet(path).select(pl.len()).collect().item())
     line = 1
-    for batch in pl.scan_parquet(path).select(wanted).collect_batches(chunk_size=rows_per_batch):
+    for batch in pl.scan_parquet(path).select(wanted).collect_batches(chunk_size=1 << 18):
         n = batch.height
         frame = batch.select(_null_if_empty(pl.all().cast(pl.String))).with_columns(
             pl.int_range(line, line + n, dtype=pl.Int64).alias(LINE), pl.lit(0, pl.Int32).alias(BAD)
         )
         line += n
-        yield RawChunk(path, frame, min(total, chunk_bytes))
+        yield RawChunk(path, frame, total * n // rows)

@@ -121,7 +121,7 @@ class DatasetSpec:
             min_count=min_count,
             extra=dict(data.get("extra") or {}),
         )
-        if columns is not None:
+        if columns is not None and fmt == "text":
             spec.check_columns(columns, origin)
         return spec
 
@@ -190,5 +190,9 @@ def resolve_spec(preset: str, spec: Path | None = None) -> DatasetSpec:
     names = preset_names()
     if preset not in names:
         raise UserError(f"unknown preset {preset!r}; choose one of: {', '.join([*names, 'csv'])}")
-    text = (resources.files("ttsrec.data") / "presets" / f"{preset}.yaml").read_text()
-    return DatasetSpec.from_dict(yaml.safe_load(text), origin=f"preset {preset}")
+    return DatasetSpec.from_dict(preset_dict(preset), origin=f"preset {preset}")
+
+
+def preset_dict(preset: str) -> dict[str, Any]:
+    """The raw YAML mapping of a preset (a starting point for a variant, e.g. another min_count)."""
+    return yaml.safe_load((resources.files("ttsrec.data") / "presets" / f"{preset}.yaml").read_text())
