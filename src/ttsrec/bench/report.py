@@ -9,31 +9,26 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from rich import box
 from rich.table import Table
 
 from ttsrec.bench.row import Row
 from ttsrec.utils.atomic import atomic_write_bytes, atomic_write_text
 
 
-def table(rows: Sequence[Row], title: str = "tts-bench") -> Table:
-    out = Table(title=title, title_justify="left")
-    for name in (
-        "mode",
-        "M",
-        "batch",
-        "conc",
-        "infer/s",
-        "avg µs",
-        "p50 µs",
-        "p90 µs",
-        "p95 µs",
-        "p99 µs",
-        "server queue µs",
-        "server compute µs",
-        "client cpu %",
-        "stable",
-    ):
-        out.add_column(name, justify="left" if name == "mode" else "right")
+def table(rows: Sequence[Row], title: str = "tts-bench (µs; server times per request)") -> Table:
+    """Compact live view that fits 80 columns; the CSV and JSON carry every column."""
+    out = Table(
+        title=title,
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        padding=(0, 1),
+        pad_edge=False,
+        caption="* not stable within -s over the last 3 windows",
+        caption_justify="left",
+    )
+    for name in ("mode", "M", "b", "c", "infer/s", "p50", "p99", "queue", "compute", "cpu%"):
+        out.add_column(name, justify="left" if name == "mode" else "right", no_wrap=True)
     for r in rows:
         compute = r.server_compute_input_us + r.server_compute_infer_us + r.server_compute_output_us
         out.add_row(
@@ -41,16 +36,12 @@ def table(rows: Sequence[Row], title: str = "tts-bench") -> Table:
             str(r.m),
             str(r.batch),
             str(r.concurrency),
-            f"{r.throughput:,.0f}",
-            f"{r.avg_us:,.0f}",
+            f"{r.throughput:,.0f}" + ("" if r.stable else "[yellow]*[/]"),
             f"{r.p50_us:,.0f}",
-            f"{r.p90_us:,.0f}",
-            f"{r.p95_us:,.0f}",
             f"{r.p99_us:,.0f}",
             f"{r.server_queue_us:,.0f}" if compute else "-",
             f"{compute:,.0f}" if compute else "-",
             f"{r.client_cpu:.0f}",
-            "yes" if r.stable else "[yellow]no[/]",
         )
     return out
 

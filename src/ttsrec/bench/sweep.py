@@ -35,6 +35,7 @@ from ttsrec.bench.targets import (
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
+from ttsrec.repository.manifest import read_shards
 
 ENGINES = ("native", "perf_analyzer")
 PROTOCOLS = ("grpc", "http")
@@ -142,6 +143,14 @@ class Sweep:
         )
         self.fmap: FeatureMap | None = self.repo.feature_map if self.repo else None
         self.pool = self._input_pool()
+        if config.shards_repository is not None and not config.shard_urls:
+            if not Path(config.shards_repository).is_dir():
+                raise UserError(f"shards repository not found: {config.shards_repository}")
+            read_shards(config.shards_repository)  # a UserError if it is not a sharded export
+        # Bad M values, missing models or an unreachable server fail here, before anything starts.
+        self.served = server_models(config.url, config.protocol) if config.url else None
+        if set(self.cfg.modes) - {"sharded"}:
+            self.plan(self.served, 1)
 
     # -- planning ----------------------------------------------------------------------------
 
@@ -229,7 +238,7 @@ class Sweep:
                 url = stack.enter_context(
                     _server(self.repo.path if self.repo else self.cfg.repository, self.cfg.protocol)
                 )
-            served = server_models(url, self.cfg.protocol) if url else None
+            served = self.served if self.cfg.url else server_models(url, self.cfg.protocol) if url else None
             shard_urls = list(self.cfg.shard_urls)
             if "sharded" in self.cfg.modes and not shard_urls:
                 on_status(f"starting shard servers on {self.cfg.shards_repository}")
@@ -245,7 +254,8 @@ class Sweep:
                 target = self._target(point, url, shard_urls, targets)
                 row = self._measure(target, point)
                 rows.append(row)
-                notes["targets"][f"{point.mode}_m{point.m}"] = {"model": target.model, **target.notes}
+                key = f"{point.mode}_m{point.m}" + (f"_c{point.concurrency}" if "fused" in point.mode else "")
+                notes["targets"][key] = {"model": target.model, **target.notes}
                 on_row(point, row)
                 if point.mode == "sharded":
                     for i, shard_url in enumerate(shard_urls):

@@ -196,6 +196,7 @@ def bench(
         result = sweep.run(on_plan=on_plan, on_start=on_start, on_row=on_row, on_status=on_status)
         progress.update(task, description="done")
 
+    console.print()
     for part in summary_tables(result):
         console.print(part)
     if latency_report_file is not None:

@@ -1,0 +1,170 @@
+"""`tts-bench` end to end: real exported members, real tritonservers, every mode, outputs checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+pytestmark = pytest.mark.slow
+
+SHORT = ["-p", "250", "--max-trials", "4", "-s", "50", "--warmup-request-count", "5"]
+
+
+@pytest.fixture(scope="module")
+def repos(member_checkpoints: list[Path], prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A repository with M = 1, 2 and a 2-shard export of the same two members."""
+    from ttsrec.export import export_repository
+
+    root = tmp_path_factory.mktemp("bench")
+    two = member_checkpoints[:2]
+    repo = export_repository(two, root / "repo", m_list=[1, 2], data=prepared_dir, show=False)
+    shards = export_repository(two, root / "shards", shards=2, data=prepared_dir, show=False)
+    return repo, shards
+
+
+def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ttsrec.cli.bench", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=400,
+    )
+
+
+def test_sweep_every_mode_writes_sane_csv_json_png(repos, prepared_dir: Path, tmp_path: Path) -> None:
+    repo, shards = repos
+    out = tmp_path / "results"
+    done = bench(
+        "--repository",
+        str(repo),
+        "--shards-repository",
+        str(shards),
+        "--mode",
+        "ensemble,fused,sharded,inprocess",
+        "--m-list",
+        "1,2",
+        "-b",
+        "8",
+        "--concurrency-range",
+        "2",
+        *SHORT,
+        "-f",
+        str(out / "r.csv"),
+        "--json",
+        str(out / "r.json"),
+        "--plot",
+        str(out / "r.png"),
+        "--eval-data",
+        str(prepared_dir),
+        "--eval-rows",
+        "1000",
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    rows = pl.read_csv(out / "r.csv")
+    expected = {
+        ("ensemble", 1),
+        ("ensemble", 2),
+        ("fused", 1),
+        ("fused", 2),
+        ("sharded", 2),
+        ("inprocess_members", 1),
+        ("inprocess_members", 2),
+        ("inprocess_fused", 1),
+        ("inprocess_fused", 2),
+    }
+    assert set(zip(rows["mode"], rows["m"], strict=True)) == expected
+    assert rows.height == len(expected)  # one row per combination
+    assert (rows["batch"] == 8).all() and (rows["Concurrency"] == 2).all()
+    assert (rows["Inferences/Second"] > 0).all()
+    assert (rows["p50 latency"] <= rows["p99 latency"]).all()
+    assert (rows["p50 latency"] > 0).all() and (rows["client_cpu"] >= 0).all()
+    served = rows.filter(pl.col("mode").is_in(["ensemble", "fused"]))
+    assert (served["Server Compute Infer"] > 0).all()  # from Triton's statistics API
+
+    report = json.loads((out / "r.json").read_text())
+    assert report["versions"]["onnx"] and report["machine"]["logical_cores"] >= 1
+    assert "git_commit" in report and report["manifest"]["format"].startswith("ttsrec.repository")
+    assert report["copy_bandwidth_bytes_per_s"] > 1e8
+    assert len(report["rows"]) == len(expected)
+    assert {r["model"].split(" ")[0] for r in report["shard_rows"]} == {"shard"}  # each shard alone
+    (fanout,) = report["summary"]["fanout_overhead"]
+    assert fanout["m"] == 2 and fanout["sharded_p50_us"] > 0
+    assert {a["m"] for a in report["accuracy"]} == {1, 2}
+    assert all(0.3 < a["auc"] < 1.0 and a["logloss"] > 0 for a in report["accuracy"])
+
+    assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "r.png").stat().st_size > 10_000
+
+
+def test_running_server_over_http_and_bad_arguments(repos, tmp_path: Path) -> None:
+    from ttsrec.serve import TritonServer
+    from ttsrec.serve.ports import free_port
+
+    repo, _ = repos
+    with TritonServer(repo) as server:
+        done = bench(
+            "-u",
+            server.http_url,
+            "-i",
+            "http",
+            "--repository",
+            str(repo),
+            "--mode",
+            "fused",
+            "--m-list",
+            "2",
+            "-b",
+            "1",
+            "--concurrency-range",
+            "1:2",
+            *SHORT,
+            "-f",
+            "r.csv",
+            cwd=tmp_path,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = pl.read_csv(tmp_path / "r.csv")
+        assert rows["Concurrency"].to_list() == [1, 2] and (rows["protocol"] == "http").all()
+        assert (rows["Inferences/Second"] > 0).all()
+
+        missing_m = bench(
+            "-u",
+            server.grpc_url,
+            "--repository",
+            str(repo),
+            "--mode",
+            "ensemble",
+            "--m-list",
+            "1,4",
+            cwd=tmp_path,
+        )
+        assert missing_m.returncode == 2 and "M=4 not in" in missing_m.stderr
+        assert "Traceback" not in missing_m.stderr
+
+    unreachable = bench(
+        "-u",
+        f"127.0.0.1:{free_port('127.0.0.1')}",
+        "--repository",
+        str(repo),
+        "--mode",
+        "fused",
+        cwd=tmp_path,
+    )
+    assert unreachable.returncode == 2 and "unreachable" in unreachable.stderr
+    assert "Traceback" not in unreachable.stderr
+    for args, message in (
+        (["--mode", "ensemble,warp"], "unknown mode warp"),
+        (["--m-list", "3"], "M=3 not in"),
+        (["--mode", "sharded", "--shards-repository", str(repo)], "shards.json is missing"),
+    ):
+        done = bench("--repository", str(repo), *args, cwd=tmp_path)
+        assert done.returncode == 2 and message in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
