@@ -50,6 +50,9 @@ def serve(
     ready_file: Annotated[Path | None, typer.Option(
         help="Write the endpoints as JSON here once ready (for scripts); removed on exit.")] = None,
     start_timeout: Annotated[float, typer.Option(help="Seconds to wait for all models to load.")] = 180.0,
+    check: Annotated[bool, typer.Option(
+        "--check", help="Query every ensemble over gRPC and HTTP once ready, print the answers, stop.")]
+        = False,
 ) -> None:
     """Start tritonserver on REPOSITORY, print endpoints and models, serve until Ctrl-C or SIGTERM."""
     ports = {"http_port": _port(http_port), "grpc_port": _port(grpc_port),
@@ -75,6 +78,10 @@ def serve(
         _print_servers(servers, sharded)
         if ready_file:
             atomic_write_text(ready_file, json.dumps(_endpoints(servers), indent=1) + "\n")
+        if check:
+            _print_check(servers, sharded)
+            return
+        out.print("[bold green]ready[/]: Ctrl-C or SIGTERM stops")
         while True:
             time.sleep(0.5)
             dead = [s for s in servers if not s.is_alive()]
@@ -118,9 +125,25 @@ def _print_servers(servers: list[TritonServer], sharded: bool) -> None:
         out.print(f"  http    {server.http_url}\n  grpc    {server.grpc_url}\n  metrics {server.metrics_url}")
     if sharded:
         urls = ",".join(s.grpc_url for s in servers)
-        out.print(f"\nShardedClient urls (grpc): {urls}\n"
-                  f"  ShardedClient({[s.grpc_url for s in servers]!r}, min_members=...)")
-    out.print("[bold green]ready[/]: Ctrl-C or SIGTERM stops", highlight=False)
+        out.print(f"\nShardedClient urls: grpc {urls}  http {','.join(s.http_url for s in servers)}")
+
+
+def _print_check(servers: list[TritonServer], sharded: bool) -> None:
+    from ttsrec.client.check import check_server, check_shards
+
+    if sharded:
+        rows = check_shards([s.grpc_url for s in servers], servers[0].repo)
+    else:
+        server = servers[0]
+        names = [m["name"] for m in server.models()]
+        rows = check_server({"grpc": server.grpc_url, "http": server.http_url}, server.repo, names)
+    table = Table(title="round trip (ids drawn from feature_map.json)", title_justify="left")
+    for col in ("model", "protocol", "members", "rows", "p50 ms", "prob"):
+        table.add_column(col, justify="right" if col in ("members", "rows", "p50 ms") else "left")
+    for r in rows:
+        table.add_row(r["model"], r["protocol"], str(r["members"]), str(r["rows"]), f"{r['p50_ms']:.2f}",
+                      " ".join(f"{p:.4f}" for p in r["prob"]))
+    out.print(table)
 
 
 def main() -> None:
