@@ -145,6 +145,8 @@ def _parse_fast(
         return None
     if not data.endswith(b"\n"):
         data += b"\n"
+    if spec.quote_char and spec.quote_char.encode() in data:
+        return _parse_quoted(data, spec, ncols, wanted, first_line)
     raw = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(raw == 10)
     starts = np.concatenate([[0], ends[:-1] + 1])
@@ -172,6 +174,38 @@ def _parse_fast(
         pl.Series(LINE, lines), pl.Series(BAD, np.where(got != ncols, -got, 0), dtype=pl.Int32)
     )
     return frame.filter(pl.Series(length > 0)) if (length == 0).any() else frame
+
+
+def _parse_quoted(
+    data: bytes, spec: DatasetSpec, ncols: int, wanted: list[tuple[str, int]], first_line: int
+) -> pl.DataFrame:
+    """Quoted CSV: polars parses the quoting; a spare column catches lines with too many fields.
+
+    Lines with too few fields read as missing trailing values here (quoting hides the true count).
+    """
+    try:
+        frame = pl.read_csv(
+            data,
+            separator=spec.separator,
+            has_header=False,
+            quote_char=spec.quote_char,
+            encoding="utf8-lossy",
+            schema={f"c{i}": pl.String for i in range(ncols + 1)},
+            truncate_ragged_lines=True,
+            missing_columns="insert",
+            extra_columns="ignore",
+        )
+    except pl.exceptions.PolarsError as err:
+        raise UserError(
+            f"CSV parse error in the chunk from line {first_line}: {str(err).splitlines()[0]}"
+        ) from err
+    if frame.height != data.count(b"\n"):
+        raise UserError(f"a quoted field spans lines near line {first_line} (not supported)")
+    return frame.select(
+        *[_null_if_empty(pl.col(f"c{i}")).alias(name) for name, i in wanted],
+        pl.int_range(first_line, first_line + pl.len(), dtype=pl.Int64).alias(LINE),
+        pl.when(pl.col(f"c{ncols}").is_not_null()).then(-(ncols + 1)).otherwise(0).cast(pl.Int32).alias(BAD),
+    )
 
 
 def _split_lines(
@@ -209,7 +243,7 @@ def _parquet(spec: DatasetSpec, path: Path, chunk_bytes: int) -> Iterator[RawChu
     line = 1
     for batch in pl.scan_parquet(path).select(wanted).collect_batches(chunk_size=1 << 18):
         n = batch.height
-        frame = batch.select(_null_if_empty(pl.all().cast(pl.String))).with_columns(
+        frame = batch.select(_null_if_empty(pl.col(c).cast(pl.String)).alias(c) for c in wanted).with_columns(
             pl.int_range(line, line + n, dtype=pl.Int64).alias(LINE), pl.lit(0, pl.Int32).alias(BAD)
         )
         line += n

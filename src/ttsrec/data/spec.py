@@ -46,6 +46,8 @@ class DatasetSpec:
     columns: list[str] | None = None
     """Column names of a header-less text file, in order."""
     encoding: str = "utf-8"
+    quote_char: str | None = '"'
+    """CSV quoting (fields may be quoted, but must not contain newlines); null for none."""
     min_count: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -74,6 +76,7 @@ class DatasetSpec:
             "header",
             "columns",
             "encoding",
+            "quote_char",
             "min_count",
             "extra",
         }
@@ -118,6 +121,7 @@ class DatasetSpec:
             header=header,
             columns=columns,
             encoding=str(data.get("encoding", "utf-8")),
+            quote_char=_quote(data.get("quote_char", '"'), origin),
             min_count=min_count,
             extra=dict(data.get("extra") or {}),
         )
@@ -162,6 +166,12 @@ def _separator(value: Any, origin: str) -> str:
     value = {"tab": "\t", "\\t": "\t", "comma": ",", "pipe": "|"}.get(value, value)
     if not isinstance(value, str) or len(value) != 1 or value == "\n":
         raise UserError(f"{origin}: separator must be one character (got {value!r})")
+    return value
+
+
+def _quote(value: Any, origin: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or len(value) != 1):
+        raise UserError(f"{origin}: quote_char must be one character or null (got {value!r})")
     return value
 
 
