@@ -64,3 +64,29 @@ def test_session_is_cpu_single_threaded_without_spinning(tmp_path):
     config = session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning")
     assert config == "0" and session.get_session_options().intra_op_num_threads == 1
     assert {p.key: p.value for p in onnx.load(path).metadata_props}["feature_map_hash"] == "abc"
+
+
+def test_models_past_2gb_keep_their_weights_next_to_the_onnx_file(tmp_path, monkeypatch):
+    import ttsrec.export.onnx_member as onnx_member
+
+    monkeypatch.setattr(onnx_member, "_TWO_GB", 0)  # treat a tiny model as a huge one
+    model = small_model("dcnv2")
+    path = export_member_onnx(model, tmp_path / "model.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]
+    assert path.stat().st_size < (tmp_path / "model.onnx.data").stat().st_size
+    ids = valid_ids(7)
+    with torch.no_grad():
+        expected = model(ids).numpy()
+    np.testing.assert_allclose(run_session(ort_session(path), ids.numpy()), expected, rtol=0, atol=1e-5)
+
+
+def test_a_failed_export_leaves_nothing_behind(tmp_path):
+    class Broken(torch.nn.Module):
+        vocab_sizes = VOCAB_SIZES
+
+        def forward(self, feat_ids: torch.Tensor) -> torch.Tensor:
+            raise ValueError("cannot trace this")
+
+    with pytest.raises(Exception, match="cannot trace this"):
+        export_member_onnx(Broken(), tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == []
