@@ -162,3 +162,21 @@ def test_cli_missing_repository_and_bad_port_exit_2(tmp_path: Path):
     assert result.returncode == 2 and "not found" in result.stderr
     result = run_cli(str(tmp_path), "--http-port", "99999")
     assert result.returncode == 2 and "out of range" in result.stderr
+
+
+def test_missing_wheel_is_a_user_error(monkeypatch: pytest.MonkeyPatch):
+    import importlib.metadata
+
+    from ttsrec.serve import bundle
+
+    def not_installed(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    bundle.find_bundle.cache_clear()
+    try:
+        with pytest.raises(UserError, match=r"nvidia-pytriton wheel is not installed.*pip install"):
+            bundle.find_bundle()
+    finally:
+        monkeypatch.undo()
+        bundle.find_bundle.cache_clear()

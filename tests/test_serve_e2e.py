@@ -44,7 +44,8 @@ def repo(member_checkpoints: list[Path], prepared_dir: Path,
 @pytest.fixture(scope="module")
 def sharded_repo(member_checkpoints: list[Path], prepared_dir: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(member_checkpoints, tmp_path_factory.mktemp("serve") / "sharded", prepared_dir, shards=2)
+    return export(member_checkpoints, tmp_path_factory.mktemp("serve") / "sharded", prepared_dir, shards=2,
+                  fused=False)
 
 
 @pytest.fixture(scope="module")
@@ -193,6 +194,16 @@ def test_failed_model_load_reports_the_log(tmp_path: Path):
     assert not server.is_alive()
 
 
+def test_check_helpers_round_trip(server: TritonServer):
+    """`tts-serve --check` helpers: every ensemble/fused model answers over both protocols."""
+    from ttsrec.client.check import check_server
+
+    names = [m["name"] for m in server.models()]
+    rows = check_server({"grpc": server.grpc_url, "http": server.http_url}, server.repo, names, repeats=1)
+    assert {(r["model"], r["protocol"]) for r in rows} == {(m, p) for m in MODELS for p in ("grpc", "http")}
+    assert all(0 < p < 1 for r in rows for p in r["prob"])
+
+
 # -- two shard servers ---------------------------------------------------------------------------------
 
 
@@ -206,15 +217,14 @@ def test_two_shards_equal_the_single_server_ensemble(shards: ShardedServers, ser
                                                      reference: OrtReference, ids: np.ndarray):
     with Client(server.grpc_url, model="ensemble_m4") as single:
         _, expected = single.predict(ids)
-    for protocol, model in (("grpc", "shard_sum"), ("http", "shard_sum"), ("grpc", "fused_sum")):
+    for protocol, model in (("grpc", "shard_sum"), ("http", "shard_sum")):
         with ShardedClient(shards.urls(protocol), protocol, model) as client:
             result = client.predict(ids)
         prob, logit = result
         assert np.abs(logit - expected).max() <= TOL, (protocol, model)
         assert np.abs(prob - 1 / (1 + np.exp(-logit.astype(np.float64)))).max() <= TOL
         assert result.complete and result.shards == shards.urls(protocol)
-        if model == "shard_sum":
-            assert sorted(result.members) == sorted(reference.members_of("ensemble_m4"))
+        assert sorted(result.members) == sorted(reference.members_of("ensemble_m4"))
 
 
 def test_hung_shard_is_left_out_within_the_timeout(shards: ShardedServers, reference: OrtReference,
@@ -308,3 +318,4 @@ def test_tts_serve_sharded_export_serves_until_sigterm(sharded_repo: Path, tmp_p
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
