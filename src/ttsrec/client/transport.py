@@ -109,13 +109,22 @@ class Transport:
             if isinstance(err, KeyboardInterrupt | SystemExit):
                 raise
             if self.protocol == "http":  # a failed HTTP connection may be half-read: start afresh
-                self._local.client = None
+                self._drop_thread_client()
             text = _message(err)
             timed_out = any(w in text.lower() for w in _TIMEOUT_WORDS) or "Timeout" in type(err).__name__
             if timed_out:
                 text = f"no answer within {self.timeout_s:g}s ({text})"
             raise ClientError(f"{text} [{self.protocol}]", url=self.url, model=model,
                               timed_out=timed_out) from err
+
+    def _drop_thread_client(self) -> None:
+        client, self._local.client = getattr(self._local, "client", None), None
+        if client is not None:
+            with self._lock:
+                if client in self._clients:
+                    self._clients.remove(client)
+            with contextlib.suppress(Exception):
+                client.close()
 
     def close(self) -> None:
         with self._lock:

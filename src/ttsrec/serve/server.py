@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from ttsrec.serve.repo_check import check_repository
 
 _HARMLESS = ("CUDA", "cuda", "NVML", "DCGM", "CudaDriverHelper", "pinned", "GPU metrics")
 _ERROR_LINE = re.compile(r"^E\d{4} ")
-_LIVE: weakref.WeakSet[TritonServer] = weakref.WeakSet()
+_LIVE: set[TritonServer] = set()  # strong refs: a dropped server is still stopped at exit
 
 
 class TritonServer:
