@@ -68,6 +68,8 @@ def test_m_above_the_number_of_members(run_dir: Path, tmp_path: Path, capsys, mo
     assert_one_line_error(code, err, "M=4", "2 members")
     code, err = cli([run_dir, "--out", tmp_path / "repo", "--shards", "3"], capsys, monkeypatch)
     assert_one_line_error(code, err, "--shards")
+    code, err = cli([run_dir, "--out", tmp_path / "repo", "--shards=2", "--m-list=1"], capsys, monkeypatch)
+    assert_one_line_error(code, err, "--m-list", "--shards")
     assert not (tmp_path / "repo").exists()
 
 

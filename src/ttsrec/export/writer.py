@@ -61,6 +61,8 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
     members = [Member(k, m, naming.member_name(k, m.backbone)) for k, m in enumerate(loaded)]
     if not 1 <= shards <= len(members):
         raise UserError(f"--shards must be within 1..{len(members)} (the number of members), got {shards}")
+    if shards > 1 and m_list is not None:
+        raise UserError("--m-list does not apply to --shards (each shard sums all of its members)")
     ms = resolve_m_list(m_list, len(members)) if shards == 1 else []
     sample = parity.build_sample(sources.feature_map, max_batch_size, sources.data_dir, held_out=fp16)
     groups = shard_members(len(members), shards)
