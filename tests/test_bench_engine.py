@@ -292,3 +292,37 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str, tmp_p
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert len([ln for ln in done.stderr.splitlines() if ln.strip()]) <= 2
+
+
+def test_reports_from_rows(tmp_path) -> None:
+    import polars as pl
+
+    from ttsrec.bench.report import markdown, plot, write_csv, write_json
+    from ttsrec.bench.sweep import SweepConfig, SweepResult
+
+    rows = [
+        _row(mode, m, b, 1, 1000.0 / m, p50=100.0 * m)
+        for mode in ("fused", "inprocess_fused")
+        for m in (1, 2, 4)
+        for b in (1, 64)
+    ]
+    result = SweepResult(
+        config=SweepConfig(modes=["fused", "inprocess"]),
+        rows=rows,
+        shard_rows=[],
+        bandwidth=25e9,
+        weight_bytes={1: 10_000_000, 2: 20_000_000, 4: 40_000_000},
+        accuracy=[{"m": 1, "model": "fused_m1", "rows": 10, "auc": 0.7, "logloss": 0.5}],
+        manifest=None,
+        notes={},
+    )
+    write_csv(tmp_path / "r.csv", rows)
+    frame = pl.read_csv(tmp_path / "r.csv")
+    assert frame.columns[:4] == ["mode", "m", "batch", "Concurrency"] and frame.height == len(rows)
+    write_json(tmp_path / "r.json", result.to_json())
+    body = json.loads((tmp_path / "r.json").read_text())
+    assert body["summary"]["bandwidth_floor"][0]["floor_us"] == pytest.approx(400.0)
+    plot(tmp_path / "r.png", rows)
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    text = markdown(result)
+    assert "| fused | 4 | 64 | 1 | 250 |" in text and "Scaling efficiency" in text and "| 0.7000 |" in text

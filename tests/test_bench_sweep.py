@@ -102,6 +102,8 @@ def test_sweep_every_mode_writes_sane_csv_json_png(repos, prepared_dir: Path, tm
 
     assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "r.png").stat().st_size > 10_000
+    text = (out / "r.md").read_text()
+    assert "| sharded | 2 | 8 | 2 |" in text and "fan-out overhead" in text
 
 
 def test_running_server_over_http_and_bad_arguments(repos, tmp_path: Path) -> None:

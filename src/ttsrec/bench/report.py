@@ -179,3 +179,90 @@ def summary_tables(result: Any) -> list[Table]:
             t.add_row(str(e["m"]), e["model"], str(e["rows"]), f"{e['auc']:.4f}", f"{e['logloss']:.4f}")
         out.append(t)
     return out
+
+
+def markdown(result: Any) -> str:
+    """The rows and the derived figures as markdown tables (for a README's performance section)."""
+    machine = result.metadata["machine"]
+    lines = [
+        f"Machine: {machine['cpu_model']}, {machine['usable_cores']} cores; "
+        f"copy bandwidth {result.bandwidth / 1e9:.1f} GB/s; engine {result.config.engine}, "
+        f"{result.config.protocol}; windows of {result.config.settings.window_ms} ms, "
+        f"stability {result.config.settings.stability_pct:g} %.",
+        "",
+        "| mode | M | batch | conc | infer/s | p50 µs | p90 µs | p99 µs | server queue µs "
+        "| server compute µs | client CPU % | stable |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result.rows:
+        compute = r.server_compute_input_us + r.server_compute_infer_us + r.server_compute_output_us
+        queue, comp = (f"{r.server_queue_us:,.0f}", f"{compute:,.0f}") if compute else ("-", "-")
+        lines.append(
+            f"| {r.mode} | {r.m} | {r.batch} | {r.concurrency} | {r.throughput:,.0f} | {r.p50_us:,.0f} "
+            f"| {r.p90_us:,.0f} | {r.p99_us:,.0f} | {queue} | {comp} | {r.client_cpu:.0f} "
+            f"| {'yes' if r.stable else 'no'} |"
+        )
+    summary = result.summary
+    if summary["scaling_efficiency"]:
+        lines += [
+            "",
+            "Scaling efficiency M·throughput(M)/throughput(1):",
+            "",
+            "| mode | batch | conc | M | efficiency |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['mode']} | {e['batch']} | {e['concurrency']} | {e['m']} | {e['efficiency']:.2f} |"
+            for e in summary["scaling_efficiency"]
+        ]
+    if summary["serving_ratio"]:
+        lines += [
+            "",
+            "Best Triton mode vs in-process fused graph (throughput ratio):",
+            "",
+            "| M | batch | conc | best mode | ratio |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['m']} | {e['batch']} | {e['concurrency']} | {e['best_mode']} | {e['ratio']:.2f} |"
+            for e in summary["serving_ratio"]
+        ]
+    if summary["bandwidth_floor"]:
+        lines += [
+            "",
+            "Batch 1, concurrency 1: p50 against the memory-bandwidth floor:",
+            "",
+            "| mode | M | dense MB | floor µs | p50 µs | p50 / floor |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['mode']} | {e['m']} | {result.weight_bytes.get(e['m'], 0) / 1e6:.1f} "
+            f"| {e['floor_us']:,.0f} | {e['p50_us']:,.0f} | {e['ratio']:.1f} |"
+            for e in summary["bandwidth_floor"]
+        ]
+    if summary["fanout_overhead"]:
+        lines += [
+            "",
+            "Sharded fan-out overhead (sharded p50 − slowest shard's own p50):",
+            "",
+            "| M | batch | conc | sharded p50 µs | slowest shard p50 µs | overhead µs |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {e['m']} | {e['batch']} | {e['concurrency']} | {e['sharded_p50_us']:,.0f} "
+            f"| {e['slowest_shard_p50_us']:,.0f} | {e['overhead_us']:,.0f} |"
+            for e in summary["fanout_overhead"]
+        ]
+    if result.accuracy:
+        lines += [
+            "",
+            "What each M buys:",
+            "",
+            "| M | model | rows | AUC | logloss |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {a['m']} | {a['model']} | {a['rows']} | {a['auc']:.4f} | {a['logloss']:.4f} |"
+            for a in result.accuracy
+        ]
+    return "\n".join(lines) + "\n"

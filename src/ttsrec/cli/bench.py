@@ -11,12 +11,13 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ttsrec.bench.measure import MeasureSettings
-from ttsrec.bench.report import plot, summary_tables, table, write_csv, write_json
+from ttsrec.bench.report import markdown, plot, summary_tables, table, write_csv, write_json
 from ttsrec.bench.row import Row
 from ttsrec.bench.sweep import Point, Sweep, SweepConfig
 from ttsrec.bench.targets import MODES
 from ttsrec.cli.common import console, run_app
 from ttsrec.errors import UserError
+from ttsrec.utils.atomic import atomic_write_text
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -121,6 +122,9 @@ def bench(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="JSON report (rows, machine, versions).")
     ] = None,
+    markdown_out: Annotated[
+        Path | None, typer.Option("--markdown", help="Markdown tables of the rows and derived figures.")
+    ] = None,
     plot_out: Annotated[
         Path | None, typer.Option("--plot", help="PNG: throughput and p99 against M.")
     ] = None,
@@ -162,7 +166,7 @@ def bench(
             warmup_requests=warmup_request_count,
         ),
     )
-    for path in (latency_report_file, json_out, plot_out):
+    for path in (latency_report_file, json_out, plot_out, markdown_out):
         if path is not None and path.is_dir():
             raise UserError(f"{path} is a directory, expected a file path")
     sweep = Sweep(config)
@@ -208,6 +212,9 @@ def bench(
     if plot_out is not None:
         plot(plot_out, result.rows)
         console.print(f"wrote {plot_out}")
+    if markdown_out is not None:
+        atomic_write_text(markdown_out, markdown(result))
+        console.print(f"wrote {markdown_out}")
 
 
 def main() -> None:
