@@ -94,6 +94,8 @@ def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the shutdown short
             signal.signal(sig, signal.SIG_IGN)
         for server in servers:
+            server.terminate()
+        for server in servers:
             server.stop()
         if ready_file:
             ready_file.unlink(missing_ok=True)

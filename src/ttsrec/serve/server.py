@@ -149,12 +149,17 @@ class TritonServer:
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
 
+    def terminate(self) -> None:
+        """Ask the server to shut down (SIGTERM) without waiting: lets several unload side by side."""
+        if self.is_alive():
+            self._proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+
     def stop(self) -> None:
         """SIGTERM, wait, then SIGKILL the process group; remove this server's shm regions."""
+        self.terminate()
         proc, self._proc = self._proc, None
         if proc is not None:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
                 try:
                     proc.wait(self.stop_timeout_s)
                 except subprocess.TimeoutExpired:

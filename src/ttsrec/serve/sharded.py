@@ -82,6 +82,9 @@ class ShardedServers:
         return self
 
     def stop(self) -> None:
+        """All shut down in parallel (python-backend unloading takes seconds each)."""
+        for server in self.servers:
+            server.terminate()
         for server in self.servers:
             server.stop()
 
