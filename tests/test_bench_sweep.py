@@ -12,7 +12,7 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-SHORT = ["-p", "250", "--max-trials", "4", "-s", "50", "--warmup-request-count", "5"]
+SHORT = "-p 250 --max-trials 4 -s 50 --warmup-request-count 5"
 
 
 @pytest.fixture(scope="module")
@@ -27,59 +27,28 @@ def repos(member_checkpoints: list[Path], prepared_dir: Path, tmp_path_factory: 
     return repo, shards
 
 
-def bench(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ttsrec.cli.bench", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=400,
-    )
+def bench(args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `tts-bench` with space-separated arguments (the paths here have no spaces)."""
+    cmd = [sys.executable, "-m", "ttsrec.cli.bench", *args.split()]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=400)
 
 
 def test_sweep_every_mode_writes_sane_csv_json_png(repos, prepared_dir: Path, tmp_path: Path) -> None:
     repo, shards = repos
     out = tmp_path / "results"
     done = bench(
-        "--repository",
-        str(repo),
-        "--shards-repository",
-        str(shards),
-        "--mode",
-        "ensemble,fused,sharded,inprocess",
-        "--m-list",
-        "1,2",
-        "-b",
-        "8",
-        "--concurrency-range",
-        "2",
-        *SHORT,
-        "-f",
-        str(out / "r.csv"),
-        "--json",
-        str(out / "r.json"),
-        "--plot",
-        str(out / "r.png"),
-        "--eval-data",
-        str(prepared_dir),
-        "--eval-rows",
-        "1000",
+        f"--repository {repo} --shards-repository {shards} --mode ensemble,fused,sharded,inprocess "
+        f"--m-list 1,2 -b 8 --concurrency-range 2 {SHORT} -f {out}/r.csv --json {out}/r.json "
+        f"--plot {out}/r.png --markdown {out}/r.md --eval-data {prepared_dir} --eval-rows 1000",
         cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
     rows = pl.read_csv(out / "r.csv")
     expected = {
-        ("ensemble", 1),
-        ("ensemble", 2),
-        ("fused", 1),
-        ("fused", 2),
-        ("sharded", 2),
-        ("inprocess_members", 1),
-        ("inprocess_members", 2),
-        ("inprocess_fused", 1),
-        ("inprocess_fused", 2),
+        (mode, m) for mode in ("ensemble", "fused", "inprocess_members", "inprocess_fused") for m in (1, 2)
     }
+    expected.add(("sharded", 2))
     assert set(zip(rows["mode"], rows["m"], strict=True)) == expected
     assert rows.height == len(expected)  # one row per combination
     assert (rows["batch"] == 8).all() and (rows["Concurrency"] == 2).all()
@@ -113,23 +82,8 @@ def test_running_server_over_http_and_bad_arguments(repos, tmp_path: Path) -> No
     repo, _ = repos
     with TritonServer(repo) as server:
         done = bench(
-            "-u",
-            server.http_url,
-            "-i",
-            "http",
-            "--repository",
-            str(repo),
-            "--mode",
-            "fused",
-            "--m-list",
-            "2",
-            "-b",
-            "1",
-            "--concurrency-range",
-            "1:2",
-            *SHORT,
-            "-f",
-            "r.csv",
+            f"-u {server.http_url} -i http --repository {repo} --mode fused --m-list 2 -b 1 "
+            f"--concurrency-range 1:2 {SHORT} -f r.csv",
             cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr[-3000:]
@@ -138,35 +92,18 @@ def test_running_server_over_http_and_bad_arguments(repos, tmp_path: Path) -> No
         assert (rows["Inferences/Second"] > 0).all()
 
         missing_m = bench(
-            "-u",
-            server.grpc_url,
-            "--repository",
-            str(repo),
-            "--mode",
-            "ensemble",
-            "--m-list",
-            "1,4",
-            cwd=tmp_path,
+            f"-u {server.grpc_url} --repository {repo} --mode ensemble --m-list 1,4", cwd=tmp_path
         )
         assert missing_m.returncode == 2 and "M=4 not in" in missing_m.stderr
         assert "Traceback" not in missing_m.stderr
 
-    unreachable = bench(
-        "-u",
-        f"127.0.0.1:{free_port('127.0.0.1')}",
-        "--repository",
-        str(repo),
-        "--mode",
-        "fused",
-        cwd=tmp_path,
-    )
-    assert unreachable.returncode == 2 and "unreachable" in unreachable.stderr
-    assert "Traceback" not in unreachable.stderr
+    port = free_port("127.0.0.1")
     for args, message in (
-        (["--mode", "ensemble,warp"], "unknown mode warp"),
-        (["--m-list", "3"], "M=3 not in"),
-        (["--mode", "sharded", "--shards-repository", str(repo)], "shards.json is missing"),
+        (f"-u 127.0.0.1:{port} --mode fused", "unreachable"),
+        ("--mode ensemble,warp", "unknown mode warp"),
+        ("--m-list 3", "M=3 not in"),
+        (f"--mode sharded --shards-repository {repo}", "shards.json is missing"),
     ):
-        done = bench("--repository", str(repo), *args, cwd=tmp_path)
+        done = bench(f"--repository {repo} {args}", cwd=tmp_path)
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
