@@ -52,7 +52,7 @@ class RankMixer(Member):
         return {**hparams, "token_dim": token_dim}
 
     def forward(self, feat_ids: torch.Tensor) -> torch.Tensor:
-        tokens = self.embedding(feat_ids)
+        tokens = self.embedding(feat_ids).transpose(0, 1)  # token-major [T, B, d] for the batched FFNs
         if self.tokenize is not None:
             tokens = self.tokenize(tokens)
-        return self.mlp(self.layers(tokens).flatten(1))
+        return self.mlp(self.layers(tokens).transpose(0, 1).flatten(1))
