@@ -35,17 +35,21 @@ def export_member_onnx(model: nn.Module, path: Path, *, opset: int = 18, example
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    was_training = model.training
+    model.eval()
     num_fields = len(model.vocab_sizes)
     example = torch.zeros(max(2, example_batch), num_fields, dtype=torch.int64)
     batch = torch.export.Dim("batch", min=1, max=1 << 24)
-    with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
-        warnings.simplefilter("ignore")  # exporter chatter (deprecations, onnxscript notices)
-        program = torch.onnx.export(
-            model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-            dynamic_shapes={"feat_ids": {0: batch}}, opset_version=opset, dynamo=True,
-            external_data=False, verbose=False,
-        )
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
+            warnings.simplefilter("ignore")  # exporter chatter (deprecations, onnxscript notices)
+            program = torch.onnx.export(
+                model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                dynamic_shapes={"feat_ids": {0: batch}}, opset_version=opset, dynamo=True,
+                external_data=False, verbose=False,
+            )
+    finally:
+        model.train(was_training)
     graph = program.model
     graph.ir_version = min(graph.ir_version, MAX_IR_VERSION)
     graph.metadata_props["ttsrec.num_fields"] = str(num_fields)
@@ -61,6 +65,9 @@ def export_member_onnx(model: nn.Module, path: Path, *, opset: int = 18, example
         onnx.checker.check_model(str(staged), full_check=True)
         for produced in sorted(Path(tmp).iterdir(), key=lambda f: f == staged):  # the model file last
             os.replace(produced, path.parent / produced.name)
+    stale = path.with_name(f"{path.name}.data")
+    if not big and stale.exists():  # left by an earlier, bigger export to the same path
+        stale.unlink()
     return path
 
 
