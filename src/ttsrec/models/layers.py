@@ -1,7 +1,7 @@
 """Building blocks shared by the backbones.
 
 Every layer works row by row (no statistics over the batch) and uses only ops that the dynamo ONNX
-exporter maps to plain ONNX (Gather, MatMul/Gemm, Einsum, LayerNormalization, Where), so a member
+exporter maps to plain ONNX (Gather, MatMul/Gemm, LayerNormalization, Where, Erf), so a member
 exports with a dynamic batch axis and serves any int64 request.
 """
 
