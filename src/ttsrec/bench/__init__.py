@@ -1,0 +1,20 @@
+"""`tts-bench`: throughput and latency per scaling factor M, measured like perf_analyzer."""
+
+from ttsrec.bench.load import AsyncLoad, ThreadLoad
+from ttsrec.bench.measure import Latency, Measurement, MeasureSettings, measure
+from ttsrec.bench.row import Row
+from ttsrec.bench.sweep import Point, Sweep, SweepConfig, SweepResult
+
+__all__ = [
+    "AsyncLoad",
+    "Latency",
+    "MeasureSettings",
+    "Measurement",
+    "Point",
+    "Row",
+    "Sweep",
+    "SweepConfig",
+    "SweepResult",
+    "ThreadLoad",
+    "measure",
+]
