@@ -41,6 +41,8 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
     from ttsrec.models import model_cost
 
     console = console or Console(stderr=True)
+    if Path(out).exists() and not force:
+        raise UserError(f"{out} already exists (pass --force to replace it)")
     if subsets < 1:
         raise UserError(f"--subsets must be >= 1, got {subsets}")
     bad_kinds = sorted(set(scaling_kinds) - set(KINDS))

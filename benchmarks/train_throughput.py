@@ -1,0 +1,104 @@
+"""Training samples/s per backbone (default hparams) through the real trainer, on this machine.
+
+    .venv/bin/python benchmarks/train_throughput.py --data out/demo/data     # a prepared dataset
+    .venv/bin/python benchmarks/train_throughput.py --synth-rows 100000      # synth + prepare first
+
+Each backbone trains `--steps` batches with Adam (`ttsrec.train.fit`, as `tts-train` does) after one
+warm-up batch; samples/s counts forward + backward + optimiser step only (validation excluded).
+Prints a table and writes CSV/JSON next to `--out`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import polars as pl
+import torch
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from ttsrec.cli.common import console, run_app
+from ttsrec.errors import UserError
+from ttsrec.models import BACKBONES, model_cost
+from ttsrec.train.fit import fit
+from ttsrec.train.member import build_member
+from ttsrec.train.options import TrainOptions
+from ttsrec.utils.atomic import atomic_write_text
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def measure(data, backbones: list[str], batch_size: int, steps: int) -> list[dict]:
+    """One row per backbone: samples/s, ms per step, params and MACs per sample."""
+    rows = []
+    warm = TrainOptions(epochs=1, batch_size=batch_size, train_limit=batch_size, valid_limit=batch_size)
+    timed = TrainOptions(epochs=1, batch_size=batch_size, train_limit=batch_size * steps,
+                         valid_limit=batch_size)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("training", total=len(backbones))
+        for name in backbones:
+            progress.update(task, description=f"training {name}")
+            model = build_member(name, data.feature_map, 0, {})
+            fit([model], data, warm, seed=0)
+            result = fit([model], data, timed, seed=1)
+            cost = model_cost(model)
+            rows.append({"backbone": name, "samples_per_s": round(result.samples_per_s, 1),
+                         "ms_per_step": round(1000 * result.step_time_s / max(1, result.steps), 2),
+                         "steps": result.steps, "batch_size": batch_size, "params": cost.params,
+                         "macs_per_sample": cost.macs_per_sample})
+            progress.advance(task)
+    return rows
+
+
+@app.command()
+def main(
+    data: Annotated[Path | None, typer.Option(help="Prepared dataset dir.")] = None,
+    synth_rows: Annotated[int, typer.Option(help="Without --data: synthesise+prepare N rows.")] = 60_000,
+    backbones: Annotated[str, typer.Option(help="Comma-separated backbones.")] = ",".join(BACKBONES),
+    batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 4096,
+    steps: Annotated[int, typer.Option(help="Timed training steps per backbone.")] = 8,
+    threads: Annotated[int | None, typer.Option(help="torch threads [default: torch's].")] = None,
+    out: Annotated[Path, typer.Option(help="Output prefix for .csv/.json.")] = Path("out/train_throughput"),
+) -> None:
+    from ttsrec.data.prepared import PreparedData
+
+    if threads:
+        torch.set_num_threads(threads)
+    names = [b.strip() for b in backbones.split(",") if b.strip()]
+    unknown = sorted(set(names) - set(BACKBONES))
+    if unknown:
+        raise UserError(f"unknown backbone(s) {', '.join(unknown)}; choose from {', '.join(BACKBONES)}")
+    with tempfile.TemporaryDirectory(prefix="tts-train-bench-") as tmp:
+        if data is None:
+            from ttsrec.data.prepare import prepare
+            from ttsrec.data.synth import write_synthetic_criteo
+
+            tsv = write_synthetic_criteo(Path(tmp) / "synth.tsv", rows=synth_rows, seed=0)
+            data = Path(tmp) / "data"
+            prepare("criteo", [tsv], data, progress=False)
+        rows = measure(PreparedData(data), names, batch_size, steps)
+    machine = {"python": platform.python_version(), "torch": torch.__version__,
+               "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+               "processor": platform.processor() or platform.machine()}
+    table = Table(title=f"training throughput, batch {batch_size}, {machine['threads']} torch threads")
+    for col in ("backbone", "samples/s", "ms/step", "params", "MACs/sample"):
+        table.add_column(col, justify="left" if col == "backbone" else "right")
+    for r in rows:
+        table.add_row(r["backbone"], f"{r['samples_per_s']:,.0f}", f"{r['ms_per_step']:.1f}",
+                      f"{r['params']:,}", f"{r['macs_per_sample']:,}")
+    Console().print(table)
+    atomic_write_text(out.with_suffix(".csv"), pl.DataFrame(rows).write_csv())
+    report = {"machine": machine, "rows": rows}
+    atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=1) + "\n")
+    console.print(f"[green]wrote[/] {out.with_suffix('.csv')} and .json")
+
+
+if __name__ == "__main__":
+    run_app(app)

@@ -1,0 +1,215 @@
+"""`tts-train`: options, run dirs, independent/parallel/group training, early stopping, interrupts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from train_fixtures import QUICK, SMALL, cli, one_error_line, one_thread  # noqa: F401
+from ttsrec.cli.train import main as train_main
+from ttsrec.data.prepared import PreparedData
+from ttsrec.errors import UserError
+from ttsrec.models.checkpoint import load_member, load_members
+from ttsrec.train import TrainOptions, train_members
+from ttsrec.train.fit import eval_points
+from ttsrec.train.metrics import binary_metrics, predict_logits, split_labels
+from ttsrec.train.options import parse_hparams, parse_int_list
+from ttsrec.train.runfile import load_run, prepare_out
+
+
+def test_parse_hparams_takes_json_values_and_bare_words() -> None:
+    got = parse_hparams(["embed_dim=8", "mlp_dims=[64, 32]", "dcnv2.num_cross_layers=2", "name=abc"])
+    assert got == {"embed_dim": 8, "mlp_dims": [64, 32], "dcnv2.num_cross_layers": 2, "name": "abc"}
+    with pytest.raises(UserError, match="key=value"):
+        parse_hparams(["embed_dim"])
+    assert parse_int_list("0, 1,2", "--seeds") == [0, 1, 2]
+    with pytest.raises(UserError, match="--seeds"):
+        parse_int_list("0,x", "--seeds")
+
+
+def test_hparams_apply_to_the_backbones_that_have_them() -> None:
+    options = TrainOptions(hparams={"embed_dim": 8, "mlp_dims": [16], "dcnv2.num_cross_layers": 1})
+    assert options.hparams_for("fm") == {"embed_dim": 8}
+    assert options.hparams_for("fnn") == {"embed_dim": 8, "mlp_dims": [16]}
+    assert options.hparams_for("dcnv2") == {"embed_dim": 8, "mlp_dims": [16], "num_cross_layers": 1}
+    options.check_hparams(["fm", "fnn"])
+    with pytest.raises(UserError, match="unknown hparam"):
+        TrainOptions(hparams={"mlp_dimz": [16]}).check_hparams(["fnn", "dcnv2"])
+
+
+def test_options_are_checked() -> None:
+    for bad in ({"epochs": 0}, {"lr": 0.0}, {"batch_size": 0}, {"patience": -1}, {"train_limit": 0}):
+        with pytest.raises(UserError, match=next(iter(bad))):
+            TrainOptions(**bad)
+
+
+def test_eval_points_spread_over_the_epoch_and_end_it() -> None:
+    assert eval_points(10, 1) == {10}
+    assert eval_points(10, 2) == {5, 10}
+    assert eval_points(3, 8) == {1, 2, 3}
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    labels = np.array([0, 0, 1, 1], dtype=np.float32)
+    got = binary_metrics(labels, np.array([-2.0, 1.0, 0.0, 3.0]))
+    probs = 1 / (1 + np.exp(-np.array([-2.0, 1.0, 0.0, 3.0])))
+    expected_ll = -np.mean(np.log([1 - probs[0], 1 - probs[1], probs[2], probs[3]]))
+    assert got["auc"] == pytest.approx(0.75)
+    assert got["logloss"] == pytest.approx(expected_ll)
+    with pytest.raises(UserError, match="both clicks"):
+        binary_metrics(np.ones(3), np.zeros(3))
+
+
+def test_run_dir_needs_force_and_wipes_only_run_files(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "member_00_fnn_s0.pt").write_bytes(b"x")
+    with pytest.raises(UserError, match="--force"):
+        prepare_out(run, force=False, resume=False)
+    prepare_out(run, force=True, resume=False)
+    assert not any(run.iterdir())
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match="refusing to wipe"):
+        prepare_out(run, force=True, resume=False)
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--members", "nope*2"], "unknown backbone"),
+    (["--members", "fnn*2", "--hparam", "mlp_dimz=[8]"], "unknown hparam"),
+    (["--members", "fnn*2", "--seeds", "1,2,3"], "3 seeds"),
+    (["--members", "fnn", "--epochs", "0"], "epochs"),
+    (["--members", "fnn", "--jobs", "0"], "--jobs"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(prepared_dir: Path, tmp_path: Path, capsys, monkeypatch,
+                                              args: list[str], message: str) -> None:
+    code, _, err = cli(train_main, "tts-train", ["--data", prepared_dir, "--out", tmp_path / "run", *args],
+                       capsys, monkeypatch)
+    assert code == 2
+    assert message in one_error_line(err)
+    assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_cli_missing_data_dir(tmp_path: Path, capsys, monkeypatch) -> None:
+    code, _, err = cli(train_main, "tts-train", ["--data", tmp_path / "nope", "--members", "fnn", "--out",
+                                                 tmp_path / "run"], capsys, monkeypatch)
+    assert code == 2
+    assert "not a prepared dataset" in one_error_line(err)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_cli_trains_members_and_writes_run_json(prepared_dir: Path, tmp_path: Path, capsys,
+                                                monkeypatch) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = cli(train_main, "tts-train", [
+        "--data", prepared_dir, "--members", "fnn+deepfm", "--out", out, "--epochs", "1", "--batch-size",
+        "1024", "--hparam", "embed_dim=8", "--hparam", "mlp_dims=[32]", "--train-limit", "8192",
+        "--lr", "0.01", "-q"],
+        capsys, monkeypatch)
+    assert code == 0, err
+    run = load_run(out)
+    assert run["status"] == "complete" and run["members_spec"] == "fnn+deepfm" and not run["group"]
+    assert [m["file"] for m in run["members"]] == ["member_00_fnn_s0.pt", "member_01_deepfm_s0.pt"]
+    for record in run["members"]:
+        member = load_member(out / record["file"])
+        assert member.hparams["mlp_dims"] == [32] and member.hparams["embed_dim"] == 8
+        assert member.feature_map_hash == run["feature_map_hash"]
+        assert member.metrics["test"]["auc"] == pytest.approx(record["test"]["auc"])
+        assert 0.5 < record["test"]["auc"] < 1
+        assert record["samples_per_s"] > 0 and record["macs_per_sample"] > 0
+        assert record["steps"] == 8
+    assert "│ deepfm" in stdout and "AUC" in stdout
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_early_stopping_keeps_the_best_state(prepared_dir: Path, tmp_path: Path) -> None:
+    """A big learning rate on 2k rows overfits fast; the checkpoint must hold the best-valid state."""
+    out = train_members(prepared_dir, "fnn", tmp_path / "run", epochs=12, lr=0.02, batch_size=256,
+                        patience=2, evals_per_epoch=1, train_limit=2048, hparams=SMALL, show_progress=False)
+    record = load_run(out)["members"][0]
+    train = torch.load(out / record["file"], weights_only=True)["train"]
+    aucs = [point["valid_auc"] for point in train["history"]]
+    assert train["stopped_early"] and len(aucs) < 12, "the scenario must stop early"
+    assert aucs[-1] < max(aucs), "the scenario must end past its best point"
+    assert train["best"]["valid_auc"] == max(aucs) == record["best"]["valid_auc"]
+    data = PreparedData(prepared_dir)
+    member = load_member(out / record["file"])
+    valid = binary_metrics(split_labels(data, "valid"), predict_logits([member.model], data, "valid")[0])
+    assert valid["auc"] == pytest.approx(max(aucs), abs=1e-6)
+    assert record["valid"]["auc"] == pytest.approx(max(aucs), abs=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_group_training_saves_members_at_the_merged_best(prepared_dir: Path, tmp_path: Path) -> None:
+    out = train_members(prepared_dir, "fnn+dcnv2", tmp_path / "group", group=True, epochs=2,
+                        show_progress=False, **QUICK)
+    run = load_run(out)
+    assert run["group"] and run["status"] == "complete" and len(run["members"]) == 2
+    members = load_members([out / m["file"] for m in run["members"]])
+    data = PreparedData(prepared_dir)
+    merged = predict_logits([m.model for m in members], data, "test").mean(0)
+    got = binary_metrics(split_labels(data, "test"), merged)
+    assert got["auc"] == pytest.approx(run["group_metrics"]["test"]["auc"], abs=1e-6)
+    assert run["group_metrics"]["test"]["auc"] > 0.55
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_interrupted_run_keeps_finished_members_and_resumes(prepared_dir: Path, tmp_path: Path,
+                                                            monkeypatch) -> None:
+    import ttsrec.train.run as run_module
+
+    real = run_module.train_member
+
+    def failing(job, on_event=None):
+        if job.index == 1:
+            raise RuntimeError("power cut")
+        return real(job, on_event=on_event)
+
+    out = tmp_path / "run"
+    options = {"epochs": 1, "train_limit": 4096, "show_progress": False, **QUICK}
+    monkeypatch.setattr(run_module, "train_member", failing)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train_members(prepared_dir, "fnn*3", out, **options)
+    run = load_run(out)
+    assert run["status"] == "failed" and "power cut" in run["error"]
+    assert [m["file"] for m in run["members"]] == ["member_00_fnn_s0.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["member_00_fnn_s0.pt", "run.json"]
+    first = (out / "member_00_fnn_s0.pt").read_bytes()
+    load_member(out / "member_00_fnn_s0.pt")
+
+    monkeypatch.setattr(run_module, "train_member", real)
+    with pytest.raises(UserError, match="--resume"):
+        train_members(prepared_dir, "fnn*3", out, **options)
+    with pytest.raises(UserError, match="differs"):
+        train_members(prepared_dir, "fnn*4", out, resume=True, **options)
+    train_members(prepared_dir, "fnn*3", out, resume=True, **options)
+    run = load_run(out)
+    assert run["status"] == "complete" and [m["index"] for m in run["members"]] == [0, 1, 2]
+    assert (out / "member_00_fnn_s0.pt").read_bytes() == first, "a finished member is not retrained"
+
+
+@pytest.mark.slow
+def test_parallel_jobs_train_each_member_in_its_own_process(prepared_dir: Path, tmp_path: Path) -> None:
+    """Two spawned workers; each member must come back recorded, saved and reproducible from its file."""
+    out = train_members(prepared_dir, "fnn*2", tmp_path / "parallel", jobs=2, epochs=1, train_limit=4096,
+                        show_progress=False, **QUICK)
+    run = load_run(out)
+    assert run["status"] == "complete" and run["jobs"] == 2
+    assert [(m["index"], m["seed"]) for m in run["members"]] == [(0, 0), (1, 1)]
+    data = PreparedData(prepared_dir)
+    labels = split_labels(data, "test")
+    aucs = []
+    for record in run["members"]:
+        member = load_member(out / record["file"])
+        aucs.append(binary_metrics(labels, predict_logits([member.model], data, "test")[0])["auc"])
+        assert aucs[-1] == pytest.approx(record["test"]["auc"], abs=1e-6)
+    assert aucs[0] != aucs[1], "different seeds train different members"
+    assert json.loads((out / "run.json").read_text())["options"]["train_limit"] == 4096
