@@ -11,6 +11,11 @@ import torch
 SMALL_HPARAMS = {"embed_dim": 8, "mlp_dims": [64, 32]}
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread: tests train tiny models, and tritonserver stubs share the 2 cores with them."""
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def synthetic_tsv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from ttsrec.data.synth import write_synthetic_criteo
