@@ -194,6 +194,23 @@ def test_failed_model_load_reports_the_log(tmp_path: Path):
     assert not server.is_alive()
 
 
+def test_port_taken_after_the_check_is_detected_by_server_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A port free at check time but taken before tritonserver binds it: another server may then
+    answer our readiness poll; the `--id` check tells, an explicit port fails, a picked one is re-picked."""
+    import ttsrec.serve.server as server_mod
+
+    with TritonServer(tmp_path) as first:
+        monkeypatch.setattr(server_mod, "check_ports", lambda *args: None)
+        with pytest.raises(UserError, match="port already in use"):
+            TritonServer(tmp_path, http_port=first.ports["http"]).start()
+        picks = iter([first.ports["http"]])
+        real_free_port = server_mod.free_port
+        monkeypatch.setattr(server_mod, "free_port", lambda host: next(picks, None) or real_free_port(host))
+        with TritonServer(tmp_path) as second:
+            assert second.ports["http"] != first.ports["http"]
+            assert second.models() == [] and second.is_alive()
+
+
 def test_check_helpers_round_trip(server: TritonServer):
     """`tts-serve --check` helpers: every ensemble/fused model answers over both protocols."""
     from ttsrec.client.check import check_server
