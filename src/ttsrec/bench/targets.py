@@ -25,6 +25,7 @@ from ttsrec.errors import UserError
 from ttsrec.repository import naming
 
 TRITON_MODES = ("ensemble", "fused")
+REQUEST_TIMEOUT_S = 120.0
 MODES = ("ensemble", "fused", "sharded", "inprocess")
 """`--mode` choices; `inprocess` gives two rows per point: `inprocess_members` and `inprocess_fused`."""
 
@@ -144,7 +145,7 @@ async def _async_sender(
         import tritonclient.http as httpclient
         import tritonclient.http.aio as httpaio
 
-        client = httpaio.InferenceServerClient(url, conn_limit=1024)
+        client = httpaio.InferenceServerClient(url, conn_limit=1024, conn_timeout=REQUEST_TIMEOUT_S)
         requests = []
         for batch in batches:
             tensor = httpclient.InferInput(input_name, list(batch.shape), "INT64")
@@ -152,8 +153,11 @@ async def _async_sender(
             requests.append([tensor])
         wanted = [httpclient.InferRequestedOutput(name, binary_data=True) for name in outputs]
 
+    # A request that never returns would stall the sweep: gRPC gets a deadline, HTTP a session timeout.
+    limit = {"client_timeout": REQUEST_TIMEOUT_S} if protocol == "grpc" else {}
+
     async def send(k: int) -> Any:
-        return await client.infer(model, requests[k % len(requests)], outputs=wanted)
+        return await client.infer(model, requests[k % len(requests)], outputs=wanted, **limit)
 
     return send, client.close
 
