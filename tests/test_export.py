@@ -50,7 +50,7 @@ def reference(checkpoints: list[Path], ids: np.ndarray) -> dict[str, np.ndarray]
 @pytest.fixture(scope="module")
 def py_repo(checkpoints: list[Path], prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("export") / "py"
-    return export_repository(checkpoints, out, data=prepared_dir, show=False)
+    return export_repository(checkpoints, out, data=prepared_dir, fused_intra_op_threads=2, show=False)
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,8 @@ def test_python_layout_and_configs(py_repo: Path) -> None:
         assert (version / "model.py").read_bytes() == model_py and (version / "model.onnx").is_file()
         assert cfg.HasField("dynamic_batching") and cfg.dynamic_batching.max_queue_delay_microseconds == 0
         assert [(g.count, g.kind) for g in cfg.instance_group] == [(1, pb.ModelInstanceGroup.KIND_CPU)]
-        assert cfg.parameters["intra_op_threads"].string_value == "1"
+        threads = "2" if name.startswith("fused_") else "1"
+        assert cfg.parameters["intra_op_threads"].string_value == threads
         assert all(o.data_type == pb.TYPE_FP32 and list(o.dims) == [1] for o in cfg.output)
         if name.startswith(("member_", "fused_")):
             assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [

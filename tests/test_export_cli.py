@@ -86,6 +86,7 @@ def test_existing_out_without_force_is_left_alone(run_dir: Path, tmp_path: Path,
     ("--backend", "tensorflow", "unknown backend"), ("--instance-kind", "tpu", "instance kind"),
     ("--max-batch-size", "0", "--max-batch-size"), ("--m-list", "1,x", "--m-list"),
     ("--instance-count", "0", "--instance-count"), ("--max-queue-delay-us", "-5", "--max-queue-delay-us"),
+    ("--fused-intra-op-threads", "0", "--fused-intra-op-threads"),
 ])
 def test_bad_options(run_dir: Path, tmp_path: Path, capsys, monkeypatch, flag: str, value: str,
                      needle: str) -> None:

@@ -106,9 +106,12 @@ def test_read_config_rejects_garbage(tmp_path: Path) -> None:
 
 def test_serving_validation() -> None:
     for bad in (Serving(backend="tensorflow"), Serving(instance_kind="tpu"), Serving(max_batch_size=0),
-                Serving(instance_count=0), Serving(max_queue_delay_us=-1), Serving(intra_op_threads=0)):
+                Serving(instance_count=0), Serving(max_queue_delay_us=-1), Serving(intra_op_threads=0),
+                Serving(fused_intra_op_threads=0)):
         with pytest.raises(UserError):
             bad.validate()
+    assert Serving(intra_op_threads=3).fused.intra_op_threads == 3
+    assert Serving(fused_intra_op_threads=2).fused == Serving(intra_op_threads=2, fused_intra_op_threads=2)
 
 
 @pytest.mark.parametrize("m", [1, 2, 5])

@@ -39,7 +39,9 @@ def export(
     max_queue_delay_us: Annotated[int, typer.Option(
         help="Dynamic batcher delay; 0 batches only what queued while an instance was busy.")] = 0,
     intra_op_threads: Annotated[int, typer.Option(
-        help="onnxruntime intra-op threads per model instance.")] = 1,
+        help="onnxruntime intra-op threads per member / merge instance.")] = 1,
+    fused_intra_op_threads: Annotated[int | None, typer.Option(
+        help="Intra-op threads of the fused graphs (default: --intra-op-threads).")] = None,
     fp16: Annotated[bool, typer.Option(
         "--fp16", help="Half-precision members (int64 ids in, fp32 logits out); needs the prepared data "
         "for the AUC check.")] = False,
@@ -56,7 +58,8 @@ def export(
     path = export_repository(
         checkpoints, out, backend=backend, m_list=parse_m_list(m_list), max_batch_size=max_batch_size,
         instance_count=instance_count, instance_kind=instance_kind, dynamic_batching=dynamic_batching,
-        max_queue_delay_us=max_queue_delay_us, intra_op_threads=intra_op_threads, fp16=fp16, fused=fused,
+        max_queue_delay_us=max_queue_delay_us, intra_op_threads=intra_op_threads,
+        fused_intra_op_threads=fused_intra_op_threads, fp16=fp16, fused=fused,
         shards=shards, force=force, data=data, console=console)
     repos = [path] if shards == 1 else sorted(path.glob("shard_*"))
     console.print(_summary([read_manifest(r) for r in repos]))

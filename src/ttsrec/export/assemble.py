@@ -164,7 +164,7 @@ def _write_fused(root: Path, members: list[Member], kind: MergeKind, name: str, 
     figures = _check_merge(name, kind, members, got, tol)
     write_config(root / name, onnx_model_config(
         name, [Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (job.feature_map.num_fields,))],
-        [Tensor(o, pb.TYPE_FP32, (1,)) for o in outputs], job.serving))
+        [Tensor(o, pb.TYPE_FP32, (1,)) for o in outputs], job.serving.fused))
     return {"name": name, "m": len(members), "kind": kind, "members": [m.name for m in members],
             "outputs": list(outputs), "onnx": onnx_record(root, path, graph), "parity": figures}
 

@@ -8,7 +8,7 @@ through the generic python-backend `model.py` (the server bundled in the PyPI wh
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -56,6 +56,13 @@ class Serving:
     """0: batch only what queued up while an instance was busy, never wait for more rows."""
     intra_op_threads: int = 1
     """One thread per session: M member sessions share the cores, spinning pools fight (design §4)."""
+    fused_intra_op_threads: int | None = None
+    """Threads of a fused graph's session (one session does all the work): default `intra_op_threads`."""
+
+    @property
+    def fused(self) -> Serving:
+        """The same scheduling with the fused graphs' thread count."""
+        return replace(self, intra_op_threads=self.fused_intra_op_threads or self.intra_op_threads)
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -65,7 +72,9 @@ class Serving:
         for label, value, low in (("--max-batch-size", self.max_batch_size, 1),
                                   ("--instance-count", self.instance_count, 1),
                                   ("--max-queue-delay-us", self.max_queue_delay_us, 0),
-                                  ("--intra-op-threads", self.intra_op_threads, 1)):
+                                  ("--intra-op-threads", self.intra_op_threads, 1),
+                                  ("--fused-intra-op-threads", 1 if self.fused_intra_op_threads is None
+                                   else self.fused_intra_op_threads, 1)):
             if value < low:
                 raise UserError(f"{label} must be >= {low}, got {value}")
 
