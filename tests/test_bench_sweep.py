@@ -75,7 +75,7 @@ def test_sweep_every_mode_writes_sane_csv_json_png(repos, prepared_dir: Path, tm
     assert "| sharded | 2 | 8 | 2 |" in text and "fan-out overhead" in text
 
 
-def test_running_server_over_http_and_bad_arguments(repos, tmp_path: Path) -> None:
+def test_running_server_over_http_and_bad_arguments(repos, prepared_dir: Path, tmp_path: Path) -> None:
     from ttsrec.serve import TritonServer
     from ttsrec.serve.ports import free_port
 
@@ -83,7 +83,7 @@ def test_running_server_over_http_and_bad_arguments(repos, tmp_path: Path) -> No
     with TritonServer(repo) as server:
         done = bench(
             f"-u {server.http_url} -i http --repository {repo} --mode fused --m-list 2 -b 1 "
-            f"--concurrency-range 1:2 {SHORT} -f r.csv",
+            f"--concurrency-range 1:2 {SHORT} -f r.csv --data {prepared_dir}",
             cwd=tmp_path,
         )
         assert done.returncode == 0, done.stderr[-3000:]
