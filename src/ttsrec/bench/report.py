@@ -16,21 +16,27 @@ from ttsrec.bench.row import Row
 from ttsrec.utils.atomic import atomic_write_bytes, atomic_write_text
 
 
-def table(rows: Sequence[Row], title: str = "tts-bench (µs; server times per request)") -> Table:
+def table(rows: Sequence[Row], title: str = "tts-bench (µs; server = queue + compute per request)") -> Table:
     """Compact live view that fits 80 columns; the CSV and JSON carry every column."""
     out = Table(
         title=title,
         title_justify="left",
         box=box.SIMPLE_HEAD,
-        padding=(0, 1),
+        padding=(0, 0),
         pad_edge=False,
+        show_edge=False,
         caption="* not stable within -s over the last 3 windows",
         caption_justify="left",
     )
-    for name in ("mode", "M", "b", "c", "infer/s", "p50", "p99", "queue", "compute", "cpu%"):
+    for name in ("mode", "M", "b", "c", "infer/s", "p50", "p99", "server", "cli%", "srv%"):
         out.add_column(name, justify="left" if name == "mode" else "right", no_wrap=True)
     for r in rows:
-        compute = r.server_compute_input_us + r.server_compute_infer_us + r.server_compute_output_us
+        server = (
+            r.server_queue_us
+            + r.server_compute_input_us
+            + r.server_compute_infer_us
+            + r.server_compute_output_us
+        )
         out.add_row(
             r.mode,
             str(r.m),
@@ -39,9 +45,9 @@ def table(rows: Sequence[Row], title: str = "tts-bench (µs; server times per re
             f"{r.throughput:,.0f}" + ("" if r.stable else "[yellow]*[/]"),
             f"{r.p50_us:,.0f}",
             f"{r.p99_us:,.0f}",
-            f"{r.server_queue_us:,.0f}" if compute else "-",
-            f"{compute:,.0f}" if compute else "-",
+            f"{server:,.0f}" if server else "-",
             f"{r.client_cpu:.0f}",
+            "-" if r.server_cpu is None else f"{r.server_cpu:.0f}",
         )
     return out
 
@@ -191,8 +197,8 @@ def markdown(result: Any) -> str:
         f"stability {result.config.settings.stability_pct:g} %.",
         "",
         "| mode | M | batch | conc | infer/s | p50 µs | p90 µs | p99 µs | server queue µs "
-        "| server compute µs | client CPU % | stable |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server compute µs | client CPU % | server CPU % | stable |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result.rows:
         compute = r.server_compute_input_us + r.server_compute_infer_us + r.server_compute_output_us
@@ -200,7 +206,7 @@ def markdown(result: Any) -> str:
         lines.append(
             f"| {r.mode} | {r.m} | {r.batch} | {r.concurrency} | {r.throughput:,.0f} | {r.p50_us:,.0f} "
             f"| {r.p90_us:,.0f} | {r.p99_us:,.0f} | {queue} | {comp} | {r.client_cpu:.0f} "
-            f"| {'yes' if r.stable else 'no'} |"
+            f"| {'-' if r.server_cpu is None else f'{r.server_cpu:.0f}'} | {'yes' if r.stable else 'no'} |"
         )
     summary = result.summary
     if summary["scaling_efficiency"]:

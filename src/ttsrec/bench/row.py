@@ -28,6 +28,7 @@ EXTRA_COLUMNS = (
     "avg_us",
     "stable",
     "client_cpu",
+    "server_cpu",
     "requests",
     "windows",
     "engine",
@@ -52,6 +53,8 @@ class Row:
     stable: bool
     client_cpu: float
     """Bench process CPU in percent of one core (in-process modes: includes the inference itself)."""
+    server_cpu: float | None = None
+    """CPU of the server process trees this bench started, in percent of one core (None: not ours)."""
     requests: int = 0
     windows: int = 0
     engine: str = "native"
@@ -84,4 +87,6 @@ class Row:
 
 
 def _round(value: Any) -> Any:
+    if value is None:
+        return ""
     return round(value, 1) if isinstance(value, float) else value

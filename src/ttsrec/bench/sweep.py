@@ -16,6 +16,7 @@ import numpy as np
 
 from ttsrec.bench import analysis, inputs, perf_analyzer
 from ttsrec.bench.bandwidth import copy_bandwidth
+from ttsrec.bench.cpu import tree_cpu_seconds
 from ttsrec.bench.measure import Measurement, MeasureSettings, measure
 from ttsrec.bench.meta import run_metadata
 from ttsrec.bench.repo_info import RepositoryInfo
@@ -229,20 +230,21 @@ class Sweep:
         accuracy: list[dict[str, Any]] = []
         notes: dict[str, Any] = {"usable_cores": usable_cores(), "targets": {}}
         with ExitStack() as stack:
-            url = self.cfg.url
+            url, main_pids, shard_pids = self.cfg.url, [], []
             needs_server = bool(set(self.cfg.modes) & set(TRITON_MODES)) or (
                 self.cfg.eval_data is not None and "inprocess" not in self.cfg.modes
             )
             if url is None and needs_server:
                 on_status(f"starting tritonserver on {self.cfg.repository}")
-                url = stack.enter_context(
+                url, pid = stack.enter_context(
                     _server(self.repo.path if self.repo else self.cfg.repository, self.cfg.protocol)
                 )
+                main_pids = [pid]
             served = self.served if self.cfg.url else server_models(url, self.cfg.protocol) if url else None
             shard_urls = list(self.cfg.shard_urls)
             if "sharded" in self.cfg.modes and not shard_urls:
                 on_status(f"starting shard servers on {self.cfg.shards_repository}")
-                shard_urls = stack.enter_context(
+                shard_urls, shard_pids = stack.enter_context(
                     _shard_servers(self.cfg.shards_repository, self.cfg.protocol)
                 )
             shard_m = self._shard_m(shard_urls) if "sharded" in self.cfg.modes else None
@@ -252,6 +254,9 @@ class Sweep:
             for point in points:
                 on_start(point)
                 target = self._target(point, url, shard_urls, targets)
+                target.server_pids = shard_pids if point.mode == "sharded" else main_pids
+                if point.mode.startswith("inprocess"):
+                    target.server_pids = []
                 row = self._measure(target, point)
                 rows.append(row)
                 key = f"{point.mode}_m{point.m}" + (f"_c{point.concurrency}" if "fused" in point.mode else "")
@@ -262,6 +267,7 @@ class Sweep:
                         alone = triton_target(
                             "shard", point.m, shard_url, self.cfg.protocol, naming.SHARD_ENSEMBLE
                         )
+                        alone.server_pids = shard_pids[i : i + 1]
                         shard_row = self._measure(alone, point)
                         shard_row.model = f"shard {i} ({shard_url})"
                         shard_rows.append(shard_row)
@@ -317,12 +323,17 @@ class Sweep:
                 m=point.m,
             )
         load = target.make_load(inputs.batches(self.pool, point.batch))
+        stats, pids = target.snapshot, list(target.server_pids)
+
+        def snapshot() -> tuple[Any, float]:
+            return (stats() if stats else None), tree_cpu_seconds(pids)
+
         result = measure(
             load,
             point.concurrency,
             point.batch,
             self.cfg.settings,
-            target.snapshot,
+            snapshot,
             label=f"{target.mode} {target.model} batch {point.batch} c={point.concurrency}",
         )
         return _row(target, point, result)
@@ -367,9 +378,11 @@ class Sweep:
 
 
 def _row(target: Target, point: Point, result: Measurement) -> Row:
+    (stats_before, cpu_before), (stats_after, cpu_after) = result.server_before, result.server_after
     times = None
-    if target.server_times is not None and result.server_before is not None:
-        times = target.server_times(result.server_before, result.server_after)
+    if target.server_times is not None and stats_before is not None:
+        times = target.server_times(stats_before, stats_after)
+    seconds = sum(w.seconds for w in result.windows[-3:])
     row = Row(
         mode=target.mode,
         m=point.m,
@@ -387,6 +400,7 @@ def _row(target: Target, point: Point, result: Measurement) -> Row:
         windows=len(result.windows),
         protocol=target.protocol,
         model=target.model,
+        server_cpu=100.0 * (cpu_after - cpu_before) / seconds if target.server_pids else None,
     )
     if times is not None:
         row.server_queue_us = times.queue
@@ -398,19 +412,19 @@ def _row(target: Target, point: Point, result: Measurement) -> Row:
 
 
 @contextmanager
-def _server(repository: Path, protocol: str) -> Iterator[str]:
+def _server(repository: Path, protocol: str) -> Iterator[tuple[str, int]]:
     from ttsrec.serve import TritonServer
 
     with TritonServer(repository) as server:
-        yield server.url(protocol)
+        yield server.url(protocol), server.pid
 
 
 @contextmanager
-def _shard_servers(export_dir: Path | None, protocol: str) -> Iterator[list[str]]:
+def _shard_servers(export_dir: Path | None, protocol: str) -> Iterator[tuple[list[str], list[int]]]:
     from ttsrec.serve import ShardedServers
 
     assert export_dir is not None
     if not Path(export_dir).is_dir():
         raise UserError(f"shards repository not found: {export_dir}")
     with ShardedServers(export_dir) as servers:
-        yield servers.urls(protocol)
+        yield servers.urls(protocol), [server.pid for server in servers.servers]

@@ -41,6 +41,8 @@ class Target:
     snapshot: Callable[[], Snapshot] | None = None
     server_times: Callable[[Snapshot, Snapshot], ServerTimes | None] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    server_pids: list[int] = field(default_factory=list)
+    """Server processes whose CPU the row reports (only for servers this bench started)."""
 
 
 def usable_cores() -> int:
