@@ -242,6 +242,11 @@ def test_two_shards_equal_the_single_server_ensemble(shards: ShardedServers, ser
         assert np.abs(prob - 1 / (1 + np.exp(-logit.astype(np.float64)))).max() <= TOL
         assert result.complete and result.shards == shards.urls(protocol)
         assert sorted(result.members) == sorted(reference.members_of("ensemble_m4"))
+    with ShardedClient(shards.urls(), min_members=1) as client:  # bad input is not a shard failure
+        with pytest.raises(ClientError, match="must be integer ids") as err:
+            client.predict(ids[:4].astype(np.float64))
+        assert err.value.bad_input
+        assert len(client.predict(ids[:0]).logit) == 0
 
 
 def test_hung_shard_is_left_out_within_the_timeout(shards: ShardedServers, reference: OrtReference,

@@ -87,7 +87,8 @@ class Client:
         ids = self._check_ids(feat_ids, info)
         limit = info.max_batch_size
         if limit and len(ids) > limit and not self.split_batches:
-            raise self._error(f"batch of {len(ids)} rows is above the model's max_batch_size {limit}")
+            raise self._error(f"batch of {len(ids)} rows is above the model's max_batch_size {limit}",
+                              bad_input=True)
         if len(ids) == 0:
             return {name: np.zeros((0, 1), np.float32) for name in info.outputs}
         step = limit if limit else len(ids)
@@ -149,15 +150,16 @@ class Client:
     def _check_ids(self, feat_ids: Any, info: ModelInfo) -> np.ndarray:
         ids = np.asarray(feat_ids)
         if ids.dtype.kind not in "iu":
-            raise self._error(f"feat_ids must be integer ids (int64), got dtype {ids.dtype}")
+            raise self._error(f"feat_ids must be integer ids (int64), got dtype {ids.dtype}", bad_input=True)
         if ids.ndim == 1 and ids.shape[0] == info.num_fields:
             ids = ids.reshape(1, -1)
         if ids.ndim != 2 or ids.shape[1] != info.num_fields:
-            raise self._error(f"feat_ids must have shape [B, {info.num_fields}], got {list(ids.shape)}")
+            raise self._error(f"feat_ids must have shape [B, {info.num_fields}], got {list(ids.shape)}",
+                              bad_input=True)
         return np.ascontiguousarray(ids, dtype=np.int64)
 
-    def _error(self, message: str) -> ClientError:
-        return ClientError(message, url=self.url, model=self.model)
+    def _error(self, message: str, bad_input: bool = False) -> ClientError:
+        return ClientError(message, url=self.url, model=self.model, bad_input=bad_input)
 
 
 def _load_feature_map(source: FeatureMap | Path | str) -> FeatureMap:

@@ -25,7 +25,7 @@ class ShardedResult:
     prob: np.ndarray
     logit: np.ndarray
     members: list[str]
-    """Member models whose logits are in the mean."""
+    """Member models whose logits are in the mean (a fused shard model is named `model@url`)."""
     shards: list[str]
     """URLs of the shards that answered."""
     failed: dict[str, str] = field(default_factory=dict)
@@ -107,16 +107,17 @@ class ShardedClient:
                 answers.append((client, *future.result()))
             else:
                 failed[client.url] = str(err)
-                if isinstance(err, ClientError) and _is_input_error(err):
+                if isinstance(err, ClientError) and err.bad_input:
                     bad_input = err
         if bad_input is not None:  # the request itself is wrong: leaving shards out would not help
             raise bad_input
         members = [m for _, _, names in answers for m in names]
+        answered = sum(_count(out, names) for _, out, names in answers)
         if self.min_members is None and failed:
             raise ClientError(f"{len(failed)} of {len(self.clients)} shards failed and no min_members "
                               f"quorum is set: {_fmt_failed(failed)}", model=self.model)
-        if self.min_members is not None and len(members) < self.min_members:
-            raise ClientError(f"only {len(members)} members answered, fewer than "
+        if self.min_members is not None and answered < self.min_members:
+            raise ClientError(f"only {answered} members answered, fewer than "
                               f"min_members={self.min_members}: {_fmt_failed(failed)}", model=self.model)
         logit_sum = sum(out[naming.LOGIT_SUM].reshape(-1).astype(np.float64) for _, out, _ in answers)
         count = sum(out[naming.MEMBER_COUNT].reshape(-1).astype(np.float64) for _, out, _ in answers)
@@ -130,13 +131,15 @@ class ShardedClient:
         if missing:
             raise ClientError(f"not a shard ensemble (no {', '.join(sorted(missing))} output; outputs: "
                               f"{', '.join(info.outputs)})", url=client.url, model=client.model)
-        return client.infer(ids), info.members or (client.model,)
-
-
-def _is_input_error(err: ClientError) -> bool:
-    text = str(err)
-    return "feat_ids must" in text or "above the model's max_batch_size" in text
+        # A fused shard model has no steps to name: it stands for its members.
+        return client.infer(ids), info.members or (f"{client.model}@{client.url}",)
 
 
 def _fmt_failed(failed: dict[str, str]) -> str:
     return "; ".join(f"{url}: {msg}" for url, msg in failed.items()) or "no shard answered"
+
+
+def _count(out: dict[str, np.ndarray], names: tuple[str, ...]) -> int:
+    """Members behind one shard's answer: its `member_count` (names of steps for an empty batch)."""
+    counts = out[naming.MEMBER_COUNT].reshape(-1)
+    return int(counts[0]) if len(counts) else len(names)
