@@ -57,6 +57,7 @@ def test_sweep_every_mode_writes_sane_csv_json_png(repos, prepared_dir: Path, tm
     assert (rows["p50 latency"] > 0).all() and (rows["client_cpu"] >= 0).all()
     served = rows.filter(pl.col("mode").is_in(["ensemble", "fused"]))
     assert (served["Server Compute Infer"] > 0).all()  # from Triton's statistics API
+    assert (served["server_cpu"] > 0).all()  # the server process tree did the work
 
     report = json.loads((out / "r.json").read_text())
     assert report["versions"]["onnx"] and report["machine"]["logical_cores"] >= 1
