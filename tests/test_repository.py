@@ -197,3 +197,24 @@ def test_python_backend_model_source_is_self_contained() -> None:
     assert [c.name for c in classes] == ["TritonPythonModel"]
     methods = {f.name for f in classes[0].body if isinstance(f, ast.FunctionDef)}
     assert {"initialize", "execute", "finalize"} <= methods
+
+
+def test_layout_tree_one_line_per_model(tmp_path: Path) -> None:
+    from rich.console import Console
+
+    from ttsrec.repository.tree import layout_tree
+
+    for name in ("member_00_fnn", "ensemble_m1"):
+        (tmp_path / "shard_00" / name / "1").mkdir(parents=True)
+        (tmp_path / "shard_00" / name / "config.pbtxt").write_text(f'name: "{name}"\n')
+    (tmp_path / "shard_00" / "member_00_fnn" / "1" / "model.onnx").write_bytes(b"x" * 2000)
+    (tmp_path / "shard_00" / "member_00_fnn" / "1" / "__pycache__").mkdir()
+    (tmp_path / "shards.json").write_text("{}")
+    console = Console(width=200, record=True)
+    console.print(layout_tree(tmp_path))
+    lines = console.export_text().splitlines()
+    assert any("member_00_fnn/" in line and "1/model.onnx 2.0 kB" in line and "config.pbtxt" in line
+               for line in lines)
+    assert any("ensemble_m1/" in line and " 1/ " in line for line in lines)
+    assert any("shard_00/" in line for line in lines) and any("shards.json" in line for line in lines)
+    assert not any("__pycache__" in line for line in lines) and len(lines) == 5

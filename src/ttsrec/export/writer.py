@@ -95,7 +95,7 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
             })
         progress.update(job.task, description="done")
     if show:
-        console.print(layout_tree(out, max_depth=4 if shards > 1 else 3))
+        console.print(layout_tree(out))
     return out
 
 
