@@ -34,4 +34,6 @@ def _entries(model_dir: Path) -> list[Path]:
 
 def _describe(path: Path, model_dir: Path) -> str:
     name = path.relative_to(model_dir).as_posix()
-    return f"{name}/" if path.is_dir() else f"{name} [dim]{decimal(path.stat().st_size)}[/]"
+    if path.is_dir():
+        return f"{name}/"
+    return f"{name} [dim]{decimal(path.stat().st_size)}[/]" if "model.onnx" in name else name
