@@ -65,21 +65,22 @@ class Lookup:
 
     @staticmethod
     def _expr(f: Field) -> pl.Expr:
+        col = pl.col(f.name)
         ids = [i + 1 for i, tok in enumerate(f.vocab) if tok != transforms.MISSING]
-        keys = pl.Series([tok for tok in f.vocab if tok != transforms.MISSING], dtype=pl.String)
+        keys = [tok for tok in f.vocab if tok != transforms.MISSING]
         missing_id = f.vocab.index(transforms.MISSING) + 1 if transforms.MISSING in f.vocab else 0
-        found = pl.col(f.name).replace_strict(
-            keys.cast(transforms.dtype_of(f.preprocess)),
-            pl.Series(ids, dtype=pl.Int32),
-            default=0,
-            return_dtype=pl.Int32,
-        )
-        return (
-            pl.when(pl.col(f.name).is_null())
-            .then(pl.lit(missing_id, pl.Int32))
-            .otherwise(found)
-            .alias(f.name)
-        )
+        if not keys:
+            found: pl.Expr = pl.lit(0, pl.Int32)
+        elif transforms.dtype_of(f.preprocess) == pl.String:
+            # strings: an Enum cast is the fastest hash lookup polars has (unknown -> null -> OOV);
+            # the categories are the whole vocab, so the physical code + 1 is the id
+            found = (col.cast(pl.Enum(f.vocab), strict=False).to_physical().cast(pl.Int32) + 1).fill_null(0)
+        else:
+            dtype = transforms.dtype_of(f.preprocess)
+            found = col.replace_strict(
+                pl.Series(keys).cast(dtype), pl.Series(ids, dtype=pl.Int32), default=0, return_dtype=pl.Int32
+            )
+        return pl.when(col.is_null()).then(pl.lit(missing_id, pl.Int32)).otherwise(found).alias(f.name)
 
     def __call__(self, toks: pl.DataFrame, dtype: Any = np.int32) -> np.ndarray:
         return toks.select(self.exprs).to_numpy(order="c").astype(dtype, copy=False)

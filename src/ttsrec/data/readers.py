@@ -150,22 +150,29 @@ def _parse_fast(
     raw = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(raw == 10)
     starts = np.concatenate([[0], ends[:-1] + 1])
-    seps = np.flatnonzero(raw == ord(spec.separator))
-    got = np.diff(np.searchsorted(seps, ends), prepend=0) + 1
+    # separators per line (each segment ends with its newline, so none is empty for reduceat)
+    got = np.add.reduceat(raw == ord(spec.separator), starts, dtype=np.int32) + 1
     length = ends - starts - (raw[np.maximum(ends - 1, 0)] == 13)
-    try:
-        frame = pl.read_csv(
-            data,
-            separator=spec.separator,
-            has_header=False,
-            quote_char=None,
-            encoding="utf8-lossy",
-            schema={f"c{i}": pl.String for i in range(ncols)},
-            truncate_ragged_lines=True,
-            missing_columns="insert",
-            extra_columns="ignore",
-        ).select(pl.col(f"c{i}").alias(name) for name, i in wanted)
-    except pl.exceptions.PolarsError:
+    numeric = _numeric_sources(spec)
+    typed = {i: pl.Float64 for name, i in wanted if name in numeric}
+    frame = None
+    for schema in ([typed] if typed else []) + [{}]:  # typed numerics first; text if one is not a number
+        try:
+            frame = pl.read_csv(
+                data,
+                separator=spec.separator,
+                has_header=False,
+                quote_char=None,
+                encoding="utf8-lossy",
+                schema={f"c{i}": schema.get(i, pl.String) for i in range(ncols)},
+                truncate_ragged_lines=True,
+                missing_columns="insert",
+                extra_columns="ignore",
+            ).select(pl.col(f"c{i}").alias(name) for name, i in wanted)
+            break
+        except pl.exceptions.PolarsError:
+            continue
+    if frame is None:
         return None
     if frame.height != len(ends):
         return None
@@ -174,6 +181,14 @@ def _parse_fast(
         pl.Series(LINE, lines), pl.Series(BAD, np.where(got != ncols, -got, 0), dtype=pl.Int32)
     )
     return frame.filter(pl.Series(length > 0)) if (length == 0).any() else frame
+
+
+def _numeric_sources(spec: DatasetSpec) -> set[str]:
+    """Raw columns read only as numbers (parsed typed, which is faster than text + cast)."""
+    uses: dict[str, set[str]] = {spec.label: {"numeric"}}
+    for f in spec.fields:
+        uses.setdefault(f.source, set()).add(f.kind)
+    return {col for col, kinds in uses.items() if kinds == {"numeric"}}
 
 
 def _parse_quoted(
