@@ -84,6 +84,7 @@ def test_run_dir_needs_force_and_wipes_only_run_files(tmp_path: Path) -> None:
     (["--members", "fnn*2", "--seeds", "1,2,3"], "3 seeds"),
     (["--members", "fnn", "--epochs", "0"], "epochs"),
     (["--members", "fnn", "--jobs", "0"], "--jobs"),
+    (["--members", "fnn+rankmixer", "--hparam", "rankmixer.token_dim=16"], "multiple of the field count"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(prepared_dir: Path, tmp_path: Path, capsys, monkeypatch,
                                               args: list[str], message: str) -> None:

@@ -44,7 +44,7 @@ def evaluate(
     Console().print(rich_table(result))
     for g in result["groups"]:
         gain = g["gain"]
-        console.print(f"{g['name']}: mean pairwise JS {g['js_mean']:.4f} bits; M={gain['M']} AUC gain "
+        console.print(f"{g['name']}: mean pairwise JS {g['js_mean']:.3g} bits; M={gain['M']} AUC gain "
                       f"{gain['auc']:+.4f} over the {g['reference']['kind'].replace('_', ' ')}")
     console.print(f"[green]wrote[/] {out}: report.md, results.csv/json, auc_vs_m.png, auc_vs_macs.png")
 

@@ -40,6 +40,9 @@ def plot_auc_vs_m(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any
         ax.annotate(f"{g['name']}: {ref['kind'].replace('_', ' ')} ({ref['backbone']})", (1, ref["auc"]),
                     fontsize=7, color="grey", va="bottom")
     ax.set_xscale("log", base=2)
+    ticks = sorted({r["M"] for r in rows})
+    ax.set_xticks(ticks, [str(m) for m in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("M (members merged)")
     ax.set_ylabel("test AUC")
     ax.set_title("Test-time scaling: AUC vs M")

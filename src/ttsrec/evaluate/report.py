@@ -51,7 +51,7 @@ def rich_table(result: dict[str, Any]) -> Table:
     for r in result["rows"]:
         table.add_row(r["group"], SHORT.get(r["kind"], r["kind"]), str(r["M"]), f"{r['auc']:.4f}",
                       f"{r['auc_std']:.4f}", f"{r['logloss']:.4f}", f"{r['auc_gain']:+.4f}",
-                      "" if r.get("js_mean") is None else f"{r['js_mean']:.4f}",
+                      "" if r.get("js_mean") is None else f"{r['js_mean']:.3g}",
                       _fmt_macs(r["macs_per_sample"]))
     return table
 
@@ -90,8 +90,8 @@ def _group_section(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     for r in (r for r in rows if not r["kind"].startswith("param")):
         lines.append(f"| {LABELS.get(r['kind'], r['kind'])} | {r['M']} | {r['auc']:.4f} | {r['auc_std']:.4f} "
                      f"| {r['logloss']:.4f} | {r['auc_gain']:+.4f} | {r['logloss_gain']:+.4f} "
-                     f"| {r['js_mean']:.4f} | {_fmt_macs(r['macs_per_sample'])} |")
-    lines += ["", f"Diversity: mean pairwise JS divergence {g['js_mean']:.4f} bits; merging all {gain['M']} "
+                     f"| {r['js_mean']:.3g} | {_fmt_macs(r['macs_per_sample'])} |")
+    lines += ["", f"Diversity: mean pairwise JS divergence {g['js_mean']:.3g} bits; merging all {gain['M']} "
               f"members changes AUC by {gain['auc']:+.4f} and logloss by {gain['logloss']:+.4f}.", "",
               "| member | backbone | seed | test AUC | test logloss | MACs/sample | params |",
               "|---|---|---:|---:|---:|---:|---:|"]

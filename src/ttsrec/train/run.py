@@ -30,7 +30,7 @@ from ttsrec.train.runfile import (
 _QUEUE: Any = None
 
 
-def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: Sequence[int] | None = None,
+def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | Sequence[int] | None = None,
                   group: bool = False, jobs: int = 1, force: bool = False, resume: bool = False,
                   options: TrainOptions | None = None, show_progress: bool = True,
                   console: Console | None = None, **option_fields: Any) -> Path:
@@ -41,15 +41,19 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: Sequen
     `TrainOptions` or its fields as keywords.
     """
     from ttsrec.data.prepared import PreparedData
-    from ttsrec.models import parse_members
+    from ttsrec.models import parse_members, resolve_hparams
 
     options = options or TrainOptions(**option_fields)
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     data = PreparedData(Path(data_dir))
     fmap = data.feature_map
-    pairs = parse_members(members_spec, seeds=list(seeds) if seeds else None)
+    if isinstance(seeds, Sequence) and len(seeds) == 1:
+        seeds = seeds[0]  # one value is a base seed
+    pairs = parse_members(members_spec, seeds=seeds)
     options.check_hparams([b for b, _ in pairs])
+    for backbone in dict.fromkeys(b for b, _ in pairs):  # bad values fail now, not mid-run
+        resolve_hparams(backbone, fmap.num_fields, **options.hparams_for(backbone))
     out = Path(out)
     data_path = str(Path(data_dir).resolve())
     all_jobs = [MemberJob(i, b, s, data_path, str(out / member_filename(i, b, s)), options)
@@ -69,6 +73,8 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: Sequen
     write_run(out, run)
 
     console = console or Console(stderr=True)
+    if group and jobs > 1:
+        console.print("[yellow]note:[/] --jobs is ignored with --group (one optimiser trains all members)")
     started = time.perf_counter()
     try:
         with TrainProgress(console, len(all_jobs), enabled=show_progress) as progress:
