@@ -31,10 +31,11 @@ def run_app(app: typer.Typer) -> None:
         sys.exit(1)
     except SystemExit:
         raise
-    except Exception as err:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
+    except Exception as err:
+        # Usage errors (unknown flag, bad value) are click exceptions; Typer may bundle its own
+        # copy of click, so recognise them by shape rather than by import.
+        if callable(getattr(err, "format_message", None)) and hasattr(err, "exit_code"):
+            message = " ".join(err.format_message().split())
+            console.print(f"[bold red]error:[/] {message} (see --help)", highlight=False, soft_wrap=True)
             sys.exit(2)
         raise
