@@ -19,14 +19,14 @@ def evaluate(
     data: Annotated[Path, typer.Option("--data", help="Prepared data dir whose test split is scored.")],
     out: Annotated[Path, typer.Option("--out", help="Report dir, e.g. reports/NAME.")],
     m_list: Annotated[str | None, typer.Option(
-        "--m-list", help="Comma-separated M values [default: 1,2,4,8,16 up to each run's size].")] = None,
+        "--m-list", help="Comma-separated M values (default: 1,2,4,8,16 up to the run size).")] = None,
     subsets: Annotated[int, typer.Option(help="Random member subsets per M (homogeneous runs).")] = 10,
     seed: Annotated[int, typer.Option(help="Seed of the subset draws.")] = 0,
     param_scaling: Annotated[bool, typer.Option(
         "--param-scaling/--no-param-scaling",
         help="Train deeper/wider single models at the MACs of M members (costs training time).")] = False,
     scaling_m: Annotated[str | None, typer.Option(
-        "--scaling-m", help="M values for parameter scaling [default: every evaluated M > 1].")] = None,
+        "--scaling-m", help="M values for parameter scaling (default: every evaluated M > 1).")] = None,
     scaling_kinds: Annotated[str, typer.Option(help="Comma-separated: depth, width.")] = "depth,width",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing report dir.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,

@@ -20,7 +20,7 @@ def train(
     members: Annotated[str, typer.Option("--members", help="e.g. 'dcnv2*8' or 'wukong+rankmixer+dcnv2'.")],
     out: Annotated[Path, typer.Option("--out", help="Run dir, e.g. runs/NAME.")],
     seeds: Annotated[str | None, typer.Option(
-        help="One seed per member (0,1,2,...) or one base seed [default: 0, 1, ... per backbone].")] = None,
+        help="One seed per member (0,1,2,...) or one base seed (default: 0, 1, ... per backbone).")] = None,
     group: Annotated[bool, typer.Option("--group", help="Joint training: loss on the merged logit.")] = False,
     epochs: Annotated[int, typer.Option(help="Maximum epochs.")] = 2,
     lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 1e-3,
