@@ -341,3 +341,13 @@ def test_tts_serve_sharded_export_serves_until_sigterm(sharded_repo: Path, tmp_p
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
 
+
+
+def test_tts_serve_check_queries_and_stops(sharded_repo: Path):
+    cmd = [str(Path(sys.executable).parent / "tts-serve"), str(sharded_repo), "--http-port", "0",
+           "--grpc-port", "0", "--metrics-port", "0", "--check"]
+    env = {**os.environ, "COLUMNS": "160"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "shard_sum x2" in result.stdout and "round trip" in result.stdout
+    assert "stopped" in result.stderr

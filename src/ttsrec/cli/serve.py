@@ -99,7 +99,7 @@ def serve(
             server.stop()
         if ready_file:
             ready_file.unlink(missing_ok=True)
-    console.print("[green]stopped[/]")
+        console.print("[green]stopped[/]")
 
 
 class _Stop(Exception):  # noqa: N818 - a signal, not an error
