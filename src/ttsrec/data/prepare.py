@@ -83,7 +83,7 @@ def prepare(
         task = bar.add_task("pass 1/2 read + count", total=total_bytes)
         cache = tmp / ".tokens"
         cache.mkdir()
-        counts: dict[str, pl.DataFrame] = {}
+        counts = _TokenCounts([f.name for f in ds.fields])
         reasons: Counter[str] = Counter()
         per_split = np.zeros(len(SPLITS), dtype=np.int64)
         rows_read, parts = 0, []
@@ -102,7 +102,7 @@ def prepare(
                 )
                 toks = toks.filter(pl.Series(bad == 0))
             per_split += np.bincount(toks.get_column(SPLIT).to_numpy(), minlength=len(SPLITS))
-            _count(counts, toks.filter(pl.col(SPLIT) == 0), ds)
+            counts.add(toks)
             part = cache / f"{len(parts):06d}.arrow"
             toks.drop(BAD, LINE).write_ipc(part, compression="uncompressed")
             parts.append(part)
@@ -115,7 +115,7 @@ def prepare(
                 Field(
                     name=f.name,
                     kind=f.kind,
-                    vocab=_vocab(counts.pop(f.name, None), f.name, f.min_count),
+                    vocab=_vocab(counts.pop(f.name), f.name, f.min_count),
                     source=f.source,
                     preprocess=f.preprocess,
                 )
@@ -212,19 +212,36 @@ class _NpyWriter:
             raise RuntimeError(f"wrote {self.rows} rows, expected {self.shape[0]}")
 
 
-def _count(counts: dict[str, pl.DataFrame], train: pl.DataFrame, ds: DatasetSpec) -> None:
-    """Add this chunk's token counts (per field) to the running totals."""
-    names = [f.name for f in ds.fields]
-    fresh = pl.collect_all([train.lazy().group_by(n).agg(pl.len().cast(pl.Int64).alias("n")) for n in names])
-    merged = pl.collect_all(
-        [
-            pl.concat([counts[n].lazy(), new.lazy()]).group_by(n).agg(pl.col("n").sum())
-            if n in counts
-            else new.lazy()
-            for n, new in zip(names, fresh, strict=True)
-        ]
-    )
-    counts.update(zip(names, merged, strict=True))
+class _TokenCounts:
+    """Running token counts per field (train rows); chunk counts merge in batches, as a merge is O(vocab)."""
+
+    def __init__(self, names: list[str], batch: int = 8) -> None:
+        self.names, self.batch = names, batch
+        self.total: dict[str, pl.DataFrame] = {}
+        self.pending: dict[str, list[pl.DataFrame]] = {n: [] for n in names}
+
+    def add(self, toks: pl.DataFrame) -> None:
+        train = toks.lazy().filter(pl.col(SPLIT) == 0)
+        fresh = pl.collect_all(
+            [train.group_by(n).agg(pl.len().cast(pl.Int64).alias("n")) for n in self.names]
+        )
+        for name, frame in zip(self.names, fresh, strict=True):
+            self.pending[name].append(frame)
+        if len(self.pending[self.names[0]]) >= self.batch:
+            self._merge()
+
+    def _merge(self) -> None:
+        parts = {n: ([self.total[n]] if n in self.total else []) + self.pending[n] for n in self.names}
+        merged = pl.collect_all(
+            [pl.concat(parts[n]).lazy().group_by(n).agg(pl.col("n").sum()) for n in self.names if parts[n]]
+        )
+        self.total.update(zip([n for n in self.names if parts[n]], merged, strict=True))
+        self.pending = {n: [] for n in self.names}
+
+    def pop(self, name: str) -> pl.DataFrame | None:
+        if self.pending[self.names[0]]:
+            self._merge()
+        return self.total.pop(name, None)
 
 
 def _vocab(counts: pl.DataFrame | None, name: str, min_count: int) -> list[str]:
