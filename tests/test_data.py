@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -248,3 +249,30 @@ def test_loader_plain_order_limit_and_drop_last(prepared_dir: Path) -> None:
     assert sum(len(y) for _, y in iter_batches(data, "valid", 300, limit=1000, shuffle=True)) == 1000
     with pytest.raises(UserError, match="batch size"):
         next(iter_batches(data, "valid", 0))
+
+
+def test_gzip_crlf_and_no_final_newline_read_the_same(tmp_path: Path) -> None:
+    lines = [criteo_line(label=str(i % 2), cats=[f"{i % 3:08x}"] * 26) for i in range(60)]
+    plain = tmp_path / "plain.tsv"
+    plain.write_text("\n".join(lines) + "\n")
+    crlf = tmp_path / "crlf.tsv"
+    crlf.write_bytes("\r\n".join(lines).encode())  # Windows line ends, no final newline
+    packed = tmp_path / "packed.tsv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    outs = {}
+    for src in (plain, crlf, packed):
+        outs[src.name] = prepare(
+            "criteo",
+            [src],
+            tmp_path / src.name.replace(".", "_"),
+            spec=criteo_spec(),
+            chunk_bytes=1000,
+            progress=False,
+        )
+    assert {s.rows_kept for s in outs.values()} == {60}
+    assert len({s.feature_map_hash for s in outs.values()}) == 1
+    for name in ("crlf_tsv", "packed_tsv_gz"):
+        for split in ("train", "valid", "test"):
+            np.testing.assert_array_equal(
+                PreparedData(tmp_path / name).ids(split), PreparedData(tmp_path / "plain_tsv").ids(split)
+            )

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import polars as pl
@@ -79,10 +79,6 @@ def _data_files(spec: DatasetSpec, path: Path) -> list[Path]:
     return [path]
 
 
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
 def iter_text(
     spec: DatasetSpec,
     path: Path,
@@ -90,47 +86,37 @@ def iter_text(
     columns: list[str] | None = None,
     wanted: list[str] | None = None,
 ) -> Iterator[RawChunk]:
-    """Delimited text without quoting (as the public CTR logs are): split each line on the separator."""
-    sep = spec.separator
+    """Delimited text (plain or .gz) in chunks of whole lines; `columns` overrides the spec's names."""
     line_no = 1
-    with _open(path) as fh:
+    with (
+        open(path, "rb") as raw,
+        gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else nullcontext(raw) as fh,
+    ):
         names = columns if columns is not None else spec.columns
         if spec.header:
-            first = fh.readline()
+            header = (
+                fh.readline().decode(spec.encoding, errors="replace").rstrip("\r\n").split(spec.separator)
+            )
             line_no += 1
-            header = first.decode(spec.encoding, errors="replace").rstrip("\r\n").split(sep)
             if columns is None:
                 names = [h.strip().strip('"') for h in header]
         assert names is not None
         wanted = wanted if wanted is not None else list(dict.fromkeys([spec.label, *spec.sources]))
-        spec_or_fail = [c for c in wanted if c not in names]
-        if spec_or_fail:
-            raise UserError(
-                f"{path}: spec names column(s) {spec_or_fail} not present (has: {', '.join(names)})"
-            )
-        index = {n: i for i, n in enumerate(names)}
-        rest = b""
-        while True:
-            block = fh.read(chunk_bytes)
-            data = rest + block
-            if not block:
-                rest = b""
-            else:
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                    continue
-                data, rest = data[: cut + 1], data[cut + 1 :]
-            if data:
-                cols = [(c, index[c]) for c in wanted]
-                frame = _parse_fast(data, spec, len(names), cols, line_no)
-                if frame is None:
-                    text = data.decode(spec.encoding, errors="replace")
-                    frame = _split_lines(text, sep, len(names), cols, line_no)
-                line_no += data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
-                yield RawChunk(path, frame, len(block) if block else len(data), len(names))
-            if not block:
-                return
+        absent = [c for c in wanted if c not in names]
+        if absent:
+            raise UserError(f"{path}: spec names column(s) {absent} not present (has: {', '.join(names)})")
+        cols = [(c, names.index(c)) for c in wanted]
+        done = raw.tell()
+        while block := fh.read(chunk_bytes):
+            if not block.endswith(b"\n"):
+                block += fh.readline()  # finish the last line
+            frame = _parse_fast(block, spec, len(names), cols, line_no)
+            if frame is None:
+                text = block.decode(spec.encoding, errors="replace")
+                frame = _split_lines(text, spec.separator, len(names), cols, line_no)
+            line_no += block.count(b"\n") + (not block.endswith(b"\n"))
+            yield RawChunk(path, frame, raw.tell() - done, len(names))
+            done = raw.tell()
 
 
 def _parse_fast(
