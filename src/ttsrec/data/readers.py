@@ -20,7 +20,7 @@ import polars as pl
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.errors import UserError
 
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20  # bounded memory; small enough for allocations to be reused
 BAD = "_bad"
 LINE = "_line"
 
