@@ -25,7 +25,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(width=120)
 app = typer.Typer(add_completion=False)
 
 

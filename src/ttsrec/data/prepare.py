@@ -79,34 +79,12 @@ def prepare(
     check_inputs(ds, inputs)
     total_bytes = input_size(ds, inputs)
     with atomic_dir(Path(out), force=force) as tmp, _progress(progress) as bar:
-        # Pass 1: parse + tokenise once, count tokens on train rows, cache kept rows' tokens (Arrow IPC).
-        task = bar.add_task("pass 1/2 read + count", total=total_bytes)
-        cache = tmp / ".tokens"
-        cache.mkdir()
-        counts = _TokenCounts([f.name for f in ds.fields])
-        reasons: Counter[str] = Counter()
-        per_split = np.zeros(len(SPLITS), dtype=np.int64)
-        rows_read, parts = 0, []
-        for toks, chunk in _token_chunks(ds, inputs, seed, chunk_bytes):
-            rows_read += toks.height
-            bad = toks.get_column(BAD).to_numpy()
-            if bad.any():
-                if on_bad_row == "fail":
-                    row = int(np.flatnonzero(bad)[0])
-                    where = f"{chunk.file}:{toks.get_column(LINE)[row]}"
-                    reason = describe_bad(int(bad[row]), ds, chunk.ncols)
-                    raise UserError(f"{where}: {reason} (pass --on-bad-row skip to skip such rows)")
-                codes, n = np.unique(bad[bad != 0], return_counts=True)
-                reasons.update(
-                    {describe_bad(int(c), ds, chunk.ncols): int(k) for c, k in zip(codes, n, strict=True)}
-                )
-                toks = toks.filter(pl.Series(bad == 0))
-            per_split += np.bincount(toks.get_column(SPLIT).to_numpy(), minlength=len(SPLITS))
-            counts.add(toks)
-            part = cache / f"{len(parts):06d}.arrow"
-            toks.drop(BAD, LINE).write_ipc(part, compression="uncompressed")
-            parts.append(part)
-            bar.advance(task, chunk.nbytes)
+        seen = _read_and_count(ds, inputs, seed, chunk_bytes, on_bad_row, tmp / ".tokens", bar, total_bytes)
+        if seen.per_split.sum() == 0:
+            raise UserError(
+                f"no usable rows in {', '.join(map(str, inputs))} "
+                f"({seen.rows_read} read, all skipped: {_top(seen.reasons)})"
+            )
         fmap = FeatureMap(
             dataset_id=ds.dataset_id,
             label=ds.label,
@@ -115,55 +93,26 @@ def prepare(
                 Field(
                     name=f.name,
                     kind=f.kind,
-                    vocab=_vocab(counts.pop(f.name), f.name, f.min_count),
+                    vocab=_vocab(seen.counts.pop(f.name), f.name, f.min_count),
                     source=f.source,
                     preprocess=f.preprocess,
                 )
                 for f in ds.fields
             ],
         )
-        if per_split.sum() == 0:
-            raise UserError(
-                f"no usable rows in {', '.join(map(str, inputs))} "
-                f"({rows_read} read, all skipped: {_top(reasons)})"
-            )
-
-        # Pass 2: look the cached tokens up in the vocabulary, write the preallocated split arrays.
-        task = bar.add_task("pass 2/2 encode", total=sum(p.stat().st_size for p in parts))
-        lookup = Lookup(fmap)
-        ids, labels = {}, {}
-        for s, name in enumerate(SPLITS):
-            (tmp / name).mkdir()
-            rows = int(per_split[s])
-            ids[s] = _NpyWriter(tmp / name / "ids.npy", np.int32, (rows, fmap.num_fields))
-            labels[s] = _NpyWriter(tmp / name / "labels.npy", np.float32, (rows,))
-        for part in parts:
-            toks = pl.read_ipc(part)
-            chunk_ids = lookup(toks)
-            chunk_labels = toks.get_column(LABEL).to_numpy()
-            chunk_split = toks.get_column(SPLIT).to_numpy()
-            for s in range(len(SPLITS)):
-                mask = chunk_split == s
-                ids[s].write(chunk_ids[mask])
-                labels[s].write(chunk_labels[mask])
-            bar.advance(task, part.stat().st_size)
-            part.unlink()
-        cache.rmdir()
-        for writer in [*ids.values(), *labels.values()]:
-            writer.close()
-
+        _encode(fmap, seen, tmp, bar)
         fmap_dict = fmap.to_dict()  # the same bytes as FeatureMap.save, hashed once
         atomic_write_text(tmp / "feature_map.json", json.dumps(fmap_dict, indent=1) + "\n")
         seconds = time.perf_counter() - started
-        kept_total = int(per_split.sum())
+        kept = int(seen.per_split.sum())
         summary = PrepareSummary(
             dataset_id=ds.dataset_id,
             inputs=[str(p) for p in inputs],
-            rows_read=rows_read,
-            rows_kept=kept_total,
-            rows_skipped=rows_read - kept_total,
-            skipped_by_reason=dict(reasons.most_common()),
-            splits={name: int(per_split[s]) for s, name in enumerate(SPLITS)},
+            rows_read=seen.rows_read,
+            rows_kept=kept,
+            rows_skipped=seen.rows_read - kept,
+            skipped_by_reason=dict(seen.reasons.most_common()),
+            splits={name: int(seen.per_split[s]) for s, name in enumerate(SPLITS)},
             num_fields=fmap.num_fields,
             vocab_sizes=dict(zip(fmap.field_names, fmap.vocab_sizes, strict=True)),
             feature_map_hash=fmap_dict["hash"],
@@ -171,11 +120,85 @@ def prepare(
             on_bad_row=on_bad_row,
             input_bytes=total_bytes,
             seconds=round(seconds, 3),
-            rows_per_s=round(rows_read / seconds, 1) if seconds > 0 else 0.0,
+            rows_per_s=round(seen.rows_read / seconds, 1) if seconds > 0 else 0.0,
             out=str(out),
         )
         atomic_write_text(tmp / "summary.json", json.dumps(summary.to_dict(), indent=1) + "\n")
     return summary
+
+
+@dataclass
+class _Seen:
+    """What pass 1 learned: token counts, bad-row reasons, kept rows per split, cached token chunks."""
+
+    counts: _TokenCounts
+    reasons: Counter[str]
+    per_split: np.ndarray
+    rows_read: int
+    parts: list[Path]
+
+
+def _read_and_count(
+    ds: DatasetSpec,
+    inputs: list[Path],
+    seed: int,
+    chunk_bytes: int,
+    on_bad_row: str,
+    cache: Path,
+    bar: Progress,
+    total_bytes: int,
+) -> _Seen:
+    """Pass 1: parse + tokenise once, count train tokens, cache the kept rows' tokens as Arrow IPC."""
+    task = bar.add_task("pass 1/2 read + count", total=total_bytes)
+    cache.mkdir()
+    seen = _Seen(_TokenCounts([f.name for f in ds.fields]), Counter(), np.zeros(len(SPLITS), np.int64), 0, [])
+    for toks, chunk in _token_chunks(ds, inputs, seed, chunk_bytes):
+        seen.rows_read += toks.height
+        bad = toks.get_column(BAD).to_numpy()
+        if bad.any():
+            if on_bad_row == "fail":
+                row = int(np.flatnonzero(bad)[0])
+                where = f"{chunk.file}:{toks.get_column(LINE)[row]}"
+                reason = describe_bad(int(bad[row]), ds, chunk.ncols)
+                raise UserError(f"{where}: {reason} (pass --on-bad-row skip to skip such rows)")
+            codes, n = np.unique(bad[bad != 0], return_counts=True)
+            seen.reasons.update(
+                {describe_bad(int(c), ds, chunk.ncols): int(k) for c, k in zip(codes, n, strict=True)}
+            )
+            toks = toks.filter(pl.Series(bad == 0))
+        seen.per_split += np.bincount(toks.get_column(SPLIT).to_numpy(), minlength=len(SPLITS))
+        seen.counts.add(toks)
+        part = cache / f"{len(seen.parts):06d}.arrow"
+        toks.drop(BAD, LINE).write_ipc(part, compression="uncompressed")
+        seen.parts.append(part)
+        bar.advance(task, chunk.nbytes)
+    return seen
+
+
+def _encode(fmap: FeatureMap, seen: _Seen, tmp: Path, bar: Progress) -> None:
+    """Pass 2: look the cached tokens up in the vocabulary, append them to the per-split `.npy` files."""
+    task = bar.add_task("pass 2/2 encode", total=sum(p.stat().st_size for p in seen.parts))
+    lookup = Lookup(fmap)
+    ids, labels = [], []
+    for s, name in enumerate(SPLITS):
+        (tmp / name).mkdir()
+        rows = int(seen.per_split[s])
+        ids.append(_NpyWriter(tmp / name / "ids.npy", np.int32, (rows, fmap.num_fields)))
+        labels.append(_NpyWriter(tmp / name / "labels.npy", np.float32, (rows,)))
+    for part in seen.parts:
+        toks = pl.read_ipc(part)
+        chunk_ids = lookup(toks)
+        chunk_labels = toks.get_column(LABEL).to_numpy()
+        chunk_split = toks.get_column(SPLIT).to_numpy()
+        for s in range(len(SPLITS)):
+            mask = chunk_split == s
+            ids[s].write(chunk_ids[mask])
+            labels[s].write(chunk_labels[mask])
+        bar.advance(task, part.stat().st_size)
+        part.unlink()
+    (tmp / ".tokens").rmdir()
+    for writer in [*ids, *labels]:
+        writer.close()
 
 
 def _token_chunks(
