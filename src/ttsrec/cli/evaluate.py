@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from ttsrec.cli.common import console, run_app
+from ttsrec.errors import UserError
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -28,6 +29,7 @@ def evaluate(
     scaling_m: Annotated[str | None, typer.Option(
         "--scaling-m", help="M values for parameter scaling (default: every evaluated M > 1).")] = None,
     scaling_kinds: Annotated[str, typer.Option(help="Comma-separated: depth, width.")] = "depth,width",
+    threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing report dir.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -36,6 +38,12 @@ def evaluate(
     from ttsrec.evaluate.report import rich_table
     from ttsrec.train.options import parse_int_list
 
+    if threads is not None:
+        import torch
+
+        if threads < 1:
+            raise UserError(f"--threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
     result = evaluate_runs(
         sources, data, out, m_list=parse_int_list(m_list, "--m-list"), subsets=subsets, seed=seed,
         param_scaling=param_scaling, scaling_m=parse_int_list(scaling_m, "--scaling-m"),

@@ -30,6 +30,9 @@ def train(
     evals_per_epoch: Annotated[int, typer.Option(help="Validation checks per epoch.")] = 2,
     train_limit: Annotated[int | None, typer.Option(help="Use only the first N training rows.")] = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="Members trained in parallel processes.")] = 1,
+    threads: Annotated[int | None, typer.Option(
+        help="torch threads per training process (default: torch's, or cores/jobs; 1 is often faster "
+             "on a busy machine).")] = None,
     hparam: Annotated[list[str] | None, typer.Option(
         "--hparam", help="Model hparam key=JSON (repeatable); 'backbone.key=...' for one backbone.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run dir.")] = False,
@@ -45,7 +48,8 @@ def train(
                            patience=patience, evals_per_epoch=evals_per_epoch, train_limit=train_limit,
                            hparams=parse_hparams(hparam))
     train_members(data, members, out, seeds=parse_int_list(seeds, "--seeds"), group=group, jobs=jobs,
-                  force=force, resume=resume, options=options, show_progress=not quiet, console=console)
+                  threads=threads, force=force, resume=resume, options=options, show_progress=not quiet,
+                  console=console)
     run = load_run(out)
     Console().print(summary_table(run))
     console.print(f"[green]wrote[/] {out} ({len(run['members'])} members, run.json)")

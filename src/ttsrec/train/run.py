@@ -5,8 +5,9 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -31,14 +32,16 @@ _QUEUE: Any = None
 
 
 def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | Sequence[int] | None = None,
-                  group: bool = False, jobs: int = 1, force: bool = False, resume: bool = False,
+                  group: bool = False, jobs: int = 1, threads: int | None = None, force: bool = False,
+                  resume: bool = False,
                   options: TrainOptions | None = None, show_progress: bool = True,
                   console: Console | None = None, **option_fields: Any) -> Path:
     """Train the members of `members_spec` on prepared data into `out`; returns `out`.
 
     Each member's checkpoint is written atomically as soon as it is trained and `run.json` follows, so
     an interrupted run keeps what it finished (`resume=True` continues it). Options are a
-    `TrainOptions` or its fields as keywords.
+    `TrainOptions` or its fields as keywords. `threads`: torch intra-op threads per training process
+    (default: this process's setting, or cores // jobs per worker).
     """
     from ttsrec.data.prepared import PreparedData
     from ttsrec.models import parse_members, resolve_hparams
@@ -46,6 +49,8 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
     options = options or TrainOptions(**option_fields)
     if jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
     data = PreparedData(Path(data_dir))
     fmap = data.feature_map
     if isinstance(seeds, Sequence) and len(seeds) == 1:
@@ -63,7 +68,8 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
              "group": group, "feature_map_hash": fmap.hash, "dataset_id": fmap.dataset_id,
              "data": {"dir": data_path,
                       "rows": {s: data.num_rows(s) for s in ("train", "valid", "test")}},
-             "options": options.to_dict(), "jobs": jobs, "environment": environment(), "members": []}
+             "options": options.to_dict(), "jobs": jobs, "threads": threads, "environment": environment(),
+             "members": []}
     prepare_out(out, force=force, resume=resume)
     run = _resumed(out, fresh) if resume else None
     run = run or {**fresh, "started": now()}
@@ -88,12 +94,14 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
                 progress.member_done(record["index"])
 
             if group and todo:
-                _run_group(all_jobs, run, progress, finished)
+                with _torch_threads(threads):
+                    _run_group(all_jobs, run, progress, finished)
             elif jobs == 1 or len(todo) <= 1:
-                for job in todo:
-                    finished(train_member(job, on_event=progress.callback(job.index)))
+                with _torch_threads(threads):
+                    for job in todo:
+                        finished(train_member(job, on_event=progress.callback(job.index)))
             else:
-                _run_parallel(todo, min(jobs, len(todo)), progress, finished)
+                _run_parallel(todo, min(jobs, len(todo)), threads, progress, finished)
     except BaseException as err:
         run["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         run["error"] = f"{type(err).__name__}: {err}"
@@ -144,14 +152,30 @@ def _worker_run(job: MemberJob) -> dict[str, Any]:
     return train_member(job, on_event=lambda kind, **fields: _QUEUE.put((job.index, kind, fields)))
 
 
-def _run_parallel(todo: list[MemberJob], jobs: int, progress: TrainProgress, finished) -> None:
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """Intra-op threads for in-process training; on a busy 2-core machine 1 thread can be several times
+    faster than 2 (the threads spin on each other), so it is a knob."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_parallel(todo: list[MemberJob], jobs: int, threads: int | None, progress: TrainProgress,
+                  finished) -> None:
     """Members in `jobs` spawned processes sharing the cores; finished ones are recorded even if one fails."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     first_error: BaseException | None = None
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
-                             initargs=(queue, max(1, cpus // jobs))) as pool:
+                             initargs=(queue, threads or max(1, cpus // jobs))) as pool:
         pending: set[Future] = {pool.submit(_worker_run, job) for job in todo}
         try:
             while pending:
