@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ttsrec.cli.common import console, run_app
@@ -26,8 +27,10 @@ def synth(
     """Write synthetic rows in the exact Criteo TSV format (label, I1..I13, C1..C26)."""
     from ttsrec.data.synth import write_synthetic_criteo
 
-    with console.status(f"writing {rows:,} synthetic rows"):
-        write_synthetic_criteo(out, rows=rows, seed=seed)
+    columns = (TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("rows", total=rows)
+        write_synthetic_criteo(out, rows=rows, seed=seed, on_rows=lambda n: bar.advance(task, n))
     console.print(f"wrote {rows:,} rows to {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -10,6 +10,7 @@ Everything derives from the seed, generated chunk by chunk (fixed chunk size) so
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,8 +147,13 @@ def _calibrate(logit: np.ndarray, target: float = TARGET_CTR) -> float:
     return (lo + hi) / 2
 
 
-def write_synthetic_criteo(path: Path, rows: int, seed: int = 0) -> Path:
-    """Write `rows` rows of label, I1..I13, C1..C26 (tab-separated, empty = missing) to `path`."""
+def write_synthetic_criteo(
+    path: Path, rows: int, seed: int = 0, on_rows: Callable[[int], None] | None = None
+) -> Path:
+    """Write `rows` rows of label, I1..I13, C1..C26 (tab-separated, empty = missing) to `path`.
+
+    `on_rows(n)` is called after each chunk of `n` rows (for a progress bar).
+    """
     if rows < 1:
         raise UserError(f"--rows must be at least 1 (got {rows})")
     if seed < 0:
@@ -172,6 +178,8 @@ def write_synthetic_criteo(path: Path, rows: int, seed: int = 0) -> Path:
                 pl.DataFrame(cols).write_csv(
                     fh, separator="\t", include_header=False, null_value="", quote_style="never"
                 )
+                if on_rows is not None:
+                    on_rows(n)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
