@@ -236,10 +236,14 @@ class _NpyWriter:
 
 
 class _TokenCounts:
-    """Running token counts per field (train rows); chunk counts merge in batches, as a merge is O(vocab)."""
+    """Running token counts per field (train rows).
 
-    def __init__(self, names: list[str], batch: int = 8) -> None:
-        self.names, self.batch = names, batch
+    Chunk counts wait in a list and are merged once they outweigh the running totals (merging is
+    O(vocab), so geometric batches keep the total cost near-linear), memory staying O(vocab).
+    """
+
+    def __init__(self, names: list[str], min_pending: int = 1_000_000) -> None:
+        self.names, self.min_pending = names, min_pending
         self.total: dict[str, pl.DataFrame] = {}
         self.pending: dict[str, list[pl.DataFrame]] = {n: [] for n in names}
 
@@ -250,7 +254,8 @@ class _TokenCounts:
         )
         for name, frame in zip(self.names, fresh, strict=True):
             self.pending[name].append(frame)
-        if len(self.pending[self.names[0]]) >= self.batch:
+        waiting = sum(f.height for frames in self.pending.values() for f in frames)
+        if waiting >= max(self.min_pending, sum(f.height for f in self.total.values())):
             self._merge()
 
     def _merge(self) -> None:
