@@ -1,4 +1,4 @@
-"""Stream raw input files as polars frames of string columns, a bounded chunk at a time.
+"""Stream raw input files as polars frames of raw columns, a bounded chunk at a time.
 
 Files larger than memory work: text is read in byte chunks cut at line ends, Parquet in record
 batches. Every chunk carries the file line number of each row (for `--on-bad-row fail`) and a
@@ -29,7 +29,8 @@ LINE = "_line"
 class RawChunk:
     file: Path
     frame: pl.DataFrame
-    """String columns `spec.label` and `spec.sources` (null = missing), `_line` (1-based) and `_bad`."""
+    """Columns `spec.label` + `spec.sources` (text; Float64 where only numbers are expected; null = missing),
+    `_line` (1-based line in `file`) and `_bad` (see the module docstring)."""
     nbytes: int
     """Input bytes this chunk consumed (for progress)."""
     ncols: int = 0
@@ -44,7 +45,7 @@ def iter_chunks(spec: DatasetSpec, inputs: list[Path], chunk_bytes: int = CHUNK_
     """All rows of all inputs, in order, as string frames."""
     for path in inputs:
         if spec.format == "parquet" or Path(path).suffix in (".parquet", ".pq"):
-            yield from _parquet(spec, path, chunk_bytes)
+            yield from _parquet(spec, path)
         elif spec.format == "movielens":
             from ttsrec.data.movielens import iter_movielens
 
@@ -245,10 +246,10 @@ def _null_if_empty(col: pl.Expr) -> pl.Expr:
     return pl.when(col == "").then(None).otherwise(col)
 
 
-def _parquet(spec: DatasetSpec, path: Path, chunk_bytes: int) -> Iterator[RawChunk]:
+def _parquet(spec: DatasetSpec, path: Path) -> Iterator[RawChunk]:
     try:
         schema = pl.scan_parquet(path).collect_schema()
-    except (pl.exceptions.ComputeError, OSError) as err:
+    except (pl.exceptions.PolarsError, OSError) as err:
         raise UserError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from err
     spec.check_columns(list(schema.names()), str(path))
     wanted = list(dict.fromkeys([spec.label, *spec.sources]))
