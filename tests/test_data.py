@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from ttsrec.data.encode import RecordEncoder
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.data.loader import iter_batches
+from ttsrec.data.prefetch import prefetch
 from ttsrec.data.prepare import prepare
 from ttsrec.data.prepared import PreparedData
 from ttsrec.data.spec import DatasetSpec, preset_dict
@@ -276,3 +278,25 @@ def test_gzip_crlf_and_no_final_newline_read_the_same(tmp_path: Path) -> None:
             np.testing.assert_array_equal(
                 PreparedData(tmp_path / name).ids(split), PreparedData(tmp_path / "plain_tsv").ids(split)
             )
+
+
+def test_prefetch_keeps_order_raises_and_stops() -> None:
+    assert list(prefetch(iter(range(50)), depth=2)) == list(range(50))
+
+    def broken() -> Iterator[int]:
+        yield 1
+        raise UserError("boom")
+
+    with pytest.raises(UserError, match="boom"):
+        list(prefetch(broken()))
+    produced: list[int] = []
+
+    def counting() -> Iterator[int]:
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    stream = prefetch(counting())
+    assert next(stream) == 0
+    stream.close()
+    assert len(produced) < 10, "closing the consumer stops the producer"

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from ttsrec.data.encode import LABEL, Lookup, describe_bad, tokens
 from ttsrec.data.feature_map import FeatureMap, Field
+from ttsrec.data.prefetch import prefetch
 from ttsrec.data.readers import BAD, CHUNK_BYTES, LINE, RawChunk, check_inputs, input_size, iter_chunks
 from ttsrec.data.spec import DatasetSpec, resolve_spec
 from ttsrec.data.split import SPLITS, split_of
@@ -206,7 +207,7 @@ def _token_chunks(
 ) -> Iterator[tuple[pl.DataFrame, RawChunk]]:
     """Tokenised chunks with `_split` from each row's position among all data rows of all inputs."""
     start = 0
-    for chunk in iter_chunks(ds, inputs, chunk_bytes):
+    for chunk in prefetch(iter_chunks(ds, inputs, chunk_bytes)):
         toks = tokens(chunk.frame, ds)
         n = toks.height
         toks = toks.with_columns(
