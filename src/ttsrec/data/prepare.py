@@ -13,6 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,27 +154,34 @@ def _read_and_count(
     task = bar.add_task("pass 1/2 read + count", total=total_bytes)
     cache.mkdir()
     seen = _Seen(_TokenCounts([f.name for f in ds.fields]), Counter(), np.zeros(len(SPLITS), np.int64), 0, [])
-    for toks, chunk in _token_chunks(ds, inputs, seed, chunk_bytes):
-        seen.rows_read += toks.height
-        bad = toks.get_column(BAD).to_numpy()
-        if bad.any():
-            if on_bad_row == "fail":
-                row = int(np.flatnonzero(bad)[0])
-                where = f"{chunk.file}:{toks.get_column(LINE)[row]}"
-                reason = describe_bad(int(bad[row]), ds, chunk.ncols)
-                raise UserError(f"{where}: {reason} (pass --on-bad-row skip to skip such rows)")
-            codes, n = np.unique(bad[bad != 0], return_counts=True)
-            seen.reasons.update(
-                {describe_bad(int(c), ds, chunk.ncols): int(k) for c, k in zip(codes, n, strict=True)}
-            )
-            toks = toks.filter(pl.Series(bad == 0))
-        seen.per_split += np.bincount(toks.get_column(SPLIT).to_numpy(), minlength=len(SPLITS))
-        seen.counts.add(toks)
-        part = cache / f"{len(seen.parts):06d}.arrow"
-        toks.drop(BAD, LINE).write_ipc(part, compression="uncompressed")
-        seen.parts.append(part)
-        bar.advance(task, chunk.nbytes)
+    with closing(_token_chunks(ds, inputs, seed, chunk_bytes)) as chunks:  # closing stops the reader thread
+        for toks, chunk in chunks:
+            kept = _see(seen, toks, chunk, ds, on_bad_row)
+            part = cache / f"{len(seen.parts):06d}.arrow"
+            kept.write_ipc(part, compression="uncompressed")
+            seen.parts.append(part)
+            bar.advance(task, chunk.nbytes)
     return seen
+
+
+def _see(seen: _Seen, toks: pl.DataFrame, chunk: RawChunk, ds: DatasetSpec, on_bad_row: str) -> pl.DataFrame:
+    """Count one tokenised chunk (rows, bad rows by reason, splits, train tokens); return its kept rows."""
+    seen.rows_read += toks.height
+    bad = toks.get_column(BAD).to_numpy()
+    if bad.any():
+        if on_bad_row == "fail":
+            row = int(np.flatnonzero(bad)[0])
+            where = f"{chunk.file}:{toks.get_column(LINE)[row]}"
+            reason = describe_bad(int(bad[row]), ds, chunk.ncols)
+            raise UserError(f"{where}: {reason} (pass --on-bad-row skip to skip such rows)")
+        codes, n = np.unique(bad[bad != 0], return_counts=True)
+        seen.reasons.update(
+            {describe_bad(int(c), ds, chunk.ncols): int(k) for c, k in zip(codes, n, strict=True)}
+        )
+        toks = toks.filter(pl.Series(bad == 0))
+    seen.per_split += np.bincount(toks.get_column(SPLIT).to_numpy(), minlength=len(SPLITS))
+    seen.counts.add(toks)
+    return toks.drop(BAD, LINE)
 
 
 def _encode(fmap: FeatureMap, seen: _Seen, tmp: Path, bar: Progress) -> None:
@@ -186,8 +194,7 @@ def _encode(fmap: FeatureMap, seen: _Seen, tmp: Path, bar: Progress) -> None:
         rows = int(seen.per_split[s])
         ids.append(_NpyWriter(tmp / name / "ids.npy", np.int32, (rows, fmap.num_fields)))
         labels.append(_NpyWriter(tmp / name / "labels.npy", np.float32, (rows,)))
-    for part in seen.parts:
-        toks = pl.read_ipc(part)
+    for part, toks in prefetch((p, pl.read_ipc(p)) for p in seen.parts):
         chunk_ids = lookup(toks)
         chunk_labels = toks.get_column(LABEL).to_numpy()
         chunk_split = toks.get_column(SPLIT).to_numpy()
