@@ -46,6 +46,7 @@ def test_subsets_enumerate_when_few_and_sample_distinct_when_many() -> None:
     assert all(len(s) == 8 and len(set(s)) == 8 and max(s) < 16 for s in drawn)
     assert drawn == choose_subsets(16, 8, 10, seed=3)
     assert choose_subsets(8, 8, 10) == [tuple(range(8))]
+    assert choose_subsets(16, 1, 10) == [(i,) for i in range(16)]
 
 
 def test_balanced_order_round_robins_backbones() -> None:

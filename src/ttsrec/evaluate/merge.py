@@ -12,8 +12,9 @@ from ttsrec.train.metrics import binary_metrics
 
 
 def choose_subsets(n: int, m: int, k: int, seed: int = 0) -> list[tuple[int, ...]]:
-    """All size-m subsets of n members if there are at most k of them, else k distinct random ones."""
-    if math.comb(n, m) <= k:
+    """All size-m subsets of n members if there are at most k of them (always every single member, so
+    M=1 is the mean single member), else k distinct random ones."""
+    if m == 1 or math.comb(n, m) <= k:
         return list(itertools.combinations(range(n), m))
     rng = np.random.default_rng(seed)
     chosen: set[tuple[int, ...]] = set()

@@ -33,8 +33,7 @@ _QUEUE: Any = None
 
 def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | Sequence[int] | None = None,
                   group: bool = False, jobs: int = 1, threads: int | None = None, force: bool = False,
-                  resume: bool = False,
-                  options: TrainOptions | None = None, show_progress: bool = True,
+                  resume: bool = False, options: TrainOptions | None = None, show_progress: bool = True,
                   console: Console | None = None, **option_fields: Any) -> Path:
     """Train the members of `members_spec` on prepared data into `out`; returns `out`.
 
