@@ -52,7 +52,7 @@ CAT_VOCAB = (
     95,
     50_000,
 )
-ZIPF_A, ZIPF_Q = 1.2, 100  # Zipf-Mandelbrot p(k) ~ 1 / (k + q)^a
+ZIPF_A, ZIPF_Q = 1.2, 200  # Zipf-Mandelbrot p(k) ~ 1 / (k + q)^a
 LATENT = 4
 CROSSES = ((0, 2), (1, 6), (3, 10), (4, 12), (5, 14), (7, 20), (9, 23), (13, 15), (2, 11), (17, 24))
 
