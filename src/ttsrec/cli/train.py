@@ -58,8 +58,7 @@ def train(
 def summary_table(run: dict[str, Any]) -> Table:
     """One row per member: where its best state came from and what it scores."""
     table = Table(title=f"{run['members_spec']}{' (group)' if run['group'] else ''}")
-    for col in ("member", "backbone", "seed", "valid AUC", "test AUC", "test logloss", "best at epoch",
-                "samples/s", "time s"):
+    for col in ("#", "backbone", "seed", "val AUC", "test AUC", "test LL", "best ep", "rows/s", "s"):
         table.add_column(col, justify="left" if col == "backbone" else "right")
     for m in run["members"]:
         table.add_row(f"{m['index']:02d}", m["backbone"], str(m["seed"]), f"{m['valid']['auc']:.4f}",
