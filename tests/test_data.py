@@ -125,8 +125,9 @@ def test_record_encoder_matches_prepare(prepared_dir: Path, synthetic_tsv: Path)
 def test_record_encoder_missing_unseen_and_bad(prepared_dir: Path) -> None:
     fmap = PreparedData(prepared_dir).feature_map
     encoder = RecordEncoder(fmap)
-    ids = encoder.encode([{"I1": 5, "C1": "zzzzzzzz"}, {"I1": "", "C1": None}, {}])
-    assert ids.shape == (3, 39)
+    ids = encoder.encode([{"I1": 5, "C1": "zzzzzzzz"}, {"I1": "", "C1": None}, {}, {"I1": float("nan")}])
+    assert ids.shape == (4, 39)
+    assert (ids[3] == ids[2]).all(), "NaN is a missing value, like an absent key"
     assert ids[0, 13] == 0, "unseen categorical value -> OOV"
     i1_missing = fmap.fields[0].vocab.index(MISSING) + 1 if MISSING in fmap.fields[0].vocab else 0
     assert ids[1, 0] == ids[2, 0] == i1_missing

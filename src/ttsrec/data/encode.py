@@ -6,6 +6,7 @@ ensemble is encoded exactly as the training rows were.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -116,6 +117,9 @@ class RecordEncoder:
 def _raw(value: Any) -> str | None:
     if value is None or value == "":
         return None
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
+    if isinstance(value, float):
+        if math.isnan(value):  # how pandas and numpy spell a missing number
+            return None
+        if value.is_integer():
+            return str(int(value))
     return str(value)
