@@ -1,9 +1,9 @@
 """Named raw-value transforms, as polars expressions (one code path for `prepare` and the client encoder).
 
-Each transform turns a raw string column into a token column (integers or strings). A missing value
-(null or empty string) is the vocabulary token `<missing>`, counted like any other token: frequent
-enough, it gets its own id; otherwise it falls to OOV (id 0). A value the transform cannot read
-(e.g. text in a numeric column) marks the row bad.
+Each transform turns a raw column (text, or numbers when parsed typed) into a token column
+(integers or strings). A missing value (null or empty string) is the vocabulary token `<missing>`,
+counted like any other token: frequent enough, it gets its own id; otherwise it falls to OOV (id 0).
+A value the transform cannot read (e.g. text in a numeric column) marks the row bad.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def dtype_of(preprocess: str) -> pl.DataType:
 
 
 def token(col: str, preprocess: str) -> tuple[pl.Expr, pl.Expr | None]:
-    """(token expression, null = missing; bad-value expression or None) for raw string column `col`.
+    """(token expression, null = missing; bad-value expression or None) for raw column `col`.
 
     Raw frames hold null for a missing value (readers turn empty strings into null).
     """
