@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,12 +64,13 @@ class FeatureMap:
             "num_fields": self.num_fields,
             "vocab_sizes": self.vocab_sizes,
             "spec": self.spec,
-            "fields": [asdict(f) for f in self.fields],
+            "fields": [vars(f) for f in self.fields],
         }
         return {**body, "hash": _content_hash(body)}
 
-    @property
+    @cached_property
     def hash(self) -> str:
+        """Computed once: a real vocabulary holds ~1M tokens (treat the map as frozen)."""
         return self.to_dict()["hash"]
 
     def save(self, path: Path) -> None:
