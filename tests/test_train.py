@@ -214,3 +214,17 @@ def test_parallel_jobs_train_each_member_in_its_own_process(prepared_dir: Path, 
         assert aucs[-1] == pytest.approx(record["test"]["auc"], abs=1e-6)
     assert aucs[0] != aucs[1], "different seeds train different members"
     assert json.loads((out / "run.json").read_text())["options"]["train_limit"] == 4096
+
+
+def test_cli_ctrl_c_exits_130_and_points_to_resume(prepared_dir: Path, tmp_path: Path, capsys,
+                                                   monkeypatch) -> None:
+    import ttsrec.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ttsrec.train, "train_members", interrupted)
+    code, _, err = cli(train_main, "tts-train", ["--data", prepared_dir, "--members", "fnn", "--out",
+                                                 tmp_path / "run"], capsys, monkeypatch)
+    assert code == 130
+    assert "interrupted" in err and "--resume" in err and "Traceback" not in err

@@ -47,9 +47,14 @@ def train(
     options = TrainOptions(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                            patience=patience, evals_per_epoch=evals_per_epoch, train_limit=train_limit,
                            hparams=parse_hparams(hparam))
-    train_members(data, members, out, seeds=parse_int_list(seeds, "--seeds"), group=group, jobs=jobs,
-                  threads=threads, force=force, resume=resume, options=options, show_progress=not quiet,
-                  console=console)
+    try:
+        train_members(data, members, out, seeds=parse_int_list(seeds, "--seeds"), group=group, jobs=jobs,
+                      threads=threads, force=force, resume=resume, options=options, show_progress=not quiet,
+                      console=console)
+    except KeyboardInterrupt:
+        # Typer turns KeyboardInterrupt into a *returned* 130 in non-standalone mode, which run_app drops.
+        console.print(f"[yellow]interrupted[/]: finished members are kept in {out} (continue with --resume)")
+        raise SystemExit(130) from None
     run = load_run(out)
     Console().print(summary_table(run))
     console.print(f"[green]wrote[/] {out} ({len(run['members'])} members, run.json)")
