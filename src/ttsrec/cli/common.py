@@ -15,7 +15,8 @@ console = Console(stderr=True)
 def run_app(app: typer.Typer) -> None:
     """Run a Typer app, turning `UserError` (and unreadable files) into `error: ...` + exit 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, Typer returns (not raises) the code of `typer.Exit` and Ctrl-C.
+        code = app(standalone_mode=False)
     except UserError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -39,3 +40,7 @@ def run_app(app: typer.Typer) -> None:
             console.print(f"[bold red]error:[/] {message} (see --help)", highlight=False, soft_wrap=True)
             sys.exit(2)
         raise
+    if isinstance(code, int) and code:
+        if code == 130:
+            console.print("[yellow]interrupted[/]")
+        sys.exit(code)
