@@ -1,10 +1,51 @@
 #!/usr/bin/env bash
-# The whole pipeline on the embedded default: synthetic data in the exact Criteo TSV format.
+# `make demo`: the whole pipeline on the embedded default, synthetic data in the exact Criteo TSV
+# format: prepare → train (homogeneous + heterogeneous) → evaluate → export → serve → bench → report.
+# Sizes are environment variables so a bigger run is one line: DEMO_ROWS=1000000 make demo
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-out/demo}
+ROWS=${DEMO_ROWS:-100000}
+EPOCHS=${DEMO_EPOCHS:-1}
+HOMOGENEOUS=${DEMO_HOMOGENEOUS:-dcnv2*8}
+HETEROGENEOUS=${DEMO_HETEROGENEOUS:-wukong+rankmixer+dcnv2+finalmlp}
+REPO=${DEMO_REPOSITORY:-model_repository}
 mkdir -p "$OUT"
+step() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
+start=$SECONDS
 
-echo "== 1. data: synthesise and prepare"
-tts-data synth --rows "${DEMO_ROWS:-200000}" --seed 0 --out "$OUT/criteo_synth.tsv"
+step "1/7 data: $ROWS synthetic Criteo rows, prepared into id splits"
+tts-data synth --rows "$ROWS" --seed 0 --out "$OUT/criteo_synth.tsv"
 tts-data prepare --preset criteo --input "$OUT/criteo_synth.tsv" --out "$OUT/data" --force
+
+step "2/7 train: homogeneous members ($HOMOGENEOUS, default-size backbones, seeds differ)"
+tts-train --data "$OUT/data" --members "$HOMOGENEOUS" --epochs "$EPOCHS" --batch-size 2048 --jobs 2 \
+  --out "$OUT/runs/homogeneous" --force
+
+step "3/7 train: heterogeneous members ($HETEROGENEOUS, slimmed so the demo stays short)"
+tts-train --data "$OUT/data" --members "$HETEROGENEOUS" --epochs "$EPOCHS" --batch-size 2048 --jobs 2 \
+  --hparam 'mlp_dims=[256,128]' --hparam wukong.num_layers=2 --hparam 'wukong.fm_mlp_dims=[128]' \
+  --hparam rankmixer.num_layers=1 --hparam dcnv2.num_cross_layers=1 \
+  --out "$OUT/runs/heterogeneous" --force
+
+step "4/7 evaluate: AUC and logloss of the merged prediction per M, diversity"
+tts-eval "$OUT/runs/homogeneous" "$OUT/runs/heterogeneous" --data "$OUT/data" --out "$OUT/report" --force
+
+step "5/7 export: ONNX members, merge step, ensembles and fused graphs into $REPO/ (python flavour)"
+tts-export "$OUT/runs/homogeneous" --out "$REPO" --force
+
+step "6/7 serve: the bundled tritonserver on loopback, every ensemble queried over gRPC and HTTP"
+tts-serve "$REPO" --http-port 0 --grpc-port 0 --metrics-port 0 --check
+
+step "7/7 bench: throughput and latency per M (a short sweep; tts-bench --help for the full one)"
+tts-bench --repository "$REPO" --m-list 1,2,4,8 -b 1,64 --concurrency-range 1 -p 500 \
+  --mode ensemble,fused,inprocess -f "$OUT/bench.csv" --json "$OUT/bench.json" --plot "$OUT/bench.png"
+
+step "report ($((SECONDS - start)) s)"
+cat <<TXT
+  data            $OUT/data/ (feature_map.json, summary.json)
+  members         $OUT/runs/homogeneous/, $OUT/runs/heterogeneous/ (run.json)
+  evaluation      $OUT/report/report.md, results.csv, auc_vs_m.png
+  repository      $REPO/ (serve it: tts-serve $REPO)
+  bench           $OUT/bench.csv, $OUT/bench.json, $OUT/bench.png
+TXT
