@@ -107,11 +107,15 @@ def test_read_config_rejects_garbage(tmp_path: Path) -> None:
 def test_serving_validation() -> None:
     for bad in (Serving(backend="tensorflow"), Serving(instance_kind="tpu"), Serving(max_batch_size=0),
                 Serving(instance_count=0), Serving(max_queue_delay_us=-1), Serving(intra_op_threads=0),
-                Serving(fused_intra_op_threads=0)):
+                Serving(fused_intra_op_threads=0), Serving(fused_instance_count=0)):
         with pytest.raises(UserError):
             bad.validate()
     assert Serving(intra_op_threads=3).fused.intra_op_threads == 3
-    assert Serving(fused_intra_op_threads=2).fused == Serving(intra_op_threads=2, fused_intra_op_threads=2)
+    assert Serving(fused_intra_op_threads=2).fused == Serving(intra_op_threads=2, fused_intra_op_threads=2,
+                                                              instance_count=2)
+    # Members keep --instance-count; fused graphs get their own (default 2: one instance uses one core).
+    assert Serving().instance_count == 1 and Serving().fused.instance_count == 2
+    assert Serving(fused_instance_count=3).fused.instance_count == 3
 
 
 @pytest.mark.parametrize("m", [1, 2, 5])

@@ -42,6 +42,8 @@ def export(
         help="onnxruntime intra-op threads per member / merge instance.")] = 1,
     fused_intra_op_threads: Annotated[int | None, typer.Option(
         help="Intra-op threads of the fused graphs (default: --intra-op-threads).")] = None,
+    fused_instance_count: Annotated[int, typer.Option(
+        help="Instances of each fused graph (it does all M members' work: one instance uses one core).")] = 2,
     fp16: Annotated[bool, typer.Option(
         "--fp16", help="Half-precision members (int64 ids in, fp32 logits out); needs the prepared data "
         "for the AUC check.")] = False,
@@ -59,7 +61,8 @@ def export(
         checkpoints, out, backend=backend, m_list=parse_m_list(m_list), max_batch_size=max_batch_size,
         instance_count=instance_count, instance_kind=instance_kind, dynamic_batching=dynamic_batching,
         max_queue_delay_us=max_queue_delay_us, intra_op_threads=intra_op_threads,
-        fused_intra_op_threads=fused_intra_op_threads, fp16=fp16, fused=fused,
+        fused_intra_op_threads=fused_intra_op_threads, fused_instance_count=fused_instance_count,
+        fp16=fp16, fused=fused,
         shards=shards, force=force, data=data, console=console)
     repos = [path] if shards == 1 else sorted(path.glob("shard_*"))
     console.print(_summary([read_manifest(r) for r in repos]))

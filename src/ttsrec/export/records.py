@@ -41,4 +41,5 @@ def serving_record(serving: Serving) -> dict[str, Any]:
     return {"max_batch_size": serving.max_batch_size, "instance_count": serving.instance_count,
             "instance_kind": serving.instance_kind, "dynamic_batching": serving.dynamic_batching,
             "max_queue_delay_us": serving.max_queue_delay_us, "intra_op_threads": serving.intra_op_threads,
-            "fused_intra_op_threads": serving.fused.intra_op_threads}
+            "fused_intra_op_threads": serving.fused.intra_op_threads,
+            "fused_instance_count": serving.fused_instance_count}

@@ -38,8 +38,8 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
                       m_list: Sequence[int] | None = None, max_batch_size: int = 4096,
                       instance_count: int = 1, instance_kind: str = "cpu", dynamic_batching: bool = True,
                       max_queue_delay_us: int = 0, intra_op_threads: int = 1,
-                      fused_intra_op_threads: int | None = None, fp16: bool = False,
-                      fused: bool = True, shards: int = 1, force: bool = False,
+                      fused_intra_op_threads: int | None = None, fused_instance_count: int = 2,
+                      fp16: bool = False, fused: bool = True, shards: int = 1, force: bool = False,
                       data: Path | str | None = None, opset: int = OPSET, console: Console | None = None,
                       show: bool = True) -> Path:
     """Export member checkpoints (files or `tts-train` run folders) into a Triton repository at `out`.
@@ -53,7 +53,8 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
     serving = Serving(backend=backend, max_batch_size=max_batch_size, instance_count=instance_count,
                       instance_kind=instance_kind, dynamic_batching=dynamic_batching,
                       max_queue_delay_us=max_queue_delay_us, intra_op_threads=intra_op_threads,
-                      fused_intra_op_threads=fused_intra_op_threads)
+                      fused_intra_op_threads=fused_intra_op_threads,
+                      fused_instance_count=fused_instance_count)
     serving.validate()
     out = Path(out)
     if out.exists() and not force:

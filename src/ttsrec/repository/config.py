@@ -58,11 +58,15 @@ class Serving:
     """One thread per session: M member sessions share the cores, spinning pools fight (design §4)."""
     fused_intra_op_threads: int | None = None
     """Threads of a fused graph's session (one session does all the work): default `intra_op_threads`."""
+    fused_instance_count: int = 2
+    """A fused graph is one model doing all M members' work: with one instance it can use one core only
+    (measured: 0.56x of in-process throughput at M=16, batch 256, c=4; two instances: 0.99x)."""
 
     @property
     def fused(self) -> Serving:
         """The same scheduling with the fused graphs' thread count."""
-        return replace(self, intra_op_threads=self.fused_intra_op_threads or self.intra_op_threads)
+        return replace(self, intra_op_threads=self.fused_intra_op_threads or self.intra_op_threads,
+                       instance_count=self.fused_instance_count)
 
     def validate(self) -> None:
         if self.backend not in BACKENDS:
@@ -71,6 +75,7 @@ class Serving:
             raise UserError(f"unknown instance kind {self.instance_kind!r} (choose from cpu, gpu)")
         for label, value, low in (("--max-batch-size", self.max_batch_size, 1),
                                   ("--instance-count", self.instance_count, 1),
+                                  ("--fused-instance-count", self.fused_instance_count, 1),
                                   ("--max-queue-delay-us", self.max_queue_delay_us, 0),
                                   ("--intra-op-threads", self.intra_op_threads, 1),
                                   ("--fused-intra-op-threads", 1 if self.fused_intra_op_threads is None
