@@ -222,3 +222,11 @@ def test_layout_tree_one_line_per_model(tmp_path: Path) -> None:
     assert any("ensemble_m1/" in line and " 1/ " in line for line in lines)
     assert any("shard_00/" in line for line in lines) and any("shards.json" in line for line in lines)
     assert not any("__pycache__" in line for line in lines) and len(lines) == 5
+
+
+def test_source_tree_model_repository_readme_is_the_one_every_export_writes() -> None:
+    """`make demo` exports into model_repository/ and must leave its tracked README unchanged."""
+    from ttsrec.export.assemble import REPOSITORY_README
+
+    tracked = Path(__file__).resolve().parents[1] / "model_repository" / "README.md"
+    assert tracked.read_text() == REPOSITORY_README.read_text()

@@ -29,6 +29,8 @@ from ttsrec.repository.graphs import MergeKind, fused_graph, merge_graph, merge_
 from ttsrec.repository.manifest import FORMAT, library_versions, write_json
 
 Logits = dict[int, np.ndarray]
+REPOSITORY_README = resources.files("ttsrec.repository") / "repository_readme.md"
+"""Every repository explains its own layout (and the source tree's model_repository/README.md is it)."""
 
 
 @dataclass
@@ -77,6 +79,7 @@ def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
     """Members, then per M a merge + ensemble (+ fused graph); a shard gets one `shard_sum` instead."""
     root.mkdir(parents=True, exist_ok=True)
     job.feature_map.save(root / naming.FEATURE_MAP_FILE)
+    (root / "README.md").write_text(REPOSITORY_README.read_text())
     for member in members:
         _write_member(root, member, job)
     if "shard" in common:
