@@ -93,7 +93,7 @@ def test_python_layout_and_configs(py_repo: Path) -> None:
     expected = {*members, *(f"{k}_m{m}" for k in ("merge_mean", "ensemble", "fused") for m in (1, 2, 4))}
     assert set(configs) == expected
     files = {p.name for p in py_repo.iterdir() if p.is_file()}
-    assert files == {naming.FEATURE_MAP_FILE, naming.MANIFEST_FILE}
+    assert files == {naming.FEATURE_MAP_FILE, naming.MANIFEST_FILE, "README.md"}
     model_py = resources.files("ttsrec.repository").joinpath("triton_model.py").read_bytes()
     for name, cfg in configs.items():
         assert cfg.name == name and cfg.max_batch_size == 4096
@@ -105,7 +105,8 @@ def test_python_layout_and_configs(py_repo: Path) -> None:
         assert cfg.backend == "python" and not cfg.platform
         assert (version / "model.py").read_bytes() == model_py and (version / "model.onnx").is_file()
         assert cfg.HasField("dynamic_batching") and cfg.dynamic_batching.max_queue_delay_microseconds == 0
-        assert [(g.count, g.kind) for g in cfg.instance_group] == [(1, pb.ModelInstanceGroup.KIND_CPU)]
+        count = 2 if name.startswith("fused_") else 1  # a fused graph gets two instances by default
+        assert [(g.count, g.kind) for g in cfg.instance_group] == [(count, pb.ModelInstanceGroup.KIND_CPU)]
         threads = "2" if name.startswith("fused_") else "1"
         assert cfg.parameters["intra_op_threads"].string_value == threads
         assert all(o.data_type == pb.TYPE_FP32 and list(o.dims) == [1] for o in cfg.output)
