@@ -3,9 +3,6 @@ graphs, feature map and manifest. `writer.export_repository` calls it once, or o
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import resources
@@ -109,8 +106,7 @@ def _write_member(root: Path, member: Member, job: Job) -> None:
     """Export (and optionally halve) one member, write it, gate it against its checkpoint, configure it."""
     job.step(member.name)
     model = member.loaded.model
-    with _quiet_exporter():
-        exported = export_member_onnx(model, job.workdir / f"{member.name}.onnx", opset=job.opset)
+    exported = export_member_onnx(model, job.workdir / f"{member.name}.onnx", opset=job.opset)
     member.proto = to_fp16(onnx.load(exported)) if job.fp16 else onnx.load(exported)
     path = _write_onnx_model(root, member.name, member.proto, job)
     member.logits = parity.torch_logits(model, job.sample)
@@ -196,15 +192,3 @@ def _write_onnx_model(root: Path, name: str, proto: onnx.ModelProto, job: Job) -
         source = resources.files("ttsrec.repository").joinpath("triton_model.py").read_bytes()
         (version_dir / "model.py").write_bytes(source)
     return path
-
-
-@contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """torch's exporter logs optional-operator notices (torchvision) that would break the progress bar."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

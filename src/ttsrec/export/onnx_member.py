@@ -73,14 +73,18 @@ def export_member_onnx(model: nn.Module, path: Path, *, opset: int = 18, example
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The exporter logs one warning per missing torchvision op; nothing a user can act on."""
-    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    """The exporter logs optional-operator notices (one per missing torchvision op): nothing a user
+    can act on, and they would break progress bars."""
+    names = ("torch.onnx", "torch.onnx._internal.exporter._registration")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def ort_session(path: Path | str | bytes, intra_op_threads: int = 1) -> ort.InferenceSession:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 SHM_DIR = Path("/dev/shm")
@@ -33,21 +34,18 @@ def remove_stale_regions(prefix: str = REGION_PREFIX, min_age_s: float = 30.0) -
     if not candidates:
         return []
     in_use = mapped_regions()
-    removed = []
-    for path in candidates:
-        if path.name not in in_use:
-            try:
-                path.unlink()
-                removed.append(path)
-            except OSError:
-                pass
-    return removed
+    return _unlink([p for p in candidates if p.name not in in_use])
 
 
 def remove_regions(prefix: str) -> list[Path]:
     """Remove every region with this (server-unique) prefix; for a server that has exited."""
+    return _unlink(SHM_DIR.glob(f"{prefix}*"))
+
+
+def _unlink(paths: Iterable[Path]) -> list[Path]:
+    """Unlink what can be unlinked (another process may remove a region first); return what went."""
     removed = []
-    for path in SHM_DIR.glob(f"{prefix}*"):
+    for path in paths:
         try:
             path.unlink()
             removed.append(path)
