@@ -70,7 +70,7 @@ def bench(
     protocol: Annotated[str, typer.Option("-i", "--protocol", help="grpc or http.")] = "grpc",
     batch_size: Annotated[str, typer.Option("-b", "--batch-size", help="Batch sizes, e.g. 1,64,256.")] = "1",
     concurrency_range: Annotated[
-        str, typer.Option("--concurrency-range", help="start:end[:step] (linear, as perf_analyzer) or a list.")
+        str, typer.Option("--concurrency-range", help="start:end[:step] (linear) or a list.")
     ] = "1",
     measurement_interval: Annotated[
         int, typer.Option("-p", "--measurement-interval", help="Measurement window in ms.")
