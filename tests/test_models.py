@@ -29,15 +29,6 @@ GOLDEN = {
 all_backbones = pytest.mark.parametrize("name", BACKBONES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny models on a shared 2-core machine: a second intra-op thread only adds contention (10x)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_registry_lists_the_nine_backbones_of_the_paper():
     paper = {"fm", "deepfm", "ipnn", "dcn", "dcnv2", "fnn", "wukong", "rankmixer", "finalmlp"}
     assert set(BACKBONES) == paper

@@ -17,14 +17,6 @@ from ttsrec.models import BACKBONES
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", BACKBONES)
 def test_onnx_export_matches_torch_at_batch_1_7_256(name, tmp_path):
     model = small_model(name)
