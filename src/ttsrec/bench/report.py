@@ -211,66 +211,33 @@ def markdown(result: Any) -> str:
             f"| {'-' if r.server_cpu is None else f'{r.server_cpu:.0f}'} | {'yes' if r.stable else 'no'} |"
         )
     summary = result.summary
-    if summary["scaling_efficiency"]:
-        lines += [
-            "",
-            "Scaling efficiency M·throughput(M)/throughput(1):",
-            "",
-            "| mode | batch | conc | M | efficiency |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {e['mode']} | {e['batch']} | {e['concurrency']} | {e['m']} | {e['efficiency']:.2f} |"
-            for e in summary["scaling_efficiency"]
-        ]
-    if summary["serving_ratio"]:
-        lines += [
-            "",
-            "Best Triton mode vs in-process fused graph (throughput ratio):",
-            "",
-            "| M | batch | conc | best mode | ratio |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {e['m']} | {e['batch']} | {e['concurrency']} | {e['best_mode']} | {e['ratio']:.2f} |"
-            for e in summary["serving_ratio"]
-        ]
-    if summary["bandwidth_floor"]:
-        lines += [
-            "",
-            "Batch 1, concurrency 1: p50 against the memory-bandwidth floor:",
-            "",
-            "| mode | M | dense MB | floor µs | p50 µs | p50 / floor |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {e['mode']} | {e['m']} | {result.weight_bytes.get(e['m'], 0) / 1e6:.1f} "
-            f"| {e['floor_us']:,.0f} | {e['p50_us']:,.0f} | {e['ratio']:.1f} |"
-            for e in summary["bandwidth_floor"]
-        ]
-    if summary["fanout_overhead"]:
-        lines += [
-            "",
-            "Sharded fan-out overhead (sharded p50 − slowest shard's own p50):",
-            "",
-            "| M | batch | conc | sharded p50 µs | slowest shard p50 µs | overhead µs |",
-            "|---|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {e['m']} | {e['batch']} | {e['concurrency']} | {e['sharded_p50_us']:,.0f} "
-            f"| {e['slowest_shard_p50_us']:,.0f} | {e['overhead_us']:,.0f} |"
-            for e in summary["fanout_overhead"]
-        ]
-    if result.accuracy:
-        lines += [
-            "",
-            "What each M buys:",
-            "",
-            "| M | model | rows | AUC | logloss |",
-            "|---|---|---|---|---|",
-        ]
-        lines += [
-            f"| {a['m']} | {a['model']} | {a['rows']} | {a['auc']:.4f} | {a['logloss']:.4f} |"
-            for a in result.accuracy
-        ]
+    lines += _table("Scaling efficiency M·throughput(M)/throughput(1):",
+                    ["mode", "batch", "conc", "M", "efficiency"],
+                    [[e["mode"], e["batch"], e["concurrency"], e["m"], f"{e['efficiency']:.2f}"]
+                     for e in summary["scaling_efficiency"]])
+    lines += _table("Best Triton mode vs in-process fused graph (throughput ratio):",
+                    ["M", "batch", "conc", "best mode", "ratio"],
+                    [[e["m"], e["batch"], e["concurrency"], e["best_mode"], f"{e['ratio']:.2f}"]
+                     for e in summary["serving_ratio"]])
+    lines += _table("Batch 1, concurrency 1: p50 against the memory-bandwidth floor:",
+                    ["mode", "M", "dense MB", "floor µs", "p50 µs", "p50 / floor"],
+                    [[e["mode"], e["m"], f"{result.weight_bytes.get(e['m'], 0) / 1e6:.1f}",
+                      f"{e['floor_us']:,.0f}", f"{e['p50_us']:,.0f}", f"{e['ratio']:.1f}"]
+                     for e in summary["bandwidth_floor"]])
+    lines += _table("Sharded fan-out overhead (sharded p50 − slowest shard's own p50):",
+                    ["M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"],
+                    [[e["m"], e["batch"], e["concurrency"], f"{e['sharded_p50_us']:,.0f}",
+                      f"{e['slowest_shard_p50_us']:,.0f}", f"{e['overhead_us']:,.0f}"]
+                     for e in summary["fanout_overhead"]])
+    lines += _table("What each M buys:", ["M", "model", "rows", "AUC", "logloss"],
+                    [[a["m"], a["model"], a["rows"], f"{a['auc']:.4f}", f"{a['logloss']:.4f}"]
+                     for a in result.accuracy or []])
     return "\n".join(lines) + "\n"
+
+
+def _table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
+    """A titled markdown table, or nothing when there are no rows."""
+    if not rows:
+        return []
+    return ["", title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
