@@ -1,4 +1,4 @@
-"""Shared CLI plumbing: user mistakes become one red line and exit code 2, never a traceback."""
+"""Shared CLI plumbing: user mistakes exit 2, runtime faults exit 1, one red line each, no traceback."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import sys
 import typer
 from rich.console import Console
 
-from ttsrec.errors import UserError
+from ttsrec.errors import RuntimeFailure, UserError
 
 console = Console(stderr=True)
 
 
 def run_app(app: typer.Typer) -> None:
-    """Run a Typer app, turning `UserError` (and unreadable files) into `error: ...` + exit 2."""
+    """Run a Typer app: `UserError` (and unreadable files) exit 2, `RuntimeFailure` exit 1, one line each."""
     try:
         # Without standalone mode, Typer returns (not raises) the code of `typer.Exit` and Ctrl-C.
         code = app(standalone_mode=False)
@@ -23,6 +23,9 @@ def run_app(app: typer.Typer) -> None:
     except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except RuntimeFailure as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]")
         sys.exit(130)

@@ -80,7 +80,8 @@ def prepare(
     inputs = [Path(p) for p in inputs]
     check_inputs(ds, inputs)
     total_bytes = input_size(ds, inputs)
-    with atomic_dir(Path(out), force=force) as tmp, _progress(progress) as bar:
+    with atomic_dir(Path(out), force=force, marker="summary.json", tool="tts-data prepare",
+                    inputs=inputs) as tmp, _progress(progress) as bar:
         seen = _read_and_count(ds, inputs, seed, chunk_bytes, on_bad_row, tmp / ".tokens", bar, total_bytes)
         if seen.per_split.sum() == 0:
             raise UserError(

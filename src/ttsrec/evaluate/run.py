@@ -22,7 +22,7 @@ from ttsrec.train.member import build_member
 from ttsrec.train.metrics import binary_metrics, predict_logits, split_labels
 from ttsrec.train.options import TrainOptions
 from ttsrec.train.progress import TrainProgress
-from ttsrec.utils.atomic import atomic_dir
+from ttsrec.utils.atomic import atomic_dir, check_not_input, check_replaceable
 
 DEFAULT_M = (1, 2, 4, 8, 16)
 EVAL_FORMAT = "ttsrec.eval/1"
@@ -41,8 +41,8 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
     from ttsrec.models import model_cost
 
     console = console or Console(stderr=True)
-    if Path(out).exists() and not force:
-        raise UserError(f"{out} already exists (pass --force to replace it)")
+    check_not_input(Path(out), [*sources, data_dir])
+    check_replaceable(Path(out), force, "results.json", "tts-eval")
     if subsets < 1:
         raise UserError(f"--subsets must be >= 1, got {subsets}")
     bad_kinds = sorted(set(scaling_kinds) - set(KINDS))
@@ -64,7 +64,8 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
                     "scaling_kinds": list(scaling_kinds)},
         "groups": [], "rows": [],
     }
-    with atomic_dir(Path(out), force=force) as tmp:
+    with atomic_dir(Path(out), force=force, marker="results.json", tool="tts-eval",
+                    inputs=[*sources, data_dir]) as tmp:
         for g in groups:
             logits = np.stack([predict_logits([m.model], data, "test")[0] for m in track(
                 g.members, description=f"test logits {g.name}", console=console, disable=not show_progress)])

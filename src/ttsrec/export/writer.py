@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ttsrec.errors import UserError
 from ttsrec.export import parity
-from ttsrec.export.assemble import Job, Member, write_repository
+from ttsrec.export.assemble import REPOSITORY_README, Job, Member, write_repository
 from ttsrec.export.order import balanced_order, default_m_list, shard_members
 from ttsrec.export.records import serving_record
 from ttsrec.export.sources import load_sources
@@ -31,7 +31,16 @@ from ttsrec.repository.config import Serving
 from ttsrec.repository.graphs import OPSET
 from ttsrec.repository.manifest import SHARDS_FORMAT, write_json
 from ttsrec.repository.tree import layout_tree
-from ttsrec.utils.atomic import atomic_dir
+from ttsrec.utils.atomic import atomic_dir, check_not_input, check_replaceable
+
+
+def written_by_export(path: Path) -> bool:
+    """A folder `--force` may replace: an export (manifest or shards file at its top), or the
+    source tree's `model_repository/` as checked out (nothing but the README every export writes)."""
+    if (path / naming.MANIFEST_FILE).is_file() or (path / naming.SHARDS_FILE).is_file():
+        return True
+    only_readme = [p.name for p in path.iterdir()] == ["README.md"]
+    return only_readme and (path / "README.md").read_text() == REPOSITORY_README.read_text()
 
 
 def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, backend: str = "python",
@@ -57,8 +66,9 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
                       fused_instance_count=fused_instance_count)
     serving.validate()
     out = Path(out)
-    if out.exists() and not force:
-        raise UserError(f"{out} already exists (pass --force to replace it)")
+    inputs = [Path(c) for c in checkpoints] + ([] if data is None else [Path(data)])
+    check_not_input(out, inputs)
+    check_replaceable(out, force, written_by_export, "tts-export")
     sources = load_sources([Path(c) for c in checkpoints], None if data is None else Path(data))
     loaded = [sources.members[i] for i in balanced_order([m.backbone for m in sources.members])]
     members = [Member(k, m, naming.member_name(k, m.backbone)) for k, m in enumerate(loaded)]
@@ -74,7 +84,8 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
     progress = Progress(TextColumn("[bold]tts-export[/] {task.description:<20}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=not show)
 
-    with atomic_dir(out, force) as tmp, progress, tempfile.TemporaryDirectory(prefix="tts-export-") as work:
+    with (atomic_dir(out, force, marker=written_by_export, tool="tts-export", inputs=inputs) as tmp, progress,
+          tempfile.TemporaryDirectory(prefix="tts-export-") as work):
         job = Job(sources.feature_map, serving, sample, fp16, fused, opset, Path(work), progress,
                   progress.add_task("members", total=steps))
         tolerance = {"rtol": job.tolerance.rtol, "atol": job.tolerance.atol}
