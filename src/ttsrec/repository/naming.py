@@ -17,8 +17,16 @@ SHARDS_FILE = "shards.json"
 VERSION = "1"
 
 
+MEMBER_PREFIX = "member_"
+
+
 def member_name(index: int, backbone: str) -> str:
-    return f"member_{index:02d}_{backbone}"
+    return f"{MEMBER_PREFIX}{index:02d}_{backbone}"
+
+
+def is_member(model_name: str) -> bool:
+    """Whether a model (or ensemble step, possibly `shard/name`) is a member rather than a merge."""
+    return model_name.rsplit("/", 1)[-1].startswith(MEMBER_PREFIX)
 
 
 def merge_name(m: int) -> str:
