@@ -1,0 +1,95 @@
+"""fit_merge: the fitted merges are valid weights and, on validation, never lose to the members they mix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ttsrec.errors import UserError
+from ttsrec.evaluate.merge import MERGE_KINDS, fit_merge, merged_logits
+from ttsrec.train.metrics import binary_metrics
+
+
+def synthetic_mix(seed: int, n: int = 4000, weak: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """One strong member (close to the true logit) and `weak` members that are mostly noise."""
+    rng = np.random.default_rng(seed)
+    truth = rng.normal(0, 1.5, n)
+    labels = (rng.random(n) < 1 / (1 + np.exp(-truth))).astype(np.float64)
+    strong = truth + rng.normal(0, 0.3, n)
+    weak_rows = [0.3 * truth + rng.normal(0, 2.0, n) for _ in range(weak)]
+    return np.stack([strong, *weak_rows]), labels
+
+
+def logloss(weights: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> float:
+    return binary_metrics(labels, merged_logits(weights, logits))["logloss"]
+
+
+@pytest.mark.parametrize("kind", MERGE_KINDS)
+def test_weights_are_on_the_simplex(kind: str) -> None:
+    logits, labels = synthetic_mix(0)
+    w = fit_merge(kind, logits, labels)
+    assert w.shape == (4,) and np.all(w >= 0) and w.sum() == pytest.approx(1.0)
+
+
+def test_mean_is_equal_weights() -> None:
+    logits, labels = synthetic_mix(1)
+    np.testing.assert_allclose(fit_merge("mean", logits, labels), np.full(4, 0.25))
+
+
+@pytest.mark.parametrize("kind", ["weighted", "selection"])
+def test_fitted_merge_leans_on_the_strong_member_and_beats_mean_and_best_single(kind: str) -> None:
+    logits, labels = synthetic_mix(2)
+    w = fit_merge(kind, logits, labels)
+    assert w[0] == w.max() and w[0] > 0.5
+    fitted = logloss(w, logits, labels)
+    assert fitted <= logloss(np.eye(4)[0], logits, labels) + 1e-9
+    assert fitted < logloss(np.full(4, 0.25), logits, labels)
+
+
+def test_weighted_finds_the_known_optimum_of_two_complementary_members() -> None:
+    """Two members that each see half the signal: the optimum is the equal mix, not a vertex."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(0, 1, 20000), rng.normal(0, 1, 20000)
+    labels = (rng.random(20000) < 1 / (1 + np.exp(-(a + b)))).astype(np.float64)
+    w = fit_merge("weighted", np.stack([2 * a, 2 * b]), labels)
+    np.testing.assert_allclose(w, [0.5, 0.5], atol=0.03)
+
+
+def test_selection_picks_with_replacement_in_whole_counts() -> None:
+    logits, labels = synthetic_mix(4)
+    w = fit_merge("selection", logits, labels, rounds=10)
+    totals = [t for t in range(1, 12) if np.allclose(w * t, np.round(w * t))]
+    assert totals, f"{w} are not pick counts over at most 11 picks"
+
+
+def test_single_member_gets_weight_one() -> None:
+    logits, labels = synthetic_mix(5, weak=0)
+    for kind in MERGE_KINDS:
+        np.testing.assert_allclose(fit_merge(kind, logits, labels), [1.0])
+
+
+@given(seed=st.integers(0, 10_000), m=st.integers(2, 6), kind=st.sampled_from(["weighted", "selection"]))
+@settings(max_examples=25, deadline=None)
+def test_fitted_merge_never_loses_to_the_best_member_on_the_fit_split(seed: int, m: int, kind: str) -> None:
+    rng = np.random.default_rng(seed)
+    n = 500
+    labels = rng.integers(0, 2, n).astype(np.float64)
+    labels[:2] = [0, 1]
+    logits = rng.normal(0, 1, (m, n)) + rng.normal(0, 1, (m, 1)) * (labels - 0.5)
+    w = fit_merge(kind, logits, labels)
+    assert np.all(w >= 0) and w.sum() == pytest.approx(1.0)
+    best_single = min(logloss(np.eye(m)[i], logits, labels) for i in range(m))
+    assert logloss(w, logits, labels) <= best_single + 1e-9
+
+
+@pytest.mark.parametrize(("kind", "logits", "labels"), [
+    ("median", np.zeros((2, 3)), np.array([0.0, 1.0, 0.0])),
+    ("weighted", np.zeros((2, 3)), np.array([0.0, 1.0])),
+    ("weighted", np.zeros(3), np.array([0.0, 1.0, 0.0])),
+    ("selection", np.zeros((2, 3)), np.array([0.0, 2.0, 0.0])),
+])
+def test_bad_input_is_a_user_error(kind: str, logits: np.ndarray, labels: np.ndarray) -> None:
+    with pytest.raises(UserError):
+        fit_merge(kind, logits, labels)
