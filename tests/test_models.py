@@ -157,7 +157,8 @@ def test_knobs_are_hparams_and_grow_the_model(name):
 
 
 def test_paper_defaults():
-    assert default_hparams("dcnv2") == {"embed_dim": 16, "mlp_dims": [1024, 512, 256], "num_cross_layers": 3}
+    assert default_hparams("dcnv2") == {"embed_dim": 16, "mlp_dims": [1024, 512, 256], "num_cross_layers": 3,
+                                        "zero_cross_bias": False}
     assert default_hparams("wukong")["num_layers"] == 3 and default_hparams("wukong")["rank"] == 24
     assert default_hparams("rankmixer")["num_layers"] == 3 and default_hparams("rankmixer")["expansion"] == 2
     assert build_model("rankmixer", [5] * 39).hparams["token_dim"] == 39
@@ -213,3 +214,35 @@ def test_parse_members():
             parse_members(bad)
     with pytest.raises(UserError, match="seeds"):
         parse_members("fm*2", seeds=[1])
+
+
+@pytest.mark.parametrize("name", ["fm", "deepfm"])
+def test_official_fm_has_no_first_order_term_and_no_bias(name: str) -> None:
+    """first_order=false, bias=false: the logit is the second-order term (+ the MLP for DeepFM) only."""
+    torch.manual_seed(0)
+    model = build_model(name, VOCAB_SIZES, embed_dim=4, first_order=False, bias=False,
+                        **({"mlp_dims": [8]} if name == "deepfm" else {})).eval()
+    full = build_model(name, VOCAB_SIZES, embed_dim=4, **({"mlp_dims": [8]} if name == "deepfm" else {}))
+    assert model.linear is None and model.bias is None
+    assert model_cost(full).params - model_cost(model).params == sum(VOCAB_SIZES) + 1
+    ids = torch.randint(0, min(VOCAB_SIZES), (6, len(VOCAB_SIZES)))
+    expected = model.fm(model.embedding(ids))
+    if name == "deepfm":
+        expected = expected + model.mlp(model.embedding(ids).flatten(1))
+    torch.testing.assert_close(model(ids), expected)
+
+
+def test_dcnv2_zero_cross_bias_starts_the_cross_biases_at_zero() -> None:
+    torch.manual_seed(0)
+    zero = build_model("dcnv2", VOCAB_SIZES, embed_dim=4, mlp_dims=[8], zero_cross_bias=True)
+    torch.manual_seed(0)
+    default = build_model("dcnv2", VOCAB_SIZES, embed_dim=4, mlp_dims=[8])
+    assert all(torch.count_nonzero(layer.bias) == 0 for layer in zero.cross.weights)
+    assert all(torch.count_nonzero(layer.bias) > 0 for layer in default.cross.weights)
+    assert build_model("dcn", VOCAB_SIZES, embed_dim=4, mlp_dims=[8], zero_cross_bias=True) is not None
+
+
+@pytest.mark.parametrize("value", ["yes", 2, 0.5, [1]])
+def test_bool_hparams_take_only_booleans(value: object) -> None:
+    with pytest.raises(UserError):
+        build_model("fm", VOCAB_SIZES, first_order=value)

@@ -16,8 +16,8 @@ class DeepFM(FM):
     width_knobs = ("mlp_dims",)
 
     def __init__(self, vocab_sizes: Sequence[int], *, embed_dim: int = 16,
-                 mlp_dims: Sequence[int] = (1024, 512, 256)):
-        super().__init__(vocab_sizes, embed_dim=embed_dim)
+                 mlp_dims: Sequence[int] = (1024, 512, 256), first_order: bool = True, bias: bool = True):
+        super().__init__(vocab_sizes, embed_dim=embed_dim, first_order=first_order, bias=bias)
         self.mlp = MLP(self.num_fields * embed_dim, mlp_dims)
 
     def forward(self, feat_ids: torch.Tensor) -> torch.Tensor:

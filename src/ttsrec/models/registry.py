@@ -111,8 +111,12 @@ def _jsonable(value: Any) -> Any:
 
 
 def _coerce(backbone: str, key: str, value: Any, default: Any) -> Any:
-    """Check one hparam against its default's type: int lists, ints, floats (bools are not ints)."""
+    """Check one hparam against its default's type: int lists, bools (true/false or 0/1), ints, floats."""
     bad = UserError(f"{backbone}: hparam {key}={value!r} must be like {default!r}")
+    if isinstance(default, bool):
+        if value in (0, 1) and not isinstance(value, float):
+            return bool(value)
+        raise bad
     if isinstance(default, list):
         if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
             raise bad
