@@ -12,7 +12,6 @@ the server's statistics and which models make up the request's critical path.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,11 +20,18 @@ import numpy as np
 
 from ttsrec.bench.load import AsyncLoad, Load, ThreadLoad
 from ttsrec.bench.server_stats import ServerTimes, Snapshot, critical_path, model_times, statistics_reader
+from ttsrec.client.transport import Transport, async_sender
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
+from ttsrec.utils.common import usable_cores
+
+__all__ = ["MODES", "REQUEST_TIMEOUT_S", "TRITON_MODES", "Target", "check_modes", "inprocess_fused_target",
+           "inprocess_members_target", "model_config", "server_models", "sharded_target", "triton_target",
+           "usable_cores"]
 
 TRITON_MODES = ("ensemble", "fused")
 REQUEST_TIMEOUT_S = 120.0
+METADATA_TIMEOUT_S = 10.0
 MODES = ("ensemble", "fused", "sharded", "inprocess")
 """`--mode` choices; `inprocess` gives two rows per point: `inprocess_members` and `inprocess_fused`."""
 
@@ -45,53 +51,25 @@ class Target:
     """Server processes whose CPU the row reports (only for servers this bench started)."""
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 # -- Triton ------------------------------------------------------------------------------------------
 
 
 def model_config(url: str, protocol: str, model: str) -> dict[str, Any]:
-    """The served model's config as JSON; a `UserError` naming the server if it cannot be read."""
+    """The served model's config as JSON; the client's errors (bad input: exit 2, server down: exit 1)."""
+    transport = Transport(url, protocol, METADATA_TIMEOUT_S)
     try:
-        if protocol == "grpc":
-            import tritonclient.grpc as grpcclient
-
-            config = grpcclient.InferenceServerClient(url).get_model_config(
-                model, as_json=True, client_timeout=10
-            )
-            return config.get("config", config)
-        import tritonclient.http as httpclient
-
-        return httpclient.InferenceServerClient(
-            url, connection_timeout=10, network_timeout=10
-        ).get_model_config(model)
-    except Exception as err:  # tritonclient raises its own exception types, gRPC and socket errors
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot read model {model!r} from {protocol} server {url}: {text}") from None
+        return transport.model_config(model)
+    finally:
+        transport.close()
 
 
 def server_models(url: str, protocol: str) -> set[str]:
     """Names of the models the server has loaded (READY)."""
+    transport = Transport(url, protocol, METADATA_TIMEOUT_S)
     try:
-        if protocol == "grpc":
-            import tritonclient.grpc as grpcclient
-
-            index = grpcclient.InferenceServerClient(url).get_model_repository_index(
-                as_json=True, client_timeout=10
-            )
-            models = index.get("models", [])
-        else:
-            import tritonclient.http as httpclient
-
-            models = httpclient.InferenceServerClient(
-                url, connection_timeout=10, network_timeout=10
-            ).get_model_repository_index()
-    except Exception as err:
-        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{protocol} server {url} is unreachable: {text}") from None
-    return {m["name"] for m in models if m.get("state", "READY") == "READY"}
+        return transport.server_models()
+    finally:
+        transport.close()
 
 
 def triton_target(mode: str, m: int, url: str, protocol: str, model: str) -> Target:
@@ -108,7 +86,8 @@ def triton_target(mode: str, m: int, url: str, protocol: str, model: str) -> Tar
         return model_times(before, after, model)
 
     def make_load(batches: Sequence[np.ndarray]) -> Load:
-        return AsyncLoad(lambda: _async_sender(url, protocol, model, input_name, outputs, batches))
+        return AsyncLoad(lambda: async_sender(url, protocol, model, input_name, outputs, batches,
+                                              timeout_s=REQUEST_TIMEOUT_S))
 
     return Target(
         mode=mode,
@@ -123,47 +102,6 @@ def triton_target(mode: str, m: int, url: str, protocol: str, model: str) -> Tar
     )
 
 
-async def _async_sender(
-    url: str,
-    protocol: str,
-    model: str,
-    input_name: str,
-    outputs: tuple[str, ...],
-    batches: Sequence[np.ndarray],
-) -> tuple[Any, Any]:
-    """Pre-built requests and an `infer` coroutine on an async tritonclient bound to the running loop."""
-    if protocol == "grpc":
-        import tritonclient.grpc as grpcclient
-        import tritonclient.grpc.aio as grpcaio
-
-        client: Any = grpcaio.InferenceServerClient(url)
-        requests = []
-        for batch in batches:
-            tensor = grpcclient.InferInput(input_name, list(batch.shape), "INT64")
-            tensor.set_data_from_numpy(batch)
-            requests.append([tensor])
-        wanted: Any = [grpcclient.InferRequestedOutput(name) for name in outputs]
-    else:
-        import tritonclient.http as httpclient
-        import tritonclient.http.aio as httpaio
-
-        client = httpaio.InferenceServerClient(url, conn_limit=1024, conn_timeout=REQUEST_TIMEOUT_S)
-        requests = []
-        for batch in batches:
-            tensor = httpclient.InferInput(input_name, list(batch.shape), "INT64")
-            tensor.set_data_from_numpy(batch, binary_data=True)
-            requests.append([tensor])
-        wanted = [httpclient.InferRequestedOutput(name, binary_data=True) for name in outputs]
-
-    # A request that never returns would stall the sweep: gRPC gets a deadline, HTTP a session timeout.
-    limit = {"client_timeout": REQUEST_TIMEOUT_S} if protocol == "grpc" else {}
-
-    async def send(k: int) -> Any:
-        return await client.infer(model, requests[k % len(requests)], outputs=wanted, **limit)
-
-    return send, client.close
-
-
 # -- sharded -----------------------------------------------------------------------------------------
 
 
@@ -171,7 +109,7 @@ def sharded_target(m: int, urls: Sequence[str], protocol: str, model: str = nami
     """Fan-out through `ShardedClient` (the user-facing path), one blocking call per worker thread."""
     from ttsrec.client import ShardedClient
 
-    client = ShardedClient(list(urls), protocol=protocol, model=model)
+    client = ShardedClient(list(urls), protocol=protocol, model=model, timeout_s=REQUEST_TIMEOUT_S)
     readers = [statistics_reader(u, protocol) for u in urls]
     shard_configs = [model_config(u, protocol, model) for u in urls]
     steps = [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -10,34 +11,35 @@ from typing import Any
 
 import numpy as np
 
-from ttsrec.client.errors import ClientError
+from ttsrec.client.errors import ClientError, DeadlineExceededError
 from ttsrec.client.model_info import ModelInfo
-from ttsrec.client.transport import Transport
+from ttsrec.client.transport import DEFAULT_TIMEOUT_S, Transport
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
+from ttsrec.utils.common import sigmoid
 
 Prediction = tuple[np.ndarray, np.ndarray]
 """(prob, logit), each float32 [B]."""
-
-
-def sigmoid(logit: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-logit.astype(np.float64)))).astype(np.float32)
 
 
 class Client:
     """Query one model on one server.
 
     `predict` takes int ids [B, F] (or one row [F]), splits batches above the model's `max_batch_size`
-    (read from the server) and returns (prob, logit) as float32 [B]. Every failure is a `ClientError`
-    naming the server and the model; no call waits longer than `timeout_s` per request.
+    (read from the server) and returns (prob, logit) as float32 [B]. Bad input raises `ClientError`
+    (exit 2); a server that is down, late or shedding load raises a `ClientRuntimeError` (exit 1); both
+    name the server and the model. `timeout_s` is the deadline of one `predict` call (all its split
+    batches together), sent to the server as each request's timeout so an overloaded server rejects
+    early. `transport` replaces the network layer (tests).
     """
 
     def __init__(self, url: str, protocol: str = "grpc", model: str = "ensemble_m8", *,
-                 timeout_s: float = 30.0, feature_map: FeatureMap | Path | str | None = None,
-                 split_batches: bool = True, max_workers: int = 4):
-        self.transport = Transport(url, protocol, timeout_s)
-        self.url, self.protocol, self.model = self.transport.url, protocol, model
+                 timeout_s: float = DEFAULT_TIMEOUT_S, feature_map: FeatureMap | Path | str | None = None,
+                 split_batches: bool = True, max_workers: int = 4, transport: Transport | None = None):
+        self.transport = transport if transport is not None else Transport(url, protocol, timeout_s)
+        self.url, self.protocol, self.model = self.transport.url, self.transport.protocol, model
+        self.timeout_s = self.transport.timeout_s
         self.split_batches = split_batches
         self.max_workers = max_workers
         self._feature_map = feature_map
@@ -81,24 +83,31 @@ class Client:
 
     # -- predictions -------------------------------------------------------------------------
 
-    def infer(self, feat_ids: Any) -> dict[str, np.ndarray]:
-        """All outputs of the model, each [B, ...], batches split to `max_batch_size`."""
+    def infer(self, feat_ids: Any, timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """All outputs of the model, each [B, ...], batches split to `max_batch_size`; all parts share
+        one deadline (`timeout_s`, default the client's), each sent with the time that is left."""
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         info = self.info
         ids = self._check_ids(feat_ids, info)
         limit = info.max_batch_size
         if limit and len(ids) > limit and not self.split_batches:
-            raise self._error(f"batch of {len(ids)} rows is above the model's max_batch_size {limit}",
-                              bad_input=True)
+            raise self._error(f"batch of {len(ids)} rows is above the model's max_batch_size {limit}")
         if len(ids) == 0:
             return {name: np.zeros((0, 1), np.float32) for name in info.outputs}
         step = limit if limit else len(ids)
-        parts = [self.transport.infer(self.model, info.input_name, ids[i:i + step], info.outputs)
-                 for i in range(0, len(ids), step)]
+        parts = []
+        for i in range(0, len(ids), step):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceededError(f"deadline passed after {i} of {len(ids)} rows", url=self.url,
+                                       model=self.model)
+            parts.append(self.transport.infer(self.model, info.input_name, ids[i:i + step], info.outputs,
+                                              timeout_s=left))
         return {name: np.concatenate([p[name] for p in parts]) for name in info.outputs}
 
-    def predict(self, feat_ids: Any) -> Prediction:
+    def predict(self, feat_ids: Any, timeout_s: float | None = None) -> Prediction:
         """(prob, logit) float32 [B] for int ids [B, F]."""
-        out = self.infer(feat_ids)
+        out = self.infer(feat_ids, timeout_s)
         if naming.LOGIT in out:
             logit = out[naming.LOGIT].reshape(-1)
         elif naming.LOGIT_SUM in out and naming.MEMBER_COUNT in out:  # one shard's partial ensemble
@@ -112,9 +121,21 @@ class Client:
     def predict_records(self, rows: Sequence[Mapping[str, Any]],
                         feature_map: FeatureMap | Path | str | None = None) -> Prediction:
         """Predict raw records (dicts keyed by raw column names, e.g. Criteo `I1`..`C26`), encoded with
-        the repository's `feature_map.json` exactly as training data was."""
-        ids = self.encoder(feature_map).encode(rows)
-        return self.predict(ids)
+        the repository's `feature_map.json` exactly as training data was.
+
+        The feature map must be the one the served model was exported with: its hash is compared with
+        the `ttsrec.feature_map_hash` the server advertises, and a mismatch is refused (`ClientError`)."""
+        encoder = self.encoder(feature_map)
+        self.check_feature_map(encoder.feature_map)
+        return self.predict(encoder.encode(rows))
+
+    def check_feature_map(self, fmap: FeatureMap) -> None:
+        """Refuse a local feature map whose hash differs from the one the server advertises."""
+        served = self.info.parameters.get("feature_map_hash")
+        if served and served != fmap.hash:
+            raise self._error(f"local feature map {fmap.hash} does not match the served model's {served}: "
+                              "records would be encoded with the wrong ids (use the repository's "
+                              f"{naming.FEATURE_MAP_FILE})")
 
     def encoder(self, feature_map: FeatureMap | Path | str | None = None) -> Any:
         """The `RecordEncoder` for `feature_map` (a FeatureMap, a feature_map.json, or a repository)."""
@@ -150,16 +171,15 @@ class Client:
     def _check_ids(self, feat_ids: Any, info: ModelInfo) -> np.ndarray:
         ids = np.asarray(feat_ids)
         if ids.dtype.kind not in "iu":
-            raise self._error(f"feat_ids must be integer ids (int64), got dtype {ids.dtype}", bad_input=True)
+            raise self._error(f"feat_ids must be integer ids (int64), got dtype {ids.dtype}")
         if ids.ndim == 1 and ids.shape[0] == info.num_fields:
             ids = ids.reshape(1, -1)
         if ids.ndim != 2 or ids.shape[1] != info.num_fields:
-            raise self._error(f"feat_ids must have shape [B, {info.num_fields}], got {list(ids.shape)}",
-                              bad_input=True)
+            raise self._error(f"feat_ids must have shape [B, {info.num_fields}], got {list(ids.shape)}")
         return np.ascontiguousarray(ids, dtype=np.int64)
 
-    def _error(self, message: str, bad_input: bool = False) -> ClientError:
-        return ClientError(message, url=self.url, model=self.model, bad_input=bad_input)
+    def _error(self, message: str) -> ClientError:
+        return ClientError(message, url=self.url, model=self.model)
 
 
 def _load_feature_map(source: FeatureMap | Path | str) -> FeatureMap:

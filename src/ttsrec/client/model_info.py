@@ -3,9 +3,10 @@ and (for ensembles) the member steps. Read from the server, so it always matches
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ttsrec.client.transport import config_parameters
 from ttsrec.repository import naming
 
 
@@ -18,7 +19,10 @@ class ModelInfo:
     max_batch_size: int
     outputs: tuple[str, ...]
     members: tuple[str, ...]
-    """Member models of an ensemble (steps fed `feat_ids`); empty for a single model."""
+    """Member models of an ensemble (member steps fed `feat_ids`), else the `ttsrec.members` parameter
+    (a fused graph); empty for a single model."""
+    parameters: dict[str, str] = field(default_factory=dict)
+    """`ttsrec.*` config parameters without the prefix: export_id, feature_map_hash, shard_index..."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ModelInfo:
@@ -31,8 +35,13 @@ class ModelInfo:
         dims = [int(d) for d in inp.get("dims", [])]
         steps = config.get("ensemble_scheduling", {}).get("step", [])
         members = tuple(step["model_name"] for step in steps
-                        if naming.FEAT_IDS in step.get("input_map", {}).values())
+                        if naming.is_member(step["model_name"])
+                        and naming.FEAT_IDS in step.get("input_map", {}).values())
+        parameters = config_parameters(config)
+        if not members and parameters.get("members"):
+            members = tuple(m for m in parameters["members"].split(",") if m)
         return cls(name=config.get("name", ""), input_name=inp["name"],
                    input_dtype=inp.get("data_type", "TYPE_INT64").removeprefix("TYPE_"),
                    num_fields=dims[-1] if dims else 0, max_batch_size=int(config.get("max_batch_size", 0)),
-                   outputs=tuple(o["name"] for o in config.get("output", [])), members=members)
+                   outputs=tuple(o["name"] for o in config.get("output", [])), members=members,
+                   parameters=parameters)

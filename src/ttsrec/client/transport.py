@@ -1,26 +1,72 @@
-"""One request over gRPC or HTTP with tritonclient, errors turned into `ClientError`.
+"""The one Triton transport of ttsrec: `Client`, `ShardedClient`, `tts-serve --check` and the bench use it.
 
-The gRPC client is thread-safe and shared; the HTTP one is not (gevent), so each thread gets its own.
+What it offers (everything else builds on these):
+
+- `PROTOCOLS` (grpc, http), `check_protocol`, `normalise_url` (drops `grpc://`, `http://`).
+- `Transport(url, protocol, timeout_s)`: one server. gRPC: one thread-safe client with keepalive
+  (a dead peer is noticed within seconds); HTTP: one client per thread (gevent is not thread-safe).
+  - `model_config(model)` (JSON, unwrapped), `model_metadata(model)`, `server_models()` (READY names),
+    `is_ready(model=None)`;
+  - `infer(model, input_name, ids, outputs, timeout_s=None)`: int64 ids in, {output: array} out. The
+    deadline goes to the server as Triton's request `timeout` (µs; a queue policy rejects a request
+    that waited past it) and bounds the client's wait (`client_timeout` / the HTTP network timeout).
+    Input and requested-output objects are built once per thread and shape, then reused.
+- `config_parameters(config)`: the `ttsrec.*` string parameters of a config (export id, members...).
+- `translate(err, url=, model=, protocol=, timeout_s=)`: any tritonclient/gRPC/socket error as one of
+  the two families (`ttsrec.client.errors`): bad input -> `ClientError` (exit 2); unavailable, deadline,
+  queue rejection, other server faults -> `ClientRuntimeError` subclasses (exit 1).
+- `async_sender(...)`: pre-built requests and an `infer` coroutine on tritonclient's asyncio client,
+  for load generators (the bench) that keep many requests in flight from one thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from ttsrec.client.errors import ClientError
+from ttsrec.client.errors import (
+    ClientError,
+    ClientRuntimeError,
+    DeadlineExceededError,
+    RequestRejectedError,
+    ServerUnavailableError,
+)
 
 PROTOCOLS = ("grpc", "http")
-_TIMEOUT_WORDS = ("deadline", "timed out", "timeout")
+DEFAULT_TIMEOUT_S = 30.0
+PARAMETER_PREFIX = "ttsrec."
+KEEPALIVE_MS = 10_000
+"""gRPC keepalive ping interval while calls are in flight; a peer silent for `KEEPALIVE_TIMEOUT_MS`
+after a ping is dropped (UNAVAILABLE) instead of holding the call until its deadline."""
+KEEPALIVE_TIMEOUT_MS = 5_000
+MAX_RECONNECT_BACKOFF_MS = 1_000
+"""gRPC's default reconnect backoff grows to 120 s: a restarted shard would stay 'unavailable' that long."""
+
+_BAD_INPUT_WORDS = ("unknown model", "is not found", "unexpected shape", "unexpected datatype",
+                    "unexpected inference input", "unexpected inference output", "invalid argument",
+                    "inconsistent", "byte size", "unable to find", "not supported")
+_REJECTED_WORDS = ("exceeds maximum queue size", "request timeout expired", "timeout expired")
+_DEADLINE_WORDS = ("deadline exceeded", "deadline", "timed out", "timeout")
+_UNREACHABLE_WORDS = ("failed to connect", "connection refused", "name resolution", "no route to host",
+                      "network is unreachable")
+_UNAVAILABLE_WORDS = ("unavailable", "failed to connect", "connection refused", "connection reset",
+                      "not healthy", "socket closed", "broken pipe", "server is not ready", "shutting down",
+                      "name resolution", "no route to host", "network is unreachable", "end of stream")
+
+
+def check_protocol(protocol: str) -> str:
+    if protocol not in PROTOCOLS:
+        raise ClientError(f"unknown protocol {protocol!r} (choose {' or '.join(PROTOCOLS)})")
+    return protocol
 
 
 def normalise_url(url: str, protocol: str) -> str:
     """`host:port` as tritonclient wants it; a scheme like `grpc://` or `http://` is dropped."""
-    if protocol not in PROTOCOLS:
-        raise ClientError(f"unknown protocol {protocol!r} (choose grpc or http)", url=url)
+    check_protocol(protocol)
     for scheme in ("grpc://", "http://", "https://"):
         url = url.removeprefix(scheme)
     url = url.rstrip("/")
@@ -29,14 +75,113 @@ def normalise_url(url: str, protocol: str) -> str:
     return url
 
 
+def deadline_us(timeout_s: float) -> int:
+    """Triton's request `timeout` field: microseconds, at least 1."""
+    return max(1, int(timeout_s * 1e6))
+
+
+def config_parameters(config: dict[str, Any]) -> dict[str, str]:
+    """`ttsrec.*` parameters of a model config (JSON from either protocol), without the prefix."""
+    config = config.get("config", config)
+    params = config.get("parameters", {}) or {}
+    return {key[len(PARAMETER_PREFIX):]: str(value.get("string_value", "")) if isinstance(value, dict)
+            else str(value) for key, value in params.items() if key.startswith(PARAMETER_PREFIX)}
+
+
+def grpc_channel_args() -> list[tuple[str, Any]]:
+    """tritonclient's default channel options, plus keepalive while calls are in flight and a short
+    reconnect backoff, so a dead peer fails fast and a restarted one is used again within a second."""
+    from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+
+    return [("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", KEEPALIVE_MS), ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            ("grpc.keepalive_permit_without_calls", 0), ("grpc.http2.max_pings_without_data", 2),
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)]
+
+
+def _message(err: BaseException) -> str:
+    msg = err.message() if callable(getattr(err, "message", None)) else str(err)
+    msg = (msg or "").strip()
+    return msg.splitlines()[0] if msg else type(err).__name__
+
+
+def _status(err: BaseException) -> str:
+    status = err.status() if callable(getattr(err, "status", None)) else None
+    return str(status or "")
+
+
+def translate(err: BaseException, *, url: str = "", model: str = "", protocol: str = "",
+              timeout_s: float | None = None) -> ClientError | ClientRuntimeError:
+    """Any failure of a call as one of the two client families, naming url, model and protocol."""
+    if isinstance(err, ClientError | ClientRuntimeError):
+        return err
+    text, status = _message(err), _status(err)
+    low, kind = text.lower(), type(err).__name__
+    tag = f" [{protocol}]" if protocol else ""
+    where = {"url": url, "model": model}
+    if any(w in low for w in _REJECTED_WORDS):
+        return RequestRejectedError(f"rejected by the server's queue policy ({text}){tag}", **where)
+    if "DEADLINE_EXCEEDED" in status or "Timeout" in kind or any(w in low for w in _DEADLINE_WORDS):
+        within = f"within {timeout_s:g}s " if timeout_s else ""
+        return DeadlineExceededError(f"no answer {within}({text}){tag}", **where)
+    if ("UNAVAILABLE" in status or status == "503" or isinstance(err, ConnectionError | OSError)
+            or any(w in low for w in _UNAVAILABLE_WORDS)):
+        what = "unreachable" if any(w in low for w in _UNREACHABLE_WORDS) else "unavailable"
+        return ServerUnavailableError(f"server {what} ({text}){tag}", **where)
+    if ("INVALID_ARGUMENT" in status or "NOT_FOUND" in status or status in ("400", "404")
+            or any(w in low for w in _BAD_INPUT_WORDS)):
+        return ClientError(f"{text}{tag}", **where)
+    return ClientRuntimeError(f"{text}{tag}", **where)
+
+
+def _module(protocol: str) -> Any:
+    if protocol == "grpc":
+        import tritonclient.grpc as grpcclient
+
+        return grpcclient
+    import tritonclient.http as httpclient
+
+    return httpclient
+
+
+def build_inputs(protocol: str, input_name: str, ids: np.ndarray) -> list[Any]:
+    """One INT64 input tensor for `ids` (binary on HTTP)."""
+    mod = _module(protocol)
+    tensor = mod.InferInput(input_name, list(ids.shape), "INT64")
+    if protocol == "grpc":
+        tensor.set_data_from_numpy(ids)
+    else:
+        tensor.set_data_from_numpy(ids, binary_data=True)
+    return [tensor]
+
+
+def build_outputs(protocol: str, outputs: Sequence[str]) -> list[Any]:
+    mod = _module(protocol)
+    if protocol == "grpc":
+        return [mod.InferRequestedOutput(name) for name in outputs]
+    return [mod.InferRequestedOutput(name, binary_data=True) for name in outputs]
+
+
 class Transport:
-    def __init__(self, url: str, protocol: str, timeout_s: float):
+    """Calls to one server over one protocol; every failure comes out through `translate`."""
+
+    def __init__(self, url: str, protocol: str = "grpc", timeout_s: float = DEFAULT_TIMEOUT_S):
         self.url = normalise_url(url, protocol)
         self.protocol = protocol
+        if not timeout_s > 0:
+            raise ClientError(f"timeout must be > 0 seconds, got {timeout_s}")
         self.timeout_s = float(timeout_s)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._clients: list[Any] = []
+        self._outputs: dict[tuple[str, ...], list[Any]] = {}
+
+    def __repr__(self) -> str:
+        return f"Transport({self.url!r}, {self.protocol!r}, timeout_s={self.timeout_s:g})"
+
+    # -- connection --------------------------------------------------------------------------
 
     def _client(self) -> Any:
         client = getattr(self._local, "client", None)
@@ -51,74 +196,115 @@ class Transport:
         return client
 
     def _new_client(self) -> Any:
+        mod = _module(self.protocol)
         if self.protocol == "grpc":
-            import tritonclient.grpc as grpcclient
+            return mod.InferenceServerClient(self.url, channel_args=grpc_channel_args())
+        return mod.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
+                                         network_timeout=self.timeout_s)
 
-            return grpcclient.InferenceServerClient(self.url)
-        import tritonclient.http as httpclient
+    def _call(self, model: str, fn: Callable[[Any], Any], timeout_s: float | None = None) -> Any:
+        try:
+            return fn(self._client())
+        except BaseException as err:  # tritonclient, grpc, gevent and socket errors alike
+            if isinstance(err, KeyboardInterrupt | SystemExit | ClientError | ClientRuntimeError):
+                raise
+            if self.protocol == "http":  # a failed HTTP connection may be half-read: start afresh
+                self._drop_thread_client()
+            raise translate(err, url=self.url, model=model, protocol=self.protocol,
+                            timeout_s=timeout_s or self.timeout_s) from err
 
-        return httpclient.InferenceServerClient(self.url, connection_timeout=self.timeout_s,
-                                                network_timeout=self.timeout_s)
+    def _timeout_kw(self) -> dict[str, float]:
+        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
+
+    # -- metadata ----------------------------------------------------------------------------
 
     def model_config(self, model: str) -> dict[str, Any]:
+        """The served model's config as JSON (the gRPC `config` wrapper removed)."""
         def call(client: Any) -> dict[str, Any]:
             if self.protocol == "grpc":
                 return client.get_model_config(model, as_json=True, client_timeout=self.timeout_s)
             return client.get_model_config(model)
 
+        config = self._call(model, call)
+        return config.get("config", config)
+
+    def model_metadata(self, model: str) -> dict[str, Any]:
+        def call(client: Any) -> dict[str, Any]:
+            if self.protocol == "grpc":
+                return client.get_model_metadata(model, as_json=True, client_timeout=self.timeout_s)
+            return client.get_model_metadata(model)
+
         return self._call(model, call)
+
+    def server_models(self) -> set[str]:
+        """Names of the models the server has loaded (READY)."""
+        def call(client: Any) -> list[dict[str, Any]]:
+            if self.protocol == "grpc":
+                return client.get_model_repository_index(as_json=True,
+                                                         client_timeout=self.timeout_s).get("models", [])
+            return client.get_model_repository_index()
+
+        return {m["name"] for m in self._call("", call) if m.get("state", "READY") == "READY"}
 
     def is_ready(self, model: str | None = None) -> bool:
         try:
             if model is None:
                 return bool(self._call("", lambda c: c.is_server_ready(**self._timeout_kw())))
             return bool(self._call(model, lambda c: c.is_model_ready(model, **self._timeout_kw())))
-        except ClientError:
+        except (ClientError, ClientRuntimeError):
             return False
 
-    def infer(self, model: str, input_name: str, ids: np.ndarray,
-              outputs: tuple[str, ...]) -> dict[str, np.ndarray]:
+    # -- inference ---------------------------------------------------------------------------
+
+    def _inputs(self, input_name: str, ids: np.ndarray) -> list[Any]:
+        """This thread's input object for this shape, data replaced (no per-request allocation)."""
+        cache = getattr(self._local, "inputs", None)
+        if cache is None:
+            cache = self._local.inputs = {}
+        key = (input_name, ids.shape)
+        tensors = cache.get(key)
+        if tensors is None:
+            if len(cache) > 64:
+                cache.clear()
+            tensors = cache[key] = build_inputs(self.protocol, input_name, ids)
+        elif self.protocol == "grpc":
+            tensors[0].set_data_from_numpy(ids)
+        else:
+            tensors[0].set_data_from_numpy(ids, binary_data=True)
+        return tensors
+
+    def _requested(self, outputs: tuple[str, ...]) -> list[Any]:
+        wanted = self._outputs.get(outputs)
+        if wanted is None:
+            wanted = self._outputs[outputs] = build_outputs(self.protocol, outputs)
+        return wanted
+
+    def infer(self, model: str, input_name: str, ids: np.ndarray, outputs: tuple[str, ...],
+              timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """One request; `timeout_s` (default the transport's) is the deadline, sent to the server too."""
+        limit = self.timeout_s if timeout_s is None else float(timeout_s)
+        if limit <= 0:
+            raise DeadlineExceededError("deadline already passed before the request was sent",
+                                   url=self.url, model=model)
+        outputs = tuple(outputs)
+
         def call(client: Any) -> dict[str, np.ndarray]:
+            inputs = self._inputs(input_name, ids)
+            wanted = self._requested(outputs)
             if self.protocol == "grpc":
-                import tritonclient.grpc as mod
-
-                inp = mod.InferInput(input_name, list(ids.shape), "INT64")
-                inp.set_data_from_numpy(ids)
-                req = [mod.InferRequestedOutput(name) for name in outputs]
-                result = client.infer(model, [inp], outputs=req, client_timeout=self.timeout_s)
+                result = client.infer(model, inputs, outputs=wanted, timeout=deadline_us(limit),
+                                      client_timeout=limit)
             else:
-                import tritonclient.http as mod
-
-                inp = mod.InferInput(input_name, list(ids.shape), "INT64")
-                inp.set_data_from_numpy(ids, binary_data=True)
-                req = [mod.InferRequestedOutput(name, binary_data=True) for name in outputs]
-                result = client.infer(model, [inp], outputs=req)
+                result = client.infer(model, inputs, outputs=wanted, timeout=deadline_us(limit))
             return {name: result.as_numpy(name) for name in outputs}
 
-        return self._call(model, call)
+        return self._call(model, call, limit)
 
-    def _timeout_kw(self) -> dict[str, float]:
-        return {"client_timeout": self.timeout_s} if self.protocol == "grpc" else {}
-
-    def _call(self, model: str, fn: Any) -> Any:
-        try:
-            return fn(self._client())
-        except ClientError:
-            raise
-        except BaseException as err:  # tritonclient, grpc, gevent and socket errors alike
-            if isinstance(err, KeyboardInterrupt | SystemExit):
-                raise
-            if self.protocol == "http":  # a failed HTTP connection may be half-read: start afresh
-                self._drop_thread_client()
-            text = _message(err)
-            timed_out = any(w in text.lower() for w in _TIMEOUT_WORDS) or "Timeout" in type(err).__name__
-            if timed_out:
-                text = f"no answer within {self.timeout_s:g}s ({text})"
-            raise ClientError(f"{text} [{self.protocol}]", url=self.url, model=model,
-                              timed_out=timed_out) from err
+    # -- teardown ----------------------------------------------------------------------------
 
     def _drop_thread_client(self) -> None:
         client, self._local.client = getattr(self._local, "client", None), None
+        self._local.inputs = {}
         if client is not None:
             with self._lock:
                 if client in self._clients:
@@ -135,10 +321,32 @@ class Transport:
         self._local = threading.local()
 
 
-def _message(err: BaseException) -> str:
-    msg = err.message() if callable(getattr(err, "message", None)) else str(err)
-    msg = (msg or type(err).__name__).strip()
-    unreachable = ("StatusCode.UNAVAILABLE", "failed to connect", "Connection refused")
-    if isinstance(err, ConnectionError) or any(word in msg for word in unreachable):
-        return f"server unreachable ({msg.splitlines()[0]})"
-    return msg.splitlines()[0] if msg else type(err).__name__
+async def async_sender(url: str, protocol: str, model: str, input_name: str, outputs: tuple[str, ...],
+                       batches: Sequence[np.ndarray], timeout_s: float = DEFAULT_TIMEOUT_S,
+                       ) -> tuple[Callable[[int], Awaitable[Any]], Callable[[], Awaitable[None]]]:
+    """(`send(k)`, `close()`) on an asyncio tritonclient bound to the running loop.
+
+    Requests are built once, one per batch; `send(k)` sends batch `k % len(batches)` with the deadline
+    (Triton `timeout` and the client's own) and raises `translate`d errors.
+    """
+    url = normalise_url(url, protocol)
+    requests = [build_inputs(protocol, input_name, batch) for batch in batches]
+    wanted = build_outputs(protocol, outputs)
+    limit = {"timeout": deadline_us(timeout_s)}
+    if protocol == "grpc":
+        import tritonclient.grpc.aio as grpcaio
+
+        client: Any = grpcaio.InferenceServerClient(url, channel_args=grpc_channel_args())
+        limit["client_timeout"] = timeout_s  # type: ignore[assignment]
+    else:
+        import tritonclient.http.aio as httpaio
+
+        client = httpaio.InferenceServerClient(url, conn_limit=1024, conn_timeout=timeout_s)
+
+    async def send(k: int) -> Any:
+        try:
+            return await client.infer(model, requests[k % len(requests)], outputs=wanted, **limit)
+        except Exception as err:
+            raise translate(err, url=url, model=model, protocol=protocol, timeout_s=timeout_s) from err
+
+    return send, client.close
