@@ -91,7 +91,7 @@ def test_merging_eight_members_beats_the_mean_single_member(homogeneous_run: Pat
                                                             tmp_path: Path) -> None:
     """The issue's done criterion, with margin: deterministic data, seeds and training."""
     result = evaluate_runs([homogeneous_run], prepared_dir, tmp_path / "report", show_progress=False)
-    rows = {r["M"]: r for r in result["rows"] if r["kind"] == "tts"}
+    rows = {r["M"]: r for r in result["rows"] if r["kind"] == "tts" and r["merge"] == "mean"}
     assert sorted(rows) == [1, 2, 4, 8]
     singles = [m["auc"] for m in result["groups"][0]["members"]]
     assert rows[1]["auc"] == pytest.approx(np.mean(singles))
@@ -108,7 +108,7 @@ def test_report_outputs_are_written_and_consistent(homogeneous_run: Path, prepar
     out = tmp_path / "report"
     code, stdout, err = cli(eval_main, "tts-eval", [
         homogeneous_run, "--data", prepared_dir, "--out", out, "--m-list", "1,2,8", "--subsets", "3",
-        "--param-scaling", "--scaling-m", "2", "-q"], capsys, monkeypatch)
+        "--param-scaling", "--scaling-m", "2", "--merges", "mean", "--no-soup", "-q"], capsys, monkeypatch)
     assert code == 0, err
     assert sorted(p.name for p in out.iterdir()) == ["auc_vs_m.png", "auc_vs_macs.png", "js_fnn8.png",
                                                      "param_scaling", "report.md", "results.csv",
@@ -128,10 +128,11 @@ def test_report_outputs_are_written_and_consistent(homogeneous_run: Path, prepar
         assert r["macs_per_sample"] == pytest.approx(r["M"] * member_macs, rel=0.25)
         assert 0.5 < r["auc"] < 1 and r["logloss"] > 0
     csv = (out / "results.csv").read_text().splitlines()
-    assert csv[0].startswith("group,kind,backbone,M,subsets,auc") and len(csv) == 1 + len(kinds)
+    assert csv[0].startswith("group,kind,merge,backbone,M,subsets,auc") and len(csv) == 1 + len(kinds)
     assert len(list((out / "param_scaling").glob("*.pt"))) == 2
     report = (out / "report.md").read_text()
-    assert "| merge M members | 8 |" in report and "Parameter scaling at equal inference cost" in report
+    assert "| merge M members | mean | 8 |" in report
+    assert "Parameter scaling at equal inference cost" in report
     assert "equal-cost comparisons" in report
     assert "fnn8" in stdout and "merge" in stdout
 
@@ -148,9 +149,13 @@ def test_heterogeneous_members_get_a_balanced_curve_and_best_backbone(
     best = max(singles, key=lambda b: np.mean(singles[b]))
     assert group["reference"]["backbone"] == best
     assert group["reference"]["auc"] == pytest.approx(np.mean(singles[best]))
-    balanced = [r for r in result["rows"] if r["kind"] == "tts_balanced"]
+    balanced = [r for r in result["rows"] if r["kind"] == "tts_balanced" and r["merge"] == "mean"]
     assert [r["M"] for r in balanced] == [1, 2, 4] and balanced[1]["backbone"] == "dcnv2+fnn"
-    assert [r["M"] for r in result["rows"] if r["kind"] == "best_backbone"] == [1, 2]
+    assert [r["M"] for r in result["rows"] if r["kind"] == "best_backbone" and r["merge"] == "mean"] == [1, 2]
+    fitted = [(r["merge"], r["M"]) for r in result["rows"]
+              if r["kind"] == "tts_balanced" and r["merge"] != "mean"]
+    assert fitted == [("weighted", 2), ("selection", 2), ("weighted", 4), ("selection", 4)]
+    assert not any(r["kind"] == "soup" for r in result["rows"])  # two architectures: nothing to soup
 
 
 def untrained(prepared_dir: Path, path: Path, backbone: str = "fnn", fmap_hash: str | None = None) -> Path:

@@ -29,6 +29,11 @@ def evaluate(
     scaling_m: Annotated[str | None, typer.Option(
         "--scaling-m", help="M values for parameter scaling (default: every evaluated M > 1).")] = None,
     scaling_kinds: Annotated[str, typer.Option(help="Comma-separated: depth, width.")] = "depth,width",
+    merges: Annotated[str, typer.Option(
+        "--merges", help="Comma-separated merges per M: mean (the paper), weighted and selection (fitted "
+        "on the validation split).")] = "mean,weighted,selection",
+    soup: Annotated[bool, typer.Option(
+        "--soup/--no-soup", help="Also score a weight-averaged soup of same-architecture members.")] = True,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing report dir.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -47,7 +52,8 @@ def evaluate(
     result = evaluate_runs(
         sources, data, out, m_list=parse_int_list(m_list, "--m-list"), subsets=subsets, seed=seed,
         param_scaling=param_scaling, scaling_m=parse_int_list(scaling_m, "--scaling-m"),
-        scaling_kinds=[k.strip() for k in scaling_kinds.split(",") if k.strip()], force=force,
+        scaling_kinds=[k.strip() for k in scaling_kinds.split(",") if k.strip()],
+        merges=[k.strip() for k in merges.split(",") if k.strip()], soup=soup, force=force,
         show_progress=not quiet, console=console)
     Console().print(rich_table(result))
     for g in result["groups"]:

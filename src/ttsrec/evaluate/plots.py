@@ -12,28 +12,38 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 LABELS = {"tts": "merge M members", "tts_balanced": "merge M (balanced mix)",
-          "best_backbone": "merge M of best backbone", "param_depth": "one deeper model",
-          "param_width": "one wider model"}
-MARKERS = {"tts": "o", "tts_balanced": "o", "best_backbone": "s", "param_depth": "^", "param_width": "v"}
+          "best_backbone": "merge M of best backbone", "group": "group runs (trained jointly)",
+          "soup": "weight-averaged soup", "param_depth": "one deeper model", "param_width": "one wider model",
+          "param_module_depth": "stacked interaction modules", "param_module_width": "K parallel modules"}
+MARKERS = {"tts": "o", "tts_balanced": "o", "best_backbone": "s", "group": "D", "soup": "x",
+           "param_depth": "^", "param_width": "v", "param_module_depth": "<", "param_module_width": ">"}
+MERGE_STYLE = {"mean": "-", "weighted": "--", "selection": ":"}
 
 
-def _series(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
-    out: dict[tuple[str, str], list[dict[str, Any]]] = {}
+def _series(rows: Sequence[dict[str, Any]]) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Rows by (curve, kind, merge); the runs of one group series make one curve."""
+    out: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:
-        out.setdefault((r["group"], r["kind"]), []).append(r)
+        out.setdefault((r.get("series") or r["group"], r["kind"], r.get("merge", "mean")), []).append(r)
     return {k: sorted(v, key=lambda r: r["macs_per_sample"] if k[1].startswith("param") else r["M"])
             for k, v in out.items()}
+
+
+def _label(group: str, kind: str, merge: str) -> str:
+    suffix = f" [{merge}]" if merge not in ("mean", "none", "weights") else ""
+    return f"{group}: {LABELS.get(kind, kind)}{suffix}"
 
 
 def plot_auc_vs_m(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any]], path: Path) -> None:
     """Merged test AUC against M (log2 axis), with the subset spread and each group's reference line."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for (group, kind), series in _series(rows).items():
-        if kind.startswith("param"):
+    for (group, kind, merge), series in _series(rows).items():
+        if kind.startswith("param") or kind == "soup":
             continue
         ms = [r["M"] for r in series]
         ax.errorbar(ms, [r["auc"] for r in series], yerr=[r["auc_std"] for r in series], capsize=3,
-                    marker=MARKERS.get(kind, "o"), label=f"{group}: {LABELS.get(kind, kind)}")
+                    marker=MARKERS.get(kind, "o"), linestyle=MERGE_STYLE.get(merge, "-"),
+                    label=_label(group, kind, merge))
     for g in groups:
         ref = g["reference"]
         ax.axhline(ref["auc"], linestyle=":", linewidth=1, color="grey")
@@ -54,10 +64,12 @@ def plot_auc_vs_m(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any
 def plot_auc_vs_macs(rows: Sequence[dict[str, Any]], path: Path) -> None:
     """Test-time scaling and parameter scaling on one inference-cost axis."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for (group, kind), series in _series(rows).items():
+    for (group, kind, merge), series in _series(rows).items():
+        if kind == "soup" or merge not in ("mean", "none"):
+            continue
         ax.plot([r["macs_per_sample"] for r in series], [r["auc"] for r in series],
                 marker=MARKERS.get(kind, "o"), linestyle="--" if kind.startswith("param") else "-",
-                label=f"{group}: {LABELS.get(kind, kind)}")
+                label=_label(group, kind, merge))
         for r in series:
             ax.annotate(f"{r['M']}", (r["macs_per_sample"], r["auc"]), fontsize=6,
                         textcoords="offset points", xytext=(3, 3))

@@ -12,10 +12,12 @@ from rich.table import Table
 from ttsrec.evaluate.plots import LABELS, plot_auc_vs_m, plot_auc_vs_macs, plot_js
 from ttsrec.utils.atomic import atomic_write_text
 
-SHORT = {"tts": "merge", "tts_balanced": "merge mix", "best_backbone": "merge best",
-         "param_depth": "deeper", "param_width": "wider"}
-CSV_COLUMNS = ["group", "kind", "backbone", "M", "subsets", "auc", "auc_std", "logloss", "logloss_std",
-               "auc_gain", "logloss_gain", "macs_per_sample", "js_mean", "params", "hparams"]
+SHORT = {"tts": "merge", "tts_balanced": "merge mix", "best_backbone": "merge best", "group": "group run",
+         "soup": "soup", "param_depth": "deeper MLP", "param_width": "wider MLP",
+         "param_module_depth": "stacked modules", "param_module_width": "parallel modules"}
+CSV_COLUMNS = ["group", "kind", "merge", "backbone", "M", "subsets", "auc", "auc_std", "logloss",
+               "logloss_std", "auc_gain", "logloss_gain", "macs_per_sample", "js_mean", "params", "hparams",
+               "weights"]
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
@@ -34,7 +36,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
 
 
 def _dtype(column: str) -> Any:
-    if column in ("group", "kind", "backbone", "hparams"):
+    if column in ("group", "kind", "merge", "backbone", "hparams", "weights"):
         return pl.String
     return pl.Int64 if column in ("M", "subsets", "params") else pl.Float64
 
@@ -46,10 +48,11 @@ def _csv_value(value: Any) -> Any:
 def rich_table(result: dict[str, Any]) -> Table:
     """AUC vs M (and parameter scaling) for every group, as shown on screen."""
     table = Table(title=f"test split: {result['data']['test_rows']:,} rows")
-    for col in ("group", "kind", "M", "AUC", "± std", "logloss", "gain", "JS bits", "MACs"):
-        table.add_column(col, justify="left" if col in ("group", "kind") else "right")
+    for col in ("group", "kind", "merge", "M", "AUC", "± std", "logloss", "gain", "JS bits", "MACs"):
+        table.add_column(col, justify="left" if col in ("group", "kind", "merge") else "right")
     for r in result["rows"]:
-        table.add_row(r["group"], SHORT.get(r["kind"], r["kind"]), str(r["M"]), f"{r['auc']:.4f}",
+        table.add_row(r["group"], SHORT.get(r["kind"], r["kind"]), r.get("merge", "mean"), str(r["M"]),
+                      f"{r['auc']:.4f}",
                       f"{r['auc_std']:.4f}", f"{r['logloss']:.4f}", f"{r['auc_gain']:+.4f}",
                       "" if r.get("js_mean") is None else f"{r['js_mean']:.3g}",
                       _fmt_macs(r["macs_per_sample"]))
@@ -64,7 +67,10 @@ INTRO = ("Merged prediction = sigmoid(mean of the M members' logits). Homogeneou
          "up to {subsets} random member subsets per M; heterogeneous groups: the first M members in "
          "backbone-balanced order. Gains are against the mean single member (homogeneous) or the best "
          "single backbone (heterogeneous). JS = mean pairwise Jensen-Shannon divergence (bits) between the "
-         "merged members' predicted click distributions.")
+         "merged members' predicted click distributions. Fitted merges (weighted: non-negative logit "
+         "weights summing to one that minimise validation logloss; selection: greedy ensemble selection with "
+         "replacement, Caruana et al. 2004) are fitted on the validation split of the same members and "
+         "scored on test. A soup averages the members' weights into one model (same architecture only).")
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -85,12 +91,15 @@ def _group_section(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"## {g['name']} ({kind}, {len(g['members'])} members)", "",
              f"Reference ({ref['kind'].replace('_', ' ')}, {ref['backbone']}): AUC {ref['auc']:.4f}, "
              f"logloss {ref['logloss']:.4f}.", "",
-             "| kind | M | AUC | ± std | logloss | AUC gain | logloss gain | JS (bits) | MACs/sample |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| kind | merge | M | AUC | ± std | logloss | AUC gain | logloss gain | JS (bits) | MACs/sample "
+             "|",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in (r for r in rows if not r["kind"].startswith("param")):
-        lines.append(f"| {LABELS.get(r['kind'], r['kind'])} | {r['M']} | {r['auc']:.4f} | {r['auc_std']:.4f} "
-                     f"| {r['logloss']:.4f} | {r['auc_gain']:+.4f} | {r['logloss_gain']:+.4f} "
-                     f"| {r['js_mean']:.3g} | {_fmt_macs(r['macs_per_sample'])} |")
+        js = "-" if r.get("js_mean") is None else f"{r['js_mean']:.3g}"
+        lines.append(f"| {LABELS.get(r['kind'], r['kind'])} | {r.get('merge', 'mean')} | {r['M']} "
+                     f"| {r['auc']:.4f} | {r['auc_std']:.4f} | {r['logloss']:.4f} | {r['auc_gain']:+.4f} "
+                     f"| {r['logloss_gain']:+.4f} | {js} | {_fmt_macs(r['macs_per_sample'])} |")
+    lines += _merge_table(g, rows)
     lines += ["", f"Diversity: mean pairwise JS divergence {g['js_mean']:.3g} bits; merging all {gain['M']} "
               f"members changes AUC by {gain['auc']:+.4f} and logloss by {gain['logloss']:+.4f}.", "",
               "| member | backbone | seed | test AUC | test logloss | MACs/sample | params |",
@@ -101,6 +110,33 @@ def _group_section(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     if len(g["members"]) > 1:
         lines += ["", f"![JS matrix](js_{g['name']}.png)"]
     return [*lines, ""]
+
+
+def merge_table_rows(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per M of the group's main curve: test AUC of mean / weighted / selection, of the member one would pick
+    (best validation AUC) and of the best member on test (an oracle: test is not used for choosing)."""
+    picked = max(g["members"], key=lambda m: m.get("valid_auc", m["auc"]))["auc"]
+    oracle = max(m["auc"] for m in g["members"])
+    main = next((k for k in ("group", "tts", "tts_balanced") if any(r["kind"] == k for r in rows)), None)
+    out = []
+    for m in sorted({r["M"] for r in rows if r["kind"] == main}):
+        cells = {r["merge"]: r["auc"] for r in rows if r["kind"] == main and r["M"] == m}
+        out.append({"M": m, **cells, "best_single": picked, "best_single_test": oracle})
+    return out
+
+
+def _merge_table(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
+    table = merge_table_rows(g, rows)
+    merges = [k for k in ("mean", "weighted", "selection") if any(k in t for t in table)]
+    if len(merges) < 2:
+        return []
+    lines = ["", "Mean vs fitted merges (test AUC; fitted on validation):", "",
+             f"| M | {' | '.join(merges)} | best member (by validation) | best member on test |",
+             "|---:|" + "---:|" * (len(merges) + 2)]
+    for t in table:
+        cells = " | ".join(f"{t[k]:.4f}" if k in t else "-" for k in merges)
+        lines.append(f"| {t['M']} | {cells} | {t['best_single']:.4f} | {t['best_single_test']:.4f} |")
+    return lines
 
 
 def _param_section(result: dict[str, Any]) -> list[str]:
@@ -116,7 +152,8 @@ def _param_section(result: dict[str, Any]) -> list[str]:
     verdicts = []
     for g in result["groups"]:
         merges = ("tts", "best_backbone")
-        tts = {r["M"]: r for r in result["rows"] if r["group"] == g["name"] and r["kind"] in merges}
+        tts = {r["M"]: r for r in result["rows"]
+               if r["group"] == g["name"] and r["kind"] in merges and r.get("merge", "mean") == "mean"}
         for m in sorted({r["M"] for r in params if r["group"] == g["name"]}):
             got = {r["kind"]: r for r in params if r["group"] == g["name"] and r["M"] == m}
             cells, scores = [], {}

@@ -12,10 +12,12 @@ from rich.console import Console
 from rich.progress import track
 
 from ttsrec.errors import UserError
-from ttsrec.evaluate.curves import curve_rows, reference, single_metrics
+from ttsrec.evaluate.curves import Scorer, curve_rows, reference, single_metrics
 from ttsrec.evaluate.diversity import js_matrix
+from ttsrec.evaluate.merge import MERGE_KINDS
 from ttsrec.evaluate.param_scaling import KINDS, match_macs
 from ttsrec.evaluate.report import write_outputs
+from ttsrec.evaluate.soup import can_soup, uniform_soup
 from ttsrec.evaluate.sources import MemberGroup, collect_groups
 from ttsrec.train.fit import fit
 from ttsrec.train.member import build_member
@@ -31,11 +33,13 @@ EVAL_FORMAT = "ttsrec.eval/1"
 def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list: Sequence[int] | None = None,
                   subsets: int = 10, seed: int = 0, param_scaling: bool = False,
                   scaling_m: Sequence[int] | None = None, scaling_kinds: Sequence[str] = KINDS,
-                  force: bool = False, show_progress: bool = True, console: Console | None = None) -> dict:
+                  merges: Sequence[str] = MERGE_KINDS, soup: bool = True, force: bool = False,
+                  show_progress: bool = True, console: Console | None = None) -> dict:
     """Evaluate run dirs / checkpoints on `data_dir`'s test split and write the report into `out`.
 
     Returns the content of results.json. `m_list=None` takes 1, 2, 4, 8, 16 as far as each group
-    reaches; an explicit M larger than a group is an error.
+    reaches; an explicit M larger than a group is an error. `merges` other than mean are fitted on the
+    validation split; `soup` adds weight-averaged soups of homogeneous groups.
     """
     from ttsrec.data.prepared import PreparedData
     from ttsrec.models import model_cost
@@ -45,6 +49,11 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
     check_replaceable(Path(out), force, "results.json", "tts-eval")
     if subsets < 1:
         raise UserError(f"--subsets must be >= 1, got {subsets}")
+    bad_merges = sorted(set(merges) - set(MERGE_KINDS))
+    if bad_merges or not merges:
+        raise UserError(f"unknown merge(s) {', '.join(bad_merges) or '(none given)'}; "
+                        f"choose from {', '.join(MERGE_KINDS)}")
+    merges = [k for k in MERGE_KINDS if k in merges]
     bad_kinds = sorted(set(scaling_kinds) - set(KINDS))
     if bad_kinds:
         raise UserError(f"unknown scaling kind(s) {', '.join(bad_kinds)}; choose from {', '.join(KINDS)}")
@@ -56,12 +65,15 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
                         f"but {data_dir} has {fmap.hash}")
     m_lists = {g.name: _m_list(m_list, g) for g in groups}
     labels = split_labels(data, "test")
+    fitted = any(k != "mean" for k in merges)
+    valid_labels = split_labels(data, "valid") if fitted else None
     result: dict[str, Any] = {
         "format": EVAL_FORMAT,
-        "data": {"dir": str(data_dir), "test_rows": len(labels), "feature_map_hash": fmap.hash},
+        "data": {"dir": str(data_dir), "test_rows": len(labels), "feature_map_hash": fmap.hash,
+                 "valid_rows": None if valid_labels is None else len(valid_labels)},
         "options": {"m_list": list(m_list) if m_list else None, "subsets": subsets, "seed": seed,
                     "param_scaling": param_scaling, "scaling_m": list(scaling_m) if scaling_m else None,
-                    "scaling_kinds": list(scaling_kinds)},
+                    "scaling_kinds": list(scaling_kinds), "merges": merges, "soup": soup},
         "groups": [], "rows": [],
     }
     with atomic_dir(Path(out), force=force, marker="results.json", tool="tts-eval",
@@ -69,21 +81,34 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
         for g in groups:
             logits = np.stack([predict_logits([m.model], data, "test")[0] for m in track(
                 g.members, description=f"test logits {g.name}", console=console, disable=not show_progress)])
+            valid = None
+            if fitted and len(g.members) > 1:
+                valid = np.stack([predict_logits([m.model], data, "valid")[0] for m in track(
+                    g.members, description=f"valid logits {g.name}", console=console,
+                    disable=not show_progress)])
             singles = single_metrics(logits, labels)
+            on_valid: list[dict[str, float]] = [{} for _ in g.members] if valid is None else [
+                {"valid_auc": v["auc"], "valid_logloss": v["logloss"]}
+                for v in single_metrics(valid, valid_labels)]
             js = js_matrix(logits)
             costs = [model_cost(m.model) for m in g.members]
             macs = [int(c.macs_per_sample) for c in costs]
             ref = reference(g, singles)
-            rows = curve_rows(g, logits, labels, m_lists[g.name], subsets=subsets, seed=seed, js=js,
-                              macs=macs, ref=ref)
-            top = max((r for r in rows if r["kind"] in ("tts", "tts_balanced")), key=lambda r: r["M"])
+            scorer = Scorer(logits, labels, valid, valid_labels)
+            rows = curve_rows(g, scorer, m_lists[g.name], subsets=subsets, seed=seed, js=js, macs=macs,
+                              ref=ref, merges=merges)
+            if soup and not g.joint and can_soup([m.model for m in g.members]):
+                rows += _soup_rows(g, data, labels, m_lists[g.name], subsets, seed, macs, ref)
+            plain = ("tts", "tts_balanced", "group")
+            top = max((r for r in rows if r["kind"] in plain and r["merge"] == "mean"), key=lambda r: r["M"])
             result["rows"] += rows
             result["groups"].append({
-                "name": g.name, "homogeneous": g.homogeneous, "m_list": m_lists[g.name],
+                "name": g.name, "homogeneous": g.homogeneous, "joint": g.joint, "series": g.series,
+                "m_list": m_lists[g.name],
                 "members": [{"name": m.name, "path": str(m.path), "backbone": m.backbone, "seed": m.seed,
                              "hparams": m.hparams, "params": int(c.params),
-                             "macs_per_sample": int(c.macs_per_sample), **s}
-                            for m, c, s in zip(g.members, costs, singles, strict=True)],
+                             "macs_per_sample": int(c.macs_per_sample), **s, **v}
+                            for m, c, s, v in zip(g.members, costs, singles, on_valid, strict=True)],
                 "reference": {k: v for k, v in ref.items() if k != "members"},
                 "js_matrix": js.round(6).tolist(), "js_mean": _mean_offdiag(js),
                 "gain": {"M": top["M"], "auc": top["auc_gain"], "logloss": top["logloss_gain"]},
@@ -97,6 +122,8 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
 
 def _m_list(m_list: Sequence[int] | None, group: MemberGroup) -> list[int]:
     n = len(group.members)
+    if group.joint:
+        return [n]  # co-trained members are only meaningful together
     if m_list is None:
         return [m for m in DEFAULT_M if m <= n] + ([n] if n not in DEFAULT_M and n > 1 else [])
     bad = [m for m in m_list if m < 1]
@@ -106,6 +133,24 @@ def _m_list(m_list: Sequence[int] | None, group: MemberGroup) -> list[int]:
     if too_big:
         raise UserError(f"M={too_big[0]} is larger than the {n} members of {group.name}")
     return sorted(set(m_list))
+
+
+def _soup_rows(g: MemberGroup, data, labels: np.ndarray, m_list: list[int], subsets: int, seed: int,
+               macs: list[int], ref: dict[str, Any]) -> list[dict[str, Any]]:
+    """One uniform weight-averaged soup per M > 1 (the first of that M's member subsets): costs one member."""
+    from ttsrec.evaluate.merge import choose_subsets
+
+    rows = []
+    for m in (m for m in m_list if m > 1):
+        subset = choose_subsets(len(g.members), m, subsets, seed + m)[0]
+        soup = uniform_soup([g.members[i].model for i in subset])
+        metrics = binary_metrics(labels, predict_logits([soup], data, "test")[0])
+        rows.append({"group": g.name, "kind": "soup", "merge": "weights", "backbone": g.backbones[0], "M": m,
+                     "subsets": 1, "auc": metrics["auc"], "auc_std": 0.0, "logloss": metrics["logloss"],
+                     "logloss_std": 0.0, "auc_gain": metrics["auc"] - ref["auc"],
+                     "logloss_gain": metrics["logloss"] - ref["logloss"],
+                     "macs_per_sample": float(macs[subset[0]]), "js_mean": None})
+    return rows
 
 
 def _mean_offdiag(js: np.ndarray) -> float:
@@ -146,7 +191,8 @@ def _param_rows(groups: list[MemberGroup], result: dict[str, Any], data, labels:
             trained = cache[cache_key]
             ref = info["reference"]
             rows.append({
-                "group": g.name, "kind": f"param_{kind}", "backbone": base.backbone, "M": m, "subsets": 1,
+                "group": g.name, "kind": f"param_{kind}", "merge": "none", "backbone": base.backbone, "M": m,
+                "subsets": 1,
                 "auc": trained["auc"], "auc_std": 0.0, "logloss": trained["logloss"], "logloss_std": 0.0,
                 "auc_gain": trained["auc"] - ref["auc"], "logloss_gain": trained["logloss"] - ref["logloss"],
                 "macs_per_sample": float(macs), "js_mean": None, "params": trained["params"],

@@ -8,7 +8,7 @@ from typing import Any
 
 from ttsrec.errors import UserError
 from ttsrec.models.checkpoint import LoadedMember, load_members
-from ttsrec.train.runfile import RUN_FILE, load_run, run_checkpoints
+from ttsrec.train.runfile import MEMBER_GLOB, RUN_FILE, load_run, run_checkpoints
 
 
 @dataclass
@@ -28,6 +28,16 @@ class MemberGroup:
     def homogeneous(self) -> bool:
         return len(set(self.backbones)) == 1
 
+    @property
+    def joint(self) -> bool:
+        """Trained together (`tts-train --group`): evaluated only as a whole, at its own M."""
+        return bool(self.run.get("group"))
+
+    @property
+    def series(self) -> str:
+        """The curve a joint group belongs to: its group-series folder, else 'group runs'."""
+        return str(self.run.get("_series", "group runs"))
+
 
 def collect_groups(sources: list[Path]) -> list[MemberGroup]:
     """Load every member once; all of them must share one feature map (else a one-line error)."""
@@ -36,11 +46,14 @@ def collect_groups(sources: list[Path]) -> list[MemberGroup]:
     named: dict[str, list[Path]] = {}
     runs: dict[str, dict[str, Any]] = {}
     loose: dict[Path, str] = {}
-    for src in map(Path, sources):
+    for src, series in _expand_series(map(Path, sources)):
         if src.is_dir():
-            name = _unique(src.resolve().name or "run", named)
+            base = src.resolve().name or "run"
+            name = _unique(f"{series}-{base}" if series else base, named)
             named[name] = run_checkpoints(src)
             runs[name] = load_run(src) if (src / RUN_FILE).is_file() else {}
+            if series:
+                runs[name]["_series"] = series
         elif src.is_file():
             folder = src.resolve().parent
             if folder not in loose:
@@ -53,6 +66,21 @@ def collect_groups(sources: list[Path]) -> list[MemberGroup]:
     loaded = iter(load_members(flat))
     return [MemberGroup(name, [next(loaded) for _ in paths], runs.get(name, {}))
             for name, paths in named.items()]
+
+
+def _expand_series(sources) -> list[tuple[Path, str]]:
+    """A folder that is not a run itself but holds run dirs (`tts-train --group-series`) stands for
+    those runs, in order of size; each is its own group (a co-trained group is never subsetted)."""
+    out: list[tuple[Path, str]] = []
+    for src in sources:
+        is_run = (src / RUN_FILE).is_file() or any(src.glob(MEMBER_GLOB))
+        subruns = sorted(p for p in src.iterdir() if (p / RUN_FILE).is_file()) if src.is_dir() else []
+        if src.is_dir() and not is_run and subruns:
+            sized = sorted(subruns, key=lambda p: (len(load_run(p).get("members", [])), p.name))
+            out += [(p, src.resolve().name) for p in sized]
+        else:
+            out.append((src, ""))
+    return out
 
 
 def _unique(name: str, taken: dict[str, Any]) -> str:
