@@ -44,9 +44,24 @@ def export(
         help="Intra-op threads of the fused graphs (default: --intra-op-threads).")] = None,
     fused_instance_count: Annotated[int, typer.Option(
         help="Instances of each fused graph (it does all M members' work: one instance uses one core).")] = 2,
-    fp16: Annotated[bool, typer.Option(
-        "--fp16", help="Half-precision members (int64 ids in, fp32 logits out); needs the prepared data "
-        "for the AUC check.")] = False,
+    queue_max: Annotated[int, typer.Option(
+        help="Requests each member / fused graph may queue; one more is rejected at once "
+        "(0: unbounded).")] = 64,
+    queue_timeout_ms: Annotated[int, typer.Option(
+        help="A request queued longer is rejected (0: never); a client's own deadline may "
+        "shorten it.")] = 500,
+    precision: Annotated[str, typer.Option(
+        help="fp32, fp16 (GPU: CUDA/TensorRT EPs; on CPU it only halves bytes) or int8 (onnxruntime "
+        "quantization, the CPU path). fp16/int8 need --data: the accuracy gate scores its "
+        "test split.")] = "fp32",
+    fp16: Annotated[bool, typer.Option("--fp16", help="Same as --precision fp16.")] = False,
+    int8_mode: Annotated[str, typer.Option(
+        help="qdq: static, per-channel weights, activations calibrated on train rows (no batch coupling). "
+        "dynamic: activation scales per call from the whole batch.")] = "qdq",
+    gate_rows: Annotated[int | None, typer.Option(
+        help="Test rows the accuracy gate scores (default: the whole test split).")] = None,
+    max_auc_drop: Annotated[float, typer.Option(
+        help="Largest |test AUC change| vs fp32 allowed for any member or fused graph.")] = 5e-4,
     fused: Annotated[bool, typer.Option("--fused/--no-fused", help="Also write fused_mM graphs.")] = True,
     shards: Annotated[int, typer.Option(
         help="Split members round-robin into K shard repositories (out/shard_XX/ with a shard_sum "
@@ -60,13 +75,17 @@ def export(
     path = export_repository(
         checkpoints, out, backend=backend, m_list=parse_m_list(m_list), max_batch_size=max_batch_size,
         instance_count=instance_count, instance_kind=instance_kind, dynamic_batching=dynamic_batching,
-        max_queue_delay_us=max_queue_delay_us, intra_op_threads=intra_op_threads,
-        fused_intra_op_threads=fused_intra_op_threads, fused_instance_count=fused_instance_count,
-        fp16=fp16, fused=fused,
-        shards=shards, force=force, data=data, console=console)
+        max_queue_delay_us=max_queue_delay_us, queue_max=queue_max, queue_timeout_ms=queue_timeout_ms,
+        intra_op_threads=intra_op_threads, fused_intra_op_threads=fused_intra_op_threads,
+        fused_instance_count=fused_instance_count, precision=precision, fp16=fp16, int8_mode=int8_mode,
+        gate_rows=gate_rows, max_auc_drop=max_auc_drop, fused=fused, shards=shards, force=force, data=data,
+        console=console)
     repos = [path] if shards == 1 else sorted(path.glob("shard_*"))
-    console.print(_summary([read_manifest(r) for r in repos]))
-    console.print(f"[green]wrote[/] {path} ({backend} flavour)")
+    manifests = [read_manifest(r) for r in repos]
+    console.print(_summary(manifests))
+    if "gate" in manifests[0]:
+        console.print(_gate_table(manifests))
+    console.print(f"[green]wrote[/] {path} ({backend} flavour, {manifests[0]['precision']})")
 
 
 def parse_m_list(text: str | None) -> list[int] | None:
@@ -92,6 +111,22 @@ def _summary(manifests: list[dict]) -> Table:
             table.add_row(m["name"], str(m["seed"]), f"{m['cost'].get('params', 0):,}",
                           f"{m['cost'].get('macs_per_sample', 0):,}", f"{m['onnx']['bytes'] / 1e6:.1f}",
                           f"{m['parity']['max_abs_diff']:.1e}")
+    return table
+
+
+def _gate_table(manifests: list[dict]) -> Table:
+    gate = manifests[0]["gate"]
+    table = Table(title=f"accuracy gate: {manifests[0]['precision']} vs fp32 on {gate['rows']:,} test rows "
+                        f"(limit |ΔAUC| <= {gate['max_auc_drop']:g})")
+    table.add_column("graph", no_wrap=True)
+    for column in ("AUC fp32", "AUC", "ΔAUC", "Δlogloss", "max |drift|", "mean |drift|"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for manifest in manifests:
+        for entry in manifest["members"] + manifest["fused"]:
+            g = entry["gate"]
+            table.add_row(entry["name"], f"{g['auc_fp32']:.5f}", f"{g['auc']:.5f}", f"{g['auc_change']:+.1e}",
+                          f"{g['logloss_change']:+.1e}", f"{g['max_logit_drift']:.1e}",
+                          f"{g['mean_logit_drift']:.1e}")
     return table
 
 

@@ -15,13 +15,21 @@ from rich.progress import Progress, TaskID
 from tritonclient.grpc import model_config_pb2 as pb
 
 from ttsrec.data.feature_map import FeatureMap
-from ttsrec.export import parity
-from ttsrec.export.fp16 import to_fp16
+from ttsrec.export import gate, parity
 from ttsrec.export.onnx_member import export_member_onnx, ort_session
-from ttsrec.export.records import cost_record, onnx_record
+from ttsrec.export.precision import Int8Mode, Precision, reduce_precision
+from ttsrec.export.records import cost_record, file_hashes, onnx_record
 from ttsrec.models.checkpoint import LoadedMember
 from ttsrec.repository import naming
-from ttsrec.repository.config import Serving, Step, Tensor, ensemble_config, onnx_model_config, write_config
+from ttsrec.repository.config import (
+    Serving,
+    Step,
+    Tensor,
+    ensemble_config,
+    onnx_model_config,
+    set_parameters,
+    write_config,
+)
 from ttsrec.repository.graphs import MergeKind, fused_graph, merge_graph, merge_outputs, save_onnx
 from ttsrec.repository.manifest import FORMAT, library_versions, write_json
 
@@ -39,6 +47,9 @@ class Member:
     name: str
     proto: onnx.ModelProto = field(default_factory=onnx.ModelProto)
     logits: Logits = field(default_factory=dict)
+    """What the shipped graph gives on the parity batches (PyTorch's logits in fp32)."""
+    gate_fp32: np.ndarray | None = None
+    """The fp32 graph's logits on the accuracy gate's rows (reduced precision only)."""
     record: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -53,7 +64,11 @@ class Job:
     feature_map: FeatureMap
     serving: Serving
     sample: parity.ParitySample
-    fp16: bool
+    precision: Precision
+    int8_mode: Int8Mode
+    gate: gate.GateRows | None
+    calibration: np.ndarray | None
+    export_id: str
     fused: bool
     opset: int
     workdir: Path
@@ -62,7 +77,14 @@ class Job:
 
     @property
     def tolerance(self) -> parity.Tolerance:
-        return parity.FP16 if self.fp16 else parity.FP32
+        """Fused graphs and merges against the shipped members' logits (fp32: PyTorch's)."""
+        return parity.FP32 if self.precision == "fp32" else parity.REDUCED
+
+    def parameters(self, members: list[Member]) -> dict[str, object]:
+        """The `ttsrec.*` config parameters of an ensemble, fused graph or shard (the contract)."""
+        return {"export_id": self.export_id, "feature_map_hash": self.feature_map.hash,
+                "precision": self.precision, "merge": "mean", "members": ",".join(m.name for m in members),
+                "weight_bytes": sum(m.record["onnx"]["bytes"] for m in members)}
 
     def step(self, description: str) -> None:
         self.progress.update(self.task, description=description)
@@ -79,7 +101,10 @@ def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
     (root / "README.md").write_text(REPOSITORY_README.read_text())
     for member in members:
         _write_member(root, member, job)
-    if "shard" in common:
+    if job.gate is not None:
+        gate.check([(m.name, m.record["gate"]) for m in members], job.gate, job.precision)
+    shard = common.get("shard")
+    if shard is not None:
         k = len(members)
         plans = [(members, "sum", naming.SHARD_ENSEMBLE, naming.merge_sum_name(k), naming.FUSED_SUM)]
     else:
@@ -88,33 +113,44 @@ def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
     ensembles, fused = [], []
     for group, kind, ensemble, merge, fused_name in plans:
         job.step(ensemble)
-        ensembles.append(_write_ensemble(root, group, kind, ensemble, merge, job))
+        params = job.parameters(group)
+        if shard is not None:
+            params.update(shard_index=shard["index"], shard_count=shard["count"])
+        ensembles.append(_write_ensemble(root, group, kind, ensemble, merge, job, params))
         job.done()
         if job.fused:
             job.step(fused_name)
-            fused.append(_write_fused(root, group, kind, fused_name, job))
+            fused.append(_write_fused(root, group, kind, fused_name, job, params))
             job.done()
     write_json(root / naming.MANIFEST_FILE, {
-        "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **common,
+        "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "export_id": job.export_id, "precision": job.precision, "merge": "mean", **common,
         "num_fields": job.feature_map.num_fields, "feature_map_hash": job.feature_map.hash,
         "dataset_id": job.feature_map.dataset_id, "m_list": ms, "members": [m.record for m in members],
         "ensembles": ensembles, "fused": fused, "versions": library_versions(),
+        "files": file_hashes(root, skip=(naming.MANIFEST_FILE, "README.md")),
     })
 
 
 def _write_member(root: Path, member: Member, job: Job) -> None:
-    """Export (and optionally halve) one member, write it, gate it against its checkpoint, configure it."""
+    """Export one member in fp32 and gate it against its checkpoint; reduce its precision (scored
+    against the fp32 graph on the gate's rows); write and configure it."""
     job.step(member.name)
     model = member.loaded.model
     exported = export_member_onnx(model, job.workdir / f"{member.name}.onnx", opset=job.opset)
-    member.proto = to_fp16(onnx.load(exported)) if job.fp16 else onnx.load(exported)
-    path = _write_onnx_model(root, member.name, member.proto, job)
+    fp32 = onnx.load(exported)
     member.logits = parity.torch_logits(model, job.sample)
+    output = fp32.graph.output[0].name
+    figures = parity.compare(member.name, member.logits, parity.onnx_outputs(exported, job.sample, output),
+                             parity.FP32)
+    member.proto = reduce_precision(fp32, job.precision, int8_mode=job.int8_mode, calibration=job.calibration)
+    path = _write_onnx_model(root, member.name, member.proto, job)
     step = member.step
-    figures = parity.compare(member.name, member.logits, parity.onnx_outputs(path, job.sample, step.output),
-                             job.tolerance)
-    if job.fp16:
-        figures["auc"] = parity.auc_change(member.name, model, path, job.sample)
+    gate_figures = None
+    if job.gate is not None:  # merges and fused graphs are checked against what ships
+        member.logits = parity.onnx_outputs(path, job.sample, step.output)
+        member.gate_fp32 = _run(exported, job.gate.ids)
+        gate_figures = gate.score(member.gate_fp32, _run(path, job.gate.ids), job.gate.labels)
     num_fields = job.feature_map.num_fields
     inputs = [Tensor(step.input, pb.TYPE_INT64, (num_fields,))]
     outputs = [Tensor(step.output, pb.TYPE_FP32, (1,))]
@@ -125,12 +161,21 @@ def _write_member(root: Path, member: Member, job: Job) -> None:
         "checkpoint": str(lm.path.resolve()), "checkpoint_sha256": lm.sha256,
         "feature_map_hash": lm.feature_map_hash, "hparams": lm.hparams, "metrics": lm.metrics,
         "cost": cost_record(model), "onnx": onnx_record(root, path, member.proto), "parity": figures,
+        **({} if gate_figures is None else {"gate": gate_figures}),
     }
     job.done()
 
 
+def _run(path: Path, ids: np.ndarray) -> np.ndarray:
+    """Logits of a graph with one int64 input on `ids`, first output, in chunks."""
+    session = ort_session(path, intra_op_threads=2)
+    name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
+    chunks = range(0, len(ids), 4096)
+    return np.concatenate([session.run([output], {name: ids[i:i + 4096]})[0] for i in chunks])
+
+
 def _write_ensemble(root: Path, members: list[Member], kind: MergeKind, name: str, merge: str,
-                    job: Job) -> dict[str, Any]:
+                    job: Job, params: dict[str, object]) -> dict[str, Any]:
     """The merge model (checked on the members' logits) and the ensemble that wires members into it."""
     outputs = merge_outputs(kind)
     inputs = [naming.merge_input(k) for k in range(len(members))]
@@ -142,16 +187,18 @@ def _write_ensemble(root: Path, members: list[Member], kind: MergeKind, name: st
     fp32 = [Tensor(o, pb.TYPE_FP32, (1,)) for o in outputs]
     write_config(root / merge, onnx_model_config(merge, [Tensor(i, pb.TYPE_FP32, (1,)) for i in inputs], fp32,
                                                  job.serving))
-    write_config(root / name, ensemble_config(
+    write_config(root / name, set_parameters(ensemble_config(
         name, num_fields=job.feature_map.num_fields, max_batch_size=job.serving.max_batch_size,
-        members=[m.step for m in members], merge_model=merge, merge_inputs=inputs, outputs=outputs))
+        members=[m.step for m in members], merge_model=merge, merge_inputs=inputs, outputs=outputs), params))
     (root / name / naming.VERSION).mkdir()
     return {"name": name, "m": len(members), "kind": kind, "members": [m.name for m in members],
             "merge": merge, "outputs": list(outputs), "merge_parity": figures}
 
 
-def _write_fused(root: Path, members: list[Member], kind: MergeKind, name: str, job: Job) -> dict[str, Any]:
-    """All members and the merge in one graph, gated against the members' PyTorch mean (or sum)."""
+def _write_fused(root: Path, members: list[Member], kind: MergeKind, name: str, job: Job,
+                 params: dict[str, object]) -> dict[str, Any]:
+    """All members and the merge in one graph, gated against the members' mean (or sum); in reduced
+    precision also scored against the fp32 members' mean on the gate's rows."""
     graph = fused_graph([m.proto for m in members], kind)
     path = _write_onnx_model(root, name, graph, job)
     outputs = merge_outputs(kind)
@@ -161,11 +208,17 @@ def _write_fused(root: Path, members: list[Member], kind: MergeKind, name: str, 
     if kind == "sum":  # a sum of M logits carries M times the members' absolute error
         tol = parity.Tolerance(tol.rtol, tol.atol * len(members))
     figures = _check_merge(name, kind, members, got, tol)
-    write_config(root / name, onnx_model_config(
+    record = {"name": name, "m": len(members), "kind": kind, "members": [m.name for m in members],
+              "outputs": list(outputs), "onnx": onnx_record(root, path, graph), "parity": figures}
+    if job.gate is not None:
+        reference = np.mean([m.gate_fp32 for m in members], axis=0)
+        scale = len(members) if kind == "sum" else 1  # a shard's sum ranks as its mean does
+        record["gate"] = gate.score(reference * scale, _run(path, job.gate.ids), job.gate.labels)
+        gate.check([(name, record["gate"])], job.gate, job.precision)
+    write_config(root / name, set_parameters(onnx_model_config(
         name, [Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (job.feature_map.num_fields,))],
-        [Tensor(o, pb.TYPE_FP32, (1,)) for o in outputs], job.serving.fused))
-    return {"name": name, "m": len(members), "kind": kind, "members": [m.name for m in members],
-            "outputs": list(outputs), "onnx": onnx_record(root, path, graph), "parity": figures}
+        [Tensor(o, pb.TYPE_FP32, (1,)) for o in outputs], job.serving.fused), params))
+    return record
 
 
 def _check_merge(name: str, kind: MergeKind, members: list[Member], got: dict[int, list[np.ndarray]],

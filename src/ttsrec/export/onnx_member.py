@@ -18,6 +18,8 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from ttsrec.repository.graphs import reinfer_shapes
+
 INPUT_NAME = "feat_ids"
 OUTPUT_NAME = "logit"
 MAX_IR_VERSION = 10
@@ -31,7 +33,8 @@ def export_member_onnx(model: nn.Module, path: Path, *, opset: int = 18, example
 
     The example batch is >= 2 so torch.export does not specialise the batch to 1. Weights are
     embedded in the file unless the model passes 2 GB (then `<name>.data` sits next to it).
-    Backbone and hparams (when the model has them) go into the ONNX metadata.
+    Backbone and hparams (when the model has them) go into the ONNX metadata. Shapes are
+    inferred afresh (strict), so onnx's strict shape inference and onnxruntime's quantizer accept it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,6 +65,8 @@ def export_member_onnx(model: nn.Module, path: Path, *, opset: int = 18, example
     with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as tmp:
         staged = Path(tmp) / path.name
         program.save(staged, external_data=big)  # big: weights in `<name>.data` next to the model
+        # stale value_info (initializer shapes) breaks strict inference and the quantizer: infer afresh
+        onnx.save_model(reinfer_shapes(onnx.load(staged, load_external_data=False)), staged)
         onnx.checker.check_model(str(staged), full_check=True)
         for produced in sorted(Path(tmp).iterdir(), key=lambda f: f == staged):  # the model file last
             os.replace(produced, path.parent / produced.name)

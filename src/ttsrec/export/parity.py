@@ -1,9 +1,10 @@
 """The parity gate: an exported graph must give its PyTorch checkpoint's logits before it ships.
 
-Checked on valid ids at batch 1, 2, an odd size and the max batch (fp32: rtol 1e-4, atol 1e-5;
-fp16: rtol 1e-2, atol 1e-2 on the logit, and AUC on held-out rows may move at most 1e-3). A
-fused graph is checked against the mean of its members' PyTorch logits. Any miss is a
-`ParityError` naming the model and the figures, which stops the export.
+Checked on valid ids at batch 1, 2, an odd size and the max batch: every member's fp32 graph
+against its checkpoint (rtol 1e-4, atol 1e-5); a fused graph or merge step against the mean of
+the members' logits (in reduced precision the shipped members' logits, rtol/atol 1e-3; how far
+int8/fp16 may move from fp32 is the accuracy gate's business, `ttsrec.export.gate`). Any miss is
+a `ParityError` naming the model and the figures, which stops the export.
 """
 
 from __future__ import annotations
@@ -21,9 +22,6 @@ from ttsrec.data.feature_map import FeatureMap
 from ttsrec.errors import UserError
 from ttsrec.export.onnx_member import ort_session
 
-AUC_ROWS = 20_000
-MAX_AUC_CHANGE = 1e-3
-
 
 class ParityError(UserError):
     """An exported graph disagrees with its checkpoint beyond the tolerance."""
@@ -36,7 +34,7 @@ class Tolerance:
 
 
 FP32 = Tolerance(rtol=1e-4, atol=1e-5)
-FP16 = Tolerance(rtol=1e-2, atol=1e-2)
+REDUCED = Tolerance(rtol=1e-3, atol=1e-3)
 
 
 @dataclass
@@ -46,15 +44,12 @@ class ParitySample:
     ids: np.ndarray
     batch_sizes: list[int]
     source: str
-    held_out_ids: np.ndarray | None = None
-    held_out_labels: np.ndarray | None = None
 
     def batches(self) -> dict[int, np.ndarray]:
         return {b: self.ids[:b] for b in self.batch_sizes}
 
     def describe(self) -> dict[str, Any]:
-        held = None if self.held_out_labels is None else len(self.held_out_labels)
-        return {"batch_sizes": self.batch_sizes, "rows": self.source, "held_out_rows": held}
+        return {"batch_sizes": self.batch_sizes, "rows": self.source}
 
 
 def batch_sizes(max_batch_size: int) -> list[int]:
@@ -63,31 +58,23 @@ def batch_sizes(max_batch_size: int) -> list[int]:
 
 
 def build_sample(feature_map: FeatureMap, max_batch_size: int, data_dir: Path | None = None, *,
-                 held_out: bool = False, seed: int = 0) -> ParitySample:
+                 seed: int = 0) -> ParitySample:
     """Test-split rows when the prepared data is known (padded with random valid ids up to the
-    max batch), else random valid ids; `held_out` adds labelled rows for the fp16 AUC check."""
+    max batch), else random valid ids."""
     sizes = batch_sizes(max_batch_size)
     rows = sizes[-1]
     rng = np.random.default_rng(seed)
     vocab = np.asarray(feature_map.vocab_sizes, dtype=np.int64)
     real = np.empty((0, len(vocab)), dtype=np.int64)
-    labels = held_ids = None
     if data_dir is not None:
         from ttsrec.data.prepared import PreparedData
 
         data = PreparedData(data_dir)
         real = np.asarray(data.ids("test")[:rows], dtype=np.int64)
-        if held_out:
-            n = min(AUC_ROWS, data.num_rows("test"))
-            held_ids = np.asarray(data.ids("test")[:n], dtype=np.int64)
-            labels = np.asarray(data.labels("test")[:n], dtype=np.float32)
-    if held_out and (labels is None or len(np.unique(labels)) < 2):
-        raise UserError("--fp16 needs the prepared data (--data DIR) with both labels in its test split, "
-                        "for the AUC check of the parity gate")
     pad = (rng.random((rows - len(real), len(vocab))) * vocab).astype(np.int64)
     ids = np.ascontiguousarray(np.concatenate([real, pad]))
     source = f"{len(real)} test rows + {len(pad)} random valid ids" if len(real) else "random valid ids"
-    return ParitySample(ids, sizes, source, held_ids, labels)
+    return ParitySample(ids, sizes, source)
 
 
 def torch_logits(model: nn.Module, sample: ParitySample) -> dict[int, np.ndarray]:
@@ -120,25 +107,6 @@ def compare(name: str, expected: dict[int, np.ndarray], got: dict[int, np.ndarra
                               f"max relative {worst_rel:.3g})")
     return {"max_abs_diff": worst_abs, "max_rel_diff": worst_rel, "rtol": tol.rtol, "atol": tol.atol,
             "batch_sizes": sorted(expected), "passed": True}
-
-
-def auc_change(name: str, model: nn.Module, path: Path, sample: ParitySample) -> dict[str, Any]:
-    """AUC of the checkpoint vs the exported (fp16) graph on held-out rows: at most 1e-3 apart."""
-    from sklearn.metrics import roc_auc_score
-
-    assert sample.held_out_ids is not None and sample.held_out_labels is not None
-    with torch.no_grad():
-        ref = model(torch.from_numpy(sample.held_out_ids)).numpy().ravel()
-    session = ort_session(Path(path))
-    got = session.run(None, {session.get_inputs()[0].name: sample.held_out_ids})[0].ravel()
-    auc_ref = float(roc_auc_score(sample.held_out_labels, ref))
-    auc_got = float(roc_auc_score(sample.held_out_labels, got))
-    change = abs(auc_got - auc_ref)
-    if not change <= MAX_AUC_CHANGE:
-        raise ParityError(f"parity gate failed for {name}: AUC {auc_got:.5f} vs checkpoint {auc_ref:.5f} "
-                          f"on {len(ref)} held-out rows (change {change:.2g} > {MAX_AUC_CHANGE:g})")
-    return {"auc_torch": auc_ref, "auc_onnx": auc_got, "auc_change": change, "max_auc_change": MAX_AUC_CHANGE,
-            "rows": len(ref)}
 
 
 def mean_logits(per_member: Sequence[dict[int, np.ndarray]]) -> dict[int, np.ndarray]:

@@ -42,4 +42,28 @@ def serving_record(serving: Serving) -> dict[str, Any]:
             "instance_kind": serving.instance_kind, "dynamic_batching": serving.dynamic_batching,
             "max_queue_delay_us": serving.max_queue_delay_us, "intra_op_threads": serving.intra_op_threads,
             "fused_intra_op_threads": serving.fused.intra_op_threads,
-            "fused_instance_count": serving.fused_instance_count}
+            "fused_instance_count": serving.fused_instance_count,
+            "queue_policy": queue_policy_record(serving)}
+
+
+def queue_policy_record(serving: Serving) -> dict[str, Any]:
+    """The dynamic batcher's load shedding (none without dynamic batching: Triton has no queue then)."""
+    if not serving.dynamic_batching:
+        return {"applied": False}
+    return {"applied": True, "max_queue_size": serving.queue_max, "timeout_ms": serving.queue_timeout_ms,
+            "timeout_action": "REJECT", "allow_timeout_override": True}
+
+
+def file_hashes(root: Path, skip: tuple[str, ...]) -> dict[str, str]:
+    """sha256 of every file under `root` (relative posix path -> hex), except the top-level `skip` names."""
+    hashes = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in skip or "__pycache__" in path.parts:
+            continue
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        hashes[rel] = digest.hexdigest()
+    return hashes

@@ -14,6 +14,7 @@ Everything is written into a temp folder that replaces `out` only when every par
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,9 +22,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ttsrec.errors import UserError
-from ttsrec.export import parity
+from ttsrec.export import gate, parity
 from ttsrec.export.assemble import REPOSITORY_README, Job, Member, write_repository
 from ttsrec.export.order import balanced_order, default_m_list, shard_members
+from ttsrec.export.precision import DEFAULT_INT8_MODE, Int8Mode, Precision, check_precision
 from ttsrec.export.records import serving_record
 from ttsrec.export.sources import load_sources
 from ttsrec.repository import naming
@@ -46,22 +48,33 @@ def written_by_export(path: Path) -> bool:
 def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, backend: str = "python",
                       m_list: Sequence[int] | None = None, max_batch_size: int = 4096,
                       instance_count: int = 1, instance_kind: str = "cpu", dynamic_batching: bool = True,
-                      max_queue_delay_us: int = 0, intra_op_threads: int = 1,
-                      fused_intra_op_threads: int | None = None, fused_instance_count: int = 2,
-                      fp16: bool = False, fused: bool = True, shards: int = 1, force: bool = False,
-                      data: Path | str | None = None, opset: int = OPSET, console: Console | None = None,
-                      show: bool = True) -> Path:
+                      max_queue_delay_us: int = 0, queue_max: int = 64, queue_timeout_ms: int = 500,
+                      intra_op_threads: int = 1, fused_intra_op_threads: int | None = None,
+                      fused_instance_count: int = 2, precision: Precision = "fp32",
+                      int8_mode: Int8Mode = DEFAULT_INT8_MODE, gate_rows: int | None = None,
+                      max_auc_drop: float = gate.DEFAULT_MAX_AUC_DROP, fp16: bool = False, fused: bool = True,
+                      shards: int = 1, force: bool = False, data: Path | str | None = None,
+                      opset: int = OPSET, console: Console | None = None, show: bool = True) -> Path:
     """Export member checkpoints (files or `tts-train` run folders) into a Triton repository at `out`.
 
     `data` is the prepared data folder (or its feature_map.json); without it the feature map is
     looked up next to the checkpoints and through their `run.json`. `shards > 1` writes
     `out/shard_XX/` repositories with a `shard_sum` ensemble each, plus `out/shards.json`.
-    `show` draws the progress bar and the final layout tree. Returns `out`. Bad input and parity
-    failures raise `UserError`, and `out` is then left as it was.
+    `precision` fp16/int8 reduces every member (and so every fused graph) and scores each against
+    its fp32 graph on the test split (`gate_rows` of it): a |ΔAUC| above `max_auc_drop` stops the
+    export. `fp16=True` is the old spelling of `precision="fp16"`.
+    `show` draws the progress bar and the final layout tree. Returns `out`. Bad input, parity and
+    accuracy-gate failures raise `UserError`, and `out` is then left as it was.
     """
+    if fp16:
+        if precision not in ("fp32", "fp16"):
+            raise UserError(f"--fp16 contradicts --precision {precision}")
+        precision = "fp16"
+    check_precision(precision, int8_mode)
     serving = Serving(backend=backend, max_batch_size=max_batch_size, instance_count=instance_count,
                       instance_kind=instance_kind, dynamic_batching=dynamic_batching,
-                      max_queue_delay_us=max_queue_delay_us, intra_op_threads=intra_op_threads,
+                      max_queue_delay_us=max_queue_delay_us, queue_max=queue_max,
+                      queue_timeout_ms=queue_timeout_ms, intra_op_threads=intra_op_threads,
                       fused_intra_op_threads=fused_intra_op_threads,
                       fused_instance_count=fused_instance_count)
     serving.validate()
@@ -77,7 +90,10 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
     if shards > 1 and m_list is not None:
         raise UserError("--m-list does not apply to --shards (each shard sums all of its members)")
     ms = resolve_m_list(m_list, len(members)) if shards == 1 else []
-    sample = parity.build_sample(sources.feature_map, max_batch_size, sources.data_dir, held_out=fp16)
+    sample = parity.build_sample(sources.feature_map, max_batch_size, sources.data_dir)
+    gate_set = None if precision == "fp32" else gate.load_gate_rows(sources.data_dir, gate_rows, max_auc_drop,
+                                                                     precision)
+    calibration = gate.calibration_rows(sources.data_dir) if precision == "int8" else None
     groups = shard_members(len(members), shards)
     steps = len(members) + (1 + fused) * (len(ms) if shards == 1 else shards)
     console = console or Console(stderr=True)
@@ -86,11 +102,18 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
 
     with (atomic_dir(out, force, marker=written_by_export, tool="tts-export", inputs=inputs) as tmp, progress,
           tempfile.TemporaryDirectory(prefix="tts-export-") as work):
-        job = Job(sources.feature_map, serving, sample, fp16, fused, opset, Path(work), progress,
+        job = Job(sources.feature_map, serving, sample, precision, int8_mode, gate_set, calibration,
+                  uuid.uuid4().hex, fused, opset, Path(work), progress,
                   progress.add_task("members", total=steps))
         tolerance = {"rtol": job.tolerance.rtol, "atol": job.tolerance.atol}
-        common = {"flavour": serving.backend, "serving": serving_record(serving), "fp16": fp16,
+        common = {"flavour": serving.backend, "serving": serving_record(serving), "fp16": precision == "fp16",
                   "opset": opset, "parity": {**sample.describe(), **tolerance}}
+        if precision == "int8":
+            rows = 0 if calibration is None else len(calibration)
+            common["int8"] = {"mode": int8_mode, "calibration_rows": rows, "calibration_split": "train"}
+        if gate_set is not None:
+            common["gate"] = {"rows": len(gate_set.labels), "split": "test", "max_auc_drop": max_auc_drop,
+                              "reference": "fp32 graph"}
         if shards == 1:
             write_repository(tmp, members, ms, job, common)
         else:
@@ -101,6 +124,7 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
                 "format": SHARDS_FORMAT, "num_shards": shards, "num_members": len(members),
                 "ensemble": naming.SHARD_ENSEMBLE, "outputs": [naming.LOGIT_SUM, naming.MEMBER_COUNT],
                 "feature_map_hash": sources.feature_map.hash, "flavour": serving.backend,
+                "export_id": job.export_id, "precision": precision,
                 "shards": [{"name": naming.shard_dir(k), "path": naming.shard_dir(k),
                             "members": [members[p].name for p in positions]}
                            for k, positions in enumerate(groups)],

@@ -58,6 +58,10 @@ class Serving:
     """One thread per session: M member sessions share the cores, spinning pools fight (design §4)."""
     fused_intra_op_threads: int | None = None
     """Threads of a fused graph's session (one session does all the work): default `intra_op_threads`."""
+    queue_max: int = 64
+    """Requests a model's dynamic batcher holds; one more is rejected at once (0: unbounded)."""
+    queue_timeout_ms: int = 500
+    """A request queued longer is rejected (0: no timeout); a client deadline may shorten it."""
     fused_instance_count: int = 2
     """A fused graph is one model doing all M members' work: with one instance it can use one core only
     (measured: 0.56x of in-process throughput at M=16, batch 256, c=4; two instances: 0.99x)."""
@@ -77,6 +81,8 @@ class Serving:
                                   ("--instance-count", self.instance_count, 1),
                                   ("--fused-instance-count", self.fused_instance_count, 1),
                                   ("--max-queue-delay-us", self.max_queue_delay_us, 0),
+                                  ("--queue-max", self.queue_max, 0),
+                                  ("--queue-timeout-ms", self.queue_timeout_ms, 0),
                                   ("--intra-op-threads", self.intra_op_threads, 1),
                                   ("--fused-intra-op-threads", 1 if self.fused_intra_op_threads is None
                                    else self.fused_intra_op_threads, 1)):
@@ -101,7 +107,34 @@ def onnx_model_config(name: str, inputs: Sequence[Tensor], outputs: Sequence[Ten
     if serving.dynamic_batching:
         cfg.dynamic_batching.SetInParent()
         cfg.dynamic_batching.max_queue_delay_microseconds = serving.max_queue_delay_us
+        _set_queue_policy(cfg.dynamic_batching.default_queue_policy, serving)
     return cfg
+
+
+def _set_queue_policy(policy: pb.ModelQueuePolicy, serving: Serving) -> None:
+    """Load shedding: a bounded queue, and a timeout that rejects rather than computing answers the
+    client has given up on; clients may send a shorter deadline (`allow_timeout_override`)."""
+    policy.max_queue_size = serving.queue_max
+    policy.default_timeout_microseconds = serving.queue_timeout_ms * 1000
+    policy.timeout_action = pb.ModelQueuePolicy.REJECT
+    policy.allow_timeout_override = True
+
+
+PARAMETER_PREFIX = "ttsrec."
+
+
+def set_parameters(cfg: pb.ModelConfig, values: dict[str, object]) -> pb.ModelConfig:
+    """`parameters { key: "ttsrec.<name>" value { string_value: ... } }`: what a client or the bench
+    learns from the server alone (export id, precision, members, weight bytes, shard identity)."""
+    for key, value in values.items():
+        cfg.parameters[PARAMETER_PREFIX + key].string_value = str(value)
+    return cfg
+
+
+def get_parameters(cfg: pb.ModelConfig) -> dict[str, str]:
+    """The `ttsrec.*` parameters of a config, without the prefix."""
+    return {k[len(PARAMETER_PREFIX):]: v.string_value for k, v in cfg.parameters.items()
+            if k.startswith(PARAMETER_PREFIX)}
 
 
 class Step(NamedTuple):

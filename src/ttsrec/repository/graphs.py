@@ -68,7 +68,6 @@ def fused_graph(members: Sequence[onnx.ModelProto], kind: MergeKind = "mean") ->
         raise ValueError("a fused graph needs at least one member")
     nodes: list[onnx.NodeProto] = []
     inits: list[onnx.TensorProto] = []
-    infos: list[onnx.ValueInfoProto] = []
     functions: list[onnx.FunctionProto] = []
     logits: list[str] = []
     opsets: dict[str, int] = {"": OPSET}
@@ -81,7 +80,6 @@ def fused_graph(members: Sequence[onnx.ModelProto], kind: MergeKind = "mean") ->
         nodes.append(feed)
         nodes.extend(p.graph.node)
         inits.extend(p.graph.initializer)
-        infos.extend(p.graph.value_info)
         functions.extend(p.functions)
         logits.append(p.graph.output[0].name)
         for op in p.opset_import:
@@ -92,9 +90,22 @@ def fused_graph(members: Sequence[onnx.ModelProto], kind: MergeKind = "mean") ->
     feat.type.tensor_type.shape.dim[1].CopyFrom(members[0].graph.input[0].type.tensor_type.shape.dim[1])
     outputs = [_logit_info(n) for n in merge_outputs(kind)]
     graph = helper.make_graph(nodes, f"fused_{kind}_m{len(members)}", [feat], outputs,
-                              initializer=inits, value_info=infos)
-    return helper.make_model(graph, functions=functions, producer_name="ttsrec", ir_version=ir_version,
-                             opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
+                              initializer=inits)
+    model = helper.make_model(graph, functions=functions, producer_name="ttsrec", ir_version=ir_version,
+                              opset_imports=[helper.make_opsetid(d, v) for d, v in sorted(opsets.items())])
+    return reinfer_shapes(model)
+
+
+def reinfer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop every `value_info` and infer them again, strictly.
+
+    torch's exporter records shapes for initializers too; tools that rewrite weights (the
+    onnxruntime quantizer transposes and replaces them) then meet stale shapes and fail. Shapes
+    inferred afresh hold for intermediates only and agree with every node, so strict inference,
+    the quantizer and onnxruntime all accept the graph.
+    """
+    del model.graph.value_info[:]
+    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True)
 
 
 def weight_bytes(model: onnx.ModelProto) -> int:

@@ -4,7 +4,9 @@ Copied verbatim as `<model>/1/model.py` for every python-flavour model (members,
 fused graphs); it never imports ttsrec, so the repository also runs where ttsrec is not
 installed. Input and output names come from the model config, so one file serves every model.
 Triton's dynamic batcher hands `execute()` a list of requests: they are concatenated, run
-once, and split again, or dynamic batching would gain nothing.
+once, and split again, or dynamic batching would gain nothing. Each request is checked first
+(batch within max_batch_size, per-row dims and dtype as configured): a bad one gets its own
+error response and never reaches onnxruntime, so it cannot fail its neighbours or the model.
 """
 
 from __future__ import annotations
@@ -36,14 +38,53 @@ class TritonPythonModel:
         if path.is_dir():  # Triton's layout for graphs with external data: model.onnx/model.onnx
             path = path / "model.onnx"
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.inputs = [t["name"] for t in config["input"]]
         to_numpy = pb_utils.triton_string_to_numpy
+        self.inputs = [t["name"] for t in config["input"]]
+        self.expected = {t["name"]: (np.dtype(to_numpy(t["data_type"])), tuple(int(d) for d in t["dims"]))
+                         for t in config["input"]}
+        self.max_batch_size = int(config.get("max_batch_size", 0))
         self.outputs = [(t["name"], to_numpy(t["data_type"])) for t in config["output"]]
 
+    def check(self, request: object) -> list[np.ndarray]:
+        """The request's inputs in config order; a `ValueError` saying what is wrong with them."""
+        arrays = []
+        for name in self.inputs:
+            tensor = pb_utils.get_input_tensor_by_name(request, name)
+            if tensor is None:
+                raise ValueError(f"input {name!r} is missing")
+            array = tensor.as_numpy()
+            dtype, dims = self.expected[name]
+            if array.dtype != dtype:
+                raise ValueError(f"input {name!r} has dtype {array.dtype}, expected {dtype}")
+            rows = array.shape[1:]
+            if len(rows) != len(dims) or any(d not in (-1, s) for d, s in zip(dims, rows, strict=True)):
+                raise ValueError(f"input {name!r} has shape {list(array.shape)}, expected [batch, "
+                                 f"{', '.join(map(str, dims))}]")
+            if not 1 <= array.shape[0] <= self.max_batch_size:
+                raise ValueError(f"input {name!r} has batch {array.shape[0]}, "
+                                 f"expected 1..{self.max_batch_size}")
+            arrays.append(array)
+        return arrays
+
     def execute(self, requests: list) -> list:
+        responses: list = [None] * len(requests)
+        good, inputs = [], []
+        for k, request in enumerate(requests):
+            try:
+                inputs.append(self.check(request))
+                good.append(k)
+            except Exception as err:  # a malformed request fails alone
+                error = pb_utils.TritonError(str(err))
+                responses[k] = pb_utils.InferenceResponse(output_tensors=[], error=error)
+        if good:
+            for k, response in zip(good, self.run(inputs), strict=True):
+                responses[k] = response
+        return responses
+
+    def run(self, requests: list[list[np.ndarray]]) -> list:
+        """One onnxruntime call for the checked requests (their inputs in config order), split again."""
         try:
-            parts = [[pb_utils.get_input_tensor_by_name(r, name).as_numpy() for r in requests]
-                     for name in self.inputs]
+            parts = [[r[i] for r in requests] for i in range(len(self.inputs))]
             feeds = {name: np.concatenate(p) if len(p) > 1 else p[0]
                      for name, p in zip(self.inputs, parts, strict=True)}
             results = self.session.run([name for name, _ in self.outputs], feeds)
