@@ -158,7 +158,7 @@ def test_knobs_are_hparams_and_grow_the_model(name):
 
 def test_paper_defaults():
     assert default_hparams("dcnv2") == {"embed_dim": 16, "mlp_dims": [1024, 512, 256], "num_cross_layers": 3,
-                                        "zero_cross_bias": False}
+                                        "zero_cross_bias": False, "num_modules": 1}
     assert default_hparams("wukong")["num_layers"] == 3 and default_hparams("wukong")["rank"] == 24
     assert default_hparams("rankmixer")["num_layers"] == 3 and default_hparams("rankmixer")["expansion"] == 2
     assert build_model("rankmixer", [5] * 39).hparams["token_dim"] == 39
@@ -246,3 +246,40 @@ def test_dcnv2_zero_cross_bias_starts_the_cross_biases_at_zero() -> None:
 def test_bool_hparams_take_only_booleans(value: object) -> None:
     with pytest.raises(UserError):
         build_model("fm", VOCAB_SIZES, first_order=value)
+
+
+@pytest.mark.parametrize("name", ["dcnv2", "dcn", "wukong", "rankmixer"])
+def test_paper_width_scaling_is_k_parallel_modules_each_with_its_own_table(name: str) -> None:
+    """num_modules=K: K embedding tables and K interaction stacks in one model; MACs grow with K."""
+    cls = backbone_class(name)
+    assert cls.module_width_knob == "num_modules" and cls.module_depth_knob in default_hparams(name)
+    torch.manual_seed(0)
+    one = build_model(name, VOCAB_SIZES, **SMALL[name])
+    three = build_model(name, VOCAB_SIZES, **SMALL[name], num_modules=3)
+    one_cost, three_cost = model_cost(one), model_cost(three)
+    assert three_cost.embedding_params == 3 * one_cost.embedding_params
+    assert three_cost.macs_per_sample > 2 * one_cost.macs_per_sample
+    ids = wild_ids(5)
+    assert three(ids).shape == (5, 1) and torch.isfinite(three(ids)).all()
+    # Each table matters: changing module 3's table changes the output.
+    with torch.no_grad():
+        before = three.eval()(ids).clone()
+        three.extra_tables[1].weight.add_(1.0)
+        assert not torch.allclose(three(ids), before)
+
+
+@pytest.mark.parametrize("name", ["dcnv2", "wukong", "rankmixer"])
+def test_paper_depth_scaling_stacks_interaction_modules_not_mlp_layers(name: str) -> None:
+    cls = backbone_class(name)
+    torch.manual_seed(0)
+    base = build_model(name, VOCAB_SIZES, **SMALL[name])
+    knob = cls.module_depth_knob
+    deeper = build_model(name, VOCAB_SIZES, **{**SMALL[name], knob: base.hparams[knob] + 2})
+    assert deeper.hparams["mlp_dims"] == base.hparams["mlp_dims"]
+    assert model_cost(deeper).macs_per_sample > model_cost(base).macs_per_sample
+
+
+def test_num_modules_must_be_positive() -> None:
+    for name in ("dcnv2", "wukong", "rankmixer"):
+        with pytest.raises(UserError):
+            build_model(name, VOCAB_SIZES, num_modules=0)

@@ -82,3 +82,18 @@ def test_a_failed_export_leaves_nothing_behind(tmp_path):
     with pytest.raises(Exception, match="cannot trace this"):
         export_member_onnx(Broken(), tmp_path / "model.onnx")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["dcnv2", "wukong", "rankmixer"])
+def test_width_scaled_models_with_parallel_modules_export(name, tmp_path):
+    """The paper's width scaling (K tables and interaction stacks) exports and matches torch."""
+    from models_fixtures import SMALL
+    from ttsrec.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, VOCAB_SIZES, **SMALL[name], num_modules=2).eval()
+    session = ort_session(export_member_onnx(model, tmp_path / "model.onnx"))
+    ids = wild_ids(32)
+    with torch.no_grad():
+        expected = model(oov_path(ids)).numpy()
+    np.testing.assert_allclose(run_session(session, ids.numpy()), expected, rtol=0, atol=1e-5)

@@ -21,6 +21,10 @@ class Member(nn.Module):
     """Hparams that make the network deeper (int layer counts, or lists whose length is the depth)."""
     width_knobs: ClassVar[tuple[str, ...]] = ()
     """Hparams that make the network wider (int/float widths, or lists of widths)."""
+    module_depth_knob: ClassVar[str | None] = None
+    """The paper's depth scaling: the count of stacked interaction modules (MLP layers excluded)."""
+    module_width_knob: ClassVar[str | None] = None
+    """The paper's width scaling: K parallel interaction modules, each with its own embedding table."""
 
     def __init__(self, vocab_sizes: Sequence[int], embed_dim: int):
         super().__init__()
@@ -34,6 +38,13 @@ class Member(nn.Module):
     def resolve(cls, hparams: dict[str, Any], num_fields: int) -> dict[str, Any]:
         """Fill hparams that depend on the feature map (e.g. RankMixer's token width); checks them."""
         return hparams
+
+    def extra_embeddings(self, num_modules: int) -> nn.ModuleList:
+        """Tables for parallel modules 2..K (module 1 uses `self.embedding`, so K=1 is today's model)."""
+        if num_modules < 1:
+            raise ValueError(f"num_modules must be >= 1, got {num_modules}")
+        tables = (FeatureEmbedding(self.vocab_sizes, self.embed_dim) for _ in range(num_modules - 1))
+        return nn.ModuleList(tables)
 
     def flat_embedding(self, feat_ids):
         """[B, F] ids -> ([B, F, d] embeddings, [B, F*d] flattened)."""
