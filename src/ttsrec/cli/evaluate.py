@@ -28,7 +28,9 @@ def evaluate(
         help="Train deeper/wider single models at the MACs of M members (costs training time).")] = False,
     scaling_m: Annotated[str | None, typer.Option(
         "--scaling-m", help="M values for parameter scaling (default: every evaluated M > 1).")] = None,
-    scaling_kinds: Annotated[str, typer.Option(help="Comma-separated: depth, width.")] = "depth,width",
+    scaling_kinds: Annotated[str, typer.Option(
+        help="Comma-separated: depth, width (deeper/wider MLP), module_depth, module_width (the paper's: "
+        "stacked interaction modules; K parallel modules with their own tables).")] = "depth,width",
     merges: Annotated[str, typer.Option(
         "--merges", help="Comma-separated merges per M: mean (the paper), weighted and selection (fitted "
         "on the validation split).")] = "mean,weighted,selection",

@@ -1,5 +1,8 @@
 """Parameter scaling: one member made deeper or wider until its inference MACs match M members.
 
+Two variants. The paper's (`module_depth`, `module_width`): depth stacks more interaction modules (cross
+layers, Wukong/RankMixer layers; the MLP is unchanged), width puts K interaction modules side by side, each
+with its own embedding table, in one model. Ours (`depth`, `width`): a deeper or wider MLP/knob set.
 The paper's claim is that, at equal inference cost, merging M members beats one bigger model; these
 models are trained by the same trainer with the same options as the run, so the comparison is fair.
 """
@@ -12,7 +15,8 @@ from typing import Any
 
 from ttsrec.errors import UserError
 
-KINDS = ("depth", "width")
+KINDS = ("depth", "width", "module_depth", "module_width")
+DEFAULT_KINDS = ("depth", "width")
 MAX_STEPS = 64
 
 
@@ -55,10 +59,18 @@ def match_macs(backbone: str, hparams: dict[str, Any], num_fields: int, kind: st
     """Hparams of the deeper/wider model whose MACs per sample come closest to `target`, and those MACs."""
     from ttsrec.models import backbone_class
 
-    knobs = backbone_class(backbone).depth_knobs if kind == "depth" else backbone_class(backbone).width_knobs
+    cls = backbone_class(backbone)
+    cost = lambda hp: macs_of(backbone, hp, num_fields)  # noqa: E731
+    if kind in ("module_depth", "module_width"):
+        knob = cls.module_depth_knob if kind == "module_depth" else cls.module_width_knob
+        if knob is None:
+            raise UserError(f"{backbone} has no interaction module to scale by {kind} (the paper's scaling "
+                            f"needs dcn, dcnv2, wukong or rankmixer)")
+        start = int(hparams.get(knob, 1))
+        return _closest([{**hparams, knob: start + s} for s in range(MAX_STEPS + 1)], cost, target)
+    knobs = cls.depth_knobs if kind == "depth" else cls.width_knobs
     if kind not in KINDS or not knobs:
         raise UserError(f"{backbone} has no {kind} knob to scale")
-    cost = lambda hp: macs_of(backbone, hp, num_fields)  # noqa: E731
     if kind == "depth":
         return _closest([deeper(backbone, hparams, s) for s in range(MAX_STEPS + 1)], cost, target)
     lo, hi = 1.0, 2.0

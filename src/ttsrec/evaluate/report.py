@@ -144,24 +144,40 @@ def _param_section(result: dict[str, Any]) -> list[str]:
     lines = ["## Parameter scaling at equal inference cost", ""]
     if not params:
         return [*lines, "Not run (`--param-scaling` trains deeper and wider single models).", ""]
-    lines += ["Single models made deeper or wider until their MACs per sample match M members, trained by "
-              "the same trainer with the run's options, against merging M members.", "",
+    kinds = [k for k in ("param_depth", "param_width", "param_module_depth", "param_module_width")
+             if any(r["kind"] == k for r in params)]
+    lines += ["Single models scaled until their MACs per sample match M members, trained by the same trainer "
+              "with the run's options, against merging M members. Deeper/wider MLP: today's knobs (MLP "
+              "layers and widths); stacked/parallel modules: the paper's definition (more interaction "
+              "layers; K interaction modules each with its own embedding table). Cells: test AUC, MACs per "
+              "sample, parameters (embedding parameters).", "",
               "![AUC vs MACs](auc_vs_macs.png)", "",
-              "| group | M | merge M: AUC | MACs | deeper: AUC | MACs | wider: AUC | MACs | winner |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+              f"| group | M | merge M | {' | '.join(SHORT[k] for k in kinds)} | winner |",
+              "|---|---:|---|" + "---|" * len(kinds) + "---|"]
     verdicts = []
     for g in result["groups"]:
         merges = ("tts", "best_backbone")
         tts = {r["M"]: r for r in result["rows"]
                if r["group"] == g["name"] and r["kind"] in merges and r.get("merge", "mean") == "mean"}
+        member_params = {m["name"]: m["params"] for m in g["members"]}
         for m in sorted({r["M"] for r in params if r["group"] == g["name"]}):
             got = {r["kind"]: r for r in params if r["group"] == g["name"] and r["M"] == m}
             cells, scores = [], {}
-            for kind, label in (("merge", "merge"), ("param_depth", "deeper"), ("param_width", "wider")):
-                r = tts.get(m) if kind == "merge" else got.get(kind)
-                cells += [f"{r['auc']:.4f}", _fmt_macs(r["macs_per_sample"])] if r else ["-", "-"]
+            merged = tts.get(m)
+            if merged:
+                scores["merge"] = merged["auc"]
+                total = m * max(member_params.values())
+                cells.append(f"{merged['auc']:.4f}, {_fmt_macs(merged['macs_per_sample'])}, ≤{total:,}")
+            else:
+                cells.append("-")
+            for kind in kinds:
+                r = got.get(kind)
                 if r:
-                    scores[label] = r["auc"]
+                    scores[SHORT[kind]] = r["auc"]
+                    emb = f" ({r['embedding_params']:,})" if r.get("embedding_params") is not None else ""
+                    cells.append(f"{r['auc']:.4f}, {_fmt_macs(r['macs_per_sample'])}, {r['params']:,}{emb}")
+                else:
+                    cells.append("-")
             winner = max(scores, key=scores.__getitem__) if scores else "-"
             verdicts.append(winner == "merge")
             lines.append(f"| {g['name']} | {m} | {' | '.join(cells)} | {winner} |")

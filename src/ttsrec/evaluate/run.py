@@ -15,7 +15,7 @@ from ttsrec.errors import UserError
 from ttsrec.evaluate.curves import Scorer, curve_rows, reference, single_metrics
 from ttsrec.evaluate.diversity import js_matrix
 from ttsrec.evaluate.merge import MERGE_KINDS
-from ttsrec.evaluate.param_scaling import KINDS, match_macs
+from ttsrec.evaluate.param_scaling import DEFAULT_KINDS, KINDS, match_macs
 from ttsrec.evaluate.report import write_outputs
 from ttsrec.evaluate.soup import can_soup, uniform_soup
 from ttsrec.evaluate.sources import MemberGroup, collect_groups
@@ -32,7 +32,7 @@ EVAL_FORMAT = "ttsrec.eval/1"
 
 def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list: Sequence[int] | None = None,
                   subsets: int = 10, seed: int = 0, param_scaling: bool = False,
-                  scaling_m: Sequence[int] | None = None, scaling_kinds: Sequence[str] = KINDS,
+                  scaling_m: Sequence[int] | None = None, scaling_kinds: Sequence[str] = DEFAULT_KINDS,
                   merges: Sequence[str] = MERGE_KINDS, soup: bool = True, force: bool = False,
                   show_progress: bool = True, console: Console | None = None) -> dict:
     """Evaluate run dirs / checkpoints on `data_dir`'s test split and write the report into `out`.
@@ -196,6 +196,7 @@ def _param_rows(groups: list[MemberGroup], result: dict[str, Any], data, labels:
                 "auc": trained["auc"], "auc_std": 0.0, "logloss": trained["logloss"], "logloss_std": 0.0,
                 "auc_gain": trained["auc"] - ref["auc"], "logloss_gain": trained["logloss"] - ref["logloss"],
                 "macs_per_sample": float(macs), "js_mean": None, "params": trained["params"],
+                "embedding_params": trained["embedding_params"],
                 "hparams": hparams,
             })
     return rows
@@ -213,4 +214,5 @@ def _train_scaled(base, hparams: dict[str, Any], options: TrainOptions, data, la
     save_member(out / "param_scaling" / f"{name}.pt", model, backbone=base.backbone, hparams=model.hparams,
                 seed=base.seed, vocab_sizes=fmap.vocab_sizes, feature_map_hash=fmap.hash,
                 metrics={"test": metrics}, train={"options": options.to_dict(), **result.to_dict()})
-    return {**metrics, "params": int(model_cost(model).params)}
+    cost = model_cost(model)
+    return {**metrics, "params": int(cost.params), "embedding_params": int(cost.embedding_params)}
