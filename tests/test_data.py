@@ -193,7 +193,7 @@ def test_bad_rows_skip_and_fail(tmp_path: Path) -> None:
     assert reasons == {
         "wrong number of columns (expected 40, got 39)": 1,
         "unreadable value in column I1 (log_square)": 1,
-        "unreadable label in column label (binary)": 1,
+        "missing or unreadable label in column label (binary)": 1,
     }
     assert json.loads((tmp_path / "skip" / "summary.json").read_text())["rows_skipped"] == 3
     with pytest.raises(UserError, match=r"bad\.tsv:6: wrong number of columns"):

@@ -15,7 +15,7 @@ import polars as pl
 
 from ttsrec.data import transforms
 from ttsrec.data.feature_map import FeatureMap, Field
-from ttsrec.data.readers import BAD
+from ttsrec.data.readers import BAD, UNDECODABLE
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.errors import UserError
 
@@ -25,7 +25,8 @@ LABEL = "_label"
 def tokens(frame: pl.DataFrame, spec: DatasetSpec, with_label: bool = True) -> pl.DataFrame:
     """One token column per field (named like the field), plus `_label` and `_bad` (0 = fine).
 
-    `_bad` codes: -k wrong column count (k found), 1 unreadable label, 2 + j unreadable value of field j.
+    `_bad` codes: -k wrong column count (k found), `UNDECODABLE` bytes not valid in the spec's encoding,
+    1 unreadable or missing label, 2 + j unreadable value of field j.
     """
     exprs, checks = [], []
     if with_label:
@@ -48,12 +49,14 @@ def tokens(frame: pl.DataFrame, spec: DatasetSpec, with_label: bool = True) -> p
 
 def describe_bad(code: int, spec: DatasetSpec, ncols: int = 0) -> str:
     """The reason behind a `_bad` code, in words."""
+    if code == UNDECODABLE:
+        return f"invalid {spec.encoding} bytes"
     if code < 0:
         return (
             f"wrong number of columns (expected {ncols}, got {-code})" if ncols else "wrong number of columns"
         )
     if code == 1:
-        return f"unreadable label in column {spec.label} ({spec.label_transform})"
+        return f"missing or unreadable label in column {spec.label} ({spec.label_transform})"
     f = spec.fields[code - 2]
     return f"unreadable value in column {f.source} ({f.preprocess})"
 

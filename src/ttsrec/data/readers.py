@@ -2,13 +2,15 @@
 
 Files larger than memory work: text is read in byte chunks cut at line ends, Parquet in record
 batches. Every chunk carries the file line number of each row (for `--on-bad-row fail`) and a
-`_bad` code (0 = fine, -k = the line has k columns instead of `ncols`), so the caller can skip or
-refuse such rows.
+`_bad` code (0 = fine, -k = the line has k columns instead of `ncols`, `UNDECODABLE` = bytes that
+are not valid in the spec's encoding), so the caller can skip or refuse such rows. A truncated or
+corrupt `.gz` is a one-line `UserError`, never a traceback.
 """
 
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,6 +25,8 @@ from ttsrec.errors import UserError
 CHUNK_BYTES = 8 << 20  # bounded memory; small enough for allocations to be reused
 BAD = "_bad"
 LINE = "_line"
+UNDECODABLE = -(1 << 30)
+"""`_bad` code of a line whose bytes are not valid in the spec's encoding (never silently replaced)."""
 
 
 @dataclass
@@ -88,6 +92,16 @@ def iter_text(
     wanted: list[str] | None = None,
 ) -> Iterator[RawChunk]:
     """Delimited text (plain or .gz) in chunks of whole lines; `columns` overrides the spec's names."""
+    path = Path(path)
+    try:
+        yield from _iter_text(spec, path, chunk_bytes, columns, wanted)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise UserError(f"{path}: truncated or corrupt gzip file ({err})") from err
+
+
+def _iter_text(
+    spec: DatasetSpec, path: Path, chunk_bytes: int, columns: list[str] | None, wanted: list[str] | None
+) -> Iterator[RawChunk]:
     line_no = 1
     with (
         open(path, "rb") as raw,
@@ -95,9 +109,11 @@ def iter_text(
     ):
         names = columns if columns is not None else spec.columns
         if spec.header:
-            header = (
-                fh.readline().decode(spec.encoding, errors="replace").rstrip("\r\n").split(spec.separator)
-            )
+            first = fh.readline()
+            try:
+                header = first.decode(spec.encoding).rstrip("\r\n").split(spec.separator)
+            except UnicodeDecodeError as err:
+                raise UserError(f"{path}:1: header is not valid {spec.encoding} ({err.reason})") from None
             line_no += 1
             if columns is None:
                 names = [h.strip().strip('"') for h in header]
@@ -115,9 +131,39 @@ def iter_text(
             if frame is None:
                 text = block.decode(spec.encoding, errors="replace")
                 frame = _split_lines(text, spec.separator, len(names), cols, line_no)
+            frame = _mark_undecodable(frame, block, spec.encoding, line_no)
             line_no += block.count(b"\n") + (not block.endswith(b"\n"))
             yield RawChunk(path, frame, raw.tell() - done, len(names))
             done = raw.tell()
+
+
+def _mark_undecodable(frame: pl.DataFrame, block: bytes, encoding: str, first_line: int) -> pl.DataFrame:
+    """Mark the rows whose line is not valid `encoding` as `UNDECODABLE` (the parsers replaced its bytes)."""
+    if block.isascii() and _ascii_compatible(encoding):
+        return frame  # the common case, checked at memory speed
+    try:
+        block.decode(encoding)
+        return frame
+    except UnicodeDecodeError:
+        pass
+    bad_lines = []
+    for i, line in enumerate(block.split(b"\n")):
+        try:
+            line.decode(encoding)
+        except UnicodeDecodeError:
+            bad_lines.append(first_line + i)
+    return frame.with_columns(
+        pl.when(pl.col(LINE).is_in(bad_lines))
+        .then(pl.lit(UNDECODABLE, pl.Int32))
+        .otherwise(pl.col(BAD))
+        .alias(BAD)
+    )
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    return "".join(c for c in encoding.lower() if c.isalnum()) in {
+        "utf8", "latin1", "iso88591", "cp1252", "windows1252", "ascii", "usascii", "iso885915", "l1",
+    }
 
 
 def _parse_fast(
@@ -185,7 +231,8 @@ def _scratch(n: int) -> np.ndarray:
 
 def _numeric_sources(spec: DatasetSpec) -> set[str]:
     """Raw columns read only as numbers (parsed typed, which is faster than text + cast)."""
-    uses: dict[str, set[str]] = {spec.label: {"numeric"}}
+    label_kind = "text" if spec.label_transform.split(":")[0] in ("eq", "in") else "numeric"
+    uses: dict[str, set[str]] = {spec.label: {label_kind}}
     for f in spec.fields:
         uses.setdefault(f.source, set()).add(f.kind)
     return {col for col, kinds in uses.items() if kinds == {"numeric"}}

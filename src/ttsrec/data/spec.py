@@ -7,6 +7,7 @@ encode raw records exactly as `prepare` did.
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -120,7 +121,7 @@ class DatasetSpec:
             separator=separator,
             header=header,
             columns=columns,
-            encoding=str(data.get("encoding", "utf-8")),
+            encoding=_encoding(data.get("encoding", "utf-8"), origin),
             quote_char=_quote(data.get("quote_char", '"'), origin),
             min_count=min_count,
             extra=dict(data.get("extra") or {}),
@@ -167,6 +168,17 @@ def _separator(value: Any, origin: str) -> str:
     if not isinstance(value, str) or len(value) != 1 or value == "\n":
         raise UserError(f"{origin}: separator must be one character (got {value!r})")
     return value
+
+
+def _encoding(value: Any, origin: str) -> str:
+    """A Python codec name whose ASCII bytes mean ASCII (lines and separators are found byte-wise)."""
+    try:
+        codecs.lookup(str(value))
+    except LookupError:
+        raise UserError(f"{origin}: unknown encoding {value!r} (e.g. utf-8, latin-1, cp1252)") from None
+    if "\n,;|\t".encode(str(value), errors="replace") != b"\n,;|\t":
+        raise UserError(f"{origin}: encoding {value!r} is not supported (use an ASCII-based one, e.g. utf-8)")
+    return str(value)
 
 
 def _quote(value: Any, origin: str) -> str | None:

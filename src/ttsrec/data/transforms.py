@@ -3,7 +3,9 @@
 Each transform turns a raw column (text, or numbers when parsed typed) into a token column
 (integers or strings). A missing value (null or empty string) is the vocabulary token `<missing>`,
 counted like any other token: frequent enough, it gets its own id; otherwise it falls to OOV (id 0).
-A value the transform cannot read (e.g. text in a numeric column) marks the row bad.
+A value the transform cannot read (e.g. text in a numeric column, or a number beyond int64) marks
+the row bad. Labels: a missing or unreadable label marks the row bad; string labels map through
+`eq:VALUE` (positive when equal) or `in:A,B` (positive when one of the listed values).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ MISSING = "<missing>"
 DATE_PARTS = ("hour_of_day", "weekday", "is_weekend")
 CATEGORICAL = ("none", "lower", "prefix:N", "year", *DATE_PARTS)
 NUMERIC = ("log_square", "int")
-LABELS = ("binary", "gt0", "ge:X")
+LABELS = ("binary", "gt0", "ge:X", "eq:VALUE", "in:A,B,...")
+INT64_LIMIT = 2.0**63  # floats at or beyond it do not fit an int64 token
 
 
 def _split(preprocess: str) -> tuple[str, str]:
@@ -44,6 +47,9 @@ def check_label_transform(transform: str, where: str) -> None:
             float(arg)
         except ValueError:
             raise UserError(f"{where}: label_transform 'ge' needs a threshold, e.g. 'ge:4'") from None
+    elif name in ("eq", "in"):
+        if not _positives(name, arg):
+            raise UserError(f"{where}: label_transform '{name}' needs values, e.g. 'eq:yes', 'in:>50K,>50K.'")
     elif arg or name not in ("binary", "gt0"):
         raise UserError(f"{where}: unknown label_transform {transform!r}; known: {', '.join(LABELS)}")
 
@@ -66,7 +72,7 @@ def token(col: str, preprocess: str) -> tuple[pl.Expr, pl.Expr | None]:
     name, arg = _split(preprocess)
     if name in NUMERIC:
         value = raw.cast(pl.Float64, strict=False)
-        bad = raw.is_not_null() & (value.is_null() | ~value.is_finite())
+        bad = raw.is_not_null() & (value.is_null() | ~value.is_finite() | (value.abs() >= INT64_LIMIT))
         if name == "log_square":  # the Criteo bucketing: floor(ln(v)^2) for v > 2, else int(v)
             value = pl.when(value > 2).then(value.log().pow(2)).otherwise(value)
         return value.floor().cast(pl.Int64, strict=False), bad
@@ -92,9 +98,19 @@ def token(col: str, preprocess: str) -> tuple[pl.Expr, pl.Expr | None]:
     return pl.when(bad).then(None).otherwise(tok), bad
 
 
+def _positives(name: str, arg: str) -> list[str]:
+    """The label values that mean positive: `eq` takes its argument whole, `in` a comma-separated list."""
+    values = [arg] if name == "eq" else arg.split(",")
+    return [v.strip() for v in values if v.strip()]
+
+
 def label(col: str, transform: str) -> tuple[pl.Expr, pl.Expr]:
-    """(label as float32 0/1, bad-label expression)."""
+    """(label as float32 0/1, bad-label expression: missing or unreadable)."""
     name, arg = _split(transform)
+    if name in ("eq", "in"):  # string labels, compared without surrounding blanks (" >50K" in Adult)
+        text = pl.col(col).cast(pl.String).str.strip_chars()
+        text = pl.when(text == "").then(None).otherwise(text)
+        return text.is_in(_positives(name, arg)).cast(pl.Float32).fill_null(0.0), text.is_null()
     value = pl.col(col).cast(pl.Float64, strict=False)
     if name == "binary":
         bad = value.is_null() | ~value.is_in([0.0, 1.0])
