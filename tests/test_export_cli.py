@@ -97,7 +97,7 @@ def test_bad_options(run_dir: Path, tmp_path: Path, capsys, monkeypatch, flag: s
 
 def test_fp16_needs_labelled_data(run_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
     code, err = cli([run_dir, "--out", tmp_path / "repo", "--fp16"], capsys, monkeypatch)
-    assert_one_line_error(code, err, "--fp16", "AUC")
+    assert_one_line_error(code, err, "--precision fp16", "accuracy gate")
 
 
 def test_feature_map_discovery(tmp_path: Path) -> None:

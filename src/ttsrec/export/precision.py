@@ -55,12 +55,13 @@ def reduce_precision(model: onnx.ModelProto, precision: Precision, *, int8_mode:
     with tempfile.TemporaryDirectory(prefix="tts-quantize-") as work, _quiet_quantizer():
         source, target = Path(work) / "fp32.onnx", Path(work) / "int8.onnx"
         onnx.save_model(model, source)
+        skip = _not_per_channel(model)
         if int8_mode == "dynamic":
-            _dynamic(source, target)
+            _dynamic(source, target, skip)
         else:
             if calibration is None or len(calibration) == 0:
                 raise UserError("int8 qdq quantization needs train-split rows for calibration (pass --data)")
-            _static_qdq(source, target, calibration)
+            _static_qdq(source, target, calibration, skip)
         quantized = onnx.load(target)
     quantized.ir_version = model.ir_version
     del quantized.metadata_props[:]
@@ -68,19 +69,28 @@ def reduce_precision(model: onnx.ModelProto, precision: Precision, *, int8_mode:
     return quantized
 
 
-def _dynamic(source: Path, target: Path) -> None:
+def _not_per_channel(model: onnx.ModelProto) -> list[str]:
+    """Dense nodes whose weight is not a 2-D matrix (RankMixer's per-token FFN: [tokens, in, out]):
+    onnxruntime's int8 MatMul kernels take per-channel scales of 2-D weights only, so these stay fp32."""
+    ranks = {t.name: len(t.dims) for t in model.graph.initializer}
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS
+            and any(ranks.get(i, 2) != 2 for i in n.input[1:2])]
+
+
+def _dynamic(source: Path, target: Path, skip: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(source, target, weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=QUANTIZED_OPS)
+                     op_types_to_quantize=QUANTIZED_OPS, nodes_to_exclude=skip)
 
 
-def _static_qdq(source: Path, target: Path, calibration: np.ndarray) -> None:
+def _static_qdq(source: Path, target: Path, calibration: np.ndarray, skip: list[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(source, target, _Calibration(calibration), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax)
+                    op_types_to_quantize=QUANTIZED_OPS, calibrate_method=CalibrationMethod.MinMax,
+                    nodes_to_exclude=skip)
 
 
 class _Calibration:
@@ -102,12 +112,16 @@ class _Calibration:
 def _quiet_quantizer() -> Iterator[None]:
     """The quantizer logs a "consider pre-processing" hint per call at WARNING on the root logger and
     prints progress: nothing a user can act on, and it would break progress bars."""
+    import onnxruntime as ort
+
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
+    ort.set_default_logger_severity(3)  # calibration sessions: "removing unused initializer" notices
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         root.setLevel(level)
+        ort.set_default_logger_severity(2)
