@@ -23,6 +23,9 @@ def synth(
     out: Annotated[Path, typer.Option("--out", help="TSV file to write (Criteo format).")],
     rows: Annotated[int, typer.Option("--rows", help="Number of rows.")] = 200_000,
     seed: Annotated[int, typer.Option("--seed", help="Random seed (same seed, same file).")] = 0,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing file that synth did not write.")
+    ] = False,
 ) -> None:
     """Write synthetic rows in the exact Criteo TSV format (label, I1..I13, C1..C26)."""
     from ttsrec.data.synth import write_synthetic_criteo
@@ -30,7 +33,9 @@ def synth(
     columns = (TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("rows", total=rows)
-        write_synthetic_criteo(out, rows=rows, seed=seed, on_rows=lambda n: bar.advance(task, n))
+        write_synthetic_criteo(
+            out, rows=rows, seed=seed, on_rows=lambda n: bar.advance(task, n), force=force
+        )
     console.print(f"wrote {rows:,} rows to {out} ({out.stat().st_size / 1e6:.1f} MB)")
 
 

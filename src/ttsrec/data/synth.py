@@ -9,6 +9,7 @@ Everything derives from the seed, generated chunk by chunk (fixed chunk size) so
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ import numpy as np
 import polars as pl
 
 from ttsrec.errors import UserError
+from ttsrec.utils.atomic import atomic_write_text
 
 NUM_INT, NUM_CAT = 13, 26
 CHUNK_ROWS = 1 << 17
@@ -148,17 +150,25 @@ def _calibrate(logit: np.ndarray, target: float = TARGET_CTR) -> float:
 
 
 def write_synthetic_criteo(
-    path: Path, rows: int, seed: int = 0, on_rows: Callable[[int], None] | None = None
+    path: Path,
+    rows: int,
+    seed: int = 0,
+    on_rows: Callable[[int], None] | None = None,
+    *,
+    force: bool = False,
 ) -> Path:
     """Write `rows` rows of label, I1..I13, C1..C26 (tab-separated, empty = missing) to `path`.
 
-    `on_rows(n)` is called after each chunk of `n` rows (for a progress bar).
+    The file appears whole or not at all. An existing file is replaced only if this function wrote
+    it (a hidden stamp next to it records its size and mtime) or with `force`: a user's real log is
+    never overwritten by mistake. `on_rows(n)` is called after each chunk of `n` rows (for a progress bar).
     """
     if rows < 1:
         raise UserError(f"--rows must be at least 1 (got {rows})")
     if seed < 0:
         raise UserError(f"--seed must be non-negative (got {seed})")
     path = Path(path)
+    _check_replaceable(path, force)
     t = _teacher(seed)
     t.bias = _calibrate(_chunk(t, seed, CALIBRATION, 50_000)[4])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,4 +194,27 @@ def write_synthetic_criteo(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    stat = path.stat()
+    atomic_write_text(_stamp(path), json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}) + "\n")
     return path
+
+
+def _stamp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tts-synth.json")
+
+
+def _check_replaceable(path: Path, force: bool) -> None:
+    if not path.exists() and not path.is_symlink():
+        return
+    if not path.is_file() or path.is_symlink():
+        raise UserError(f"--out {path} exists and is not a regular file")
+    if force:
+        return
+    try:
+        stamp = json.loads(_stamp(path).read_text())
+        stat = path.stat()
+        ours = stamp == {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    except (OSError, ValueError):
+        ours = False
+    if not ours:
+        raise UserError(f"{path} exists and tts-data synth did not write it (pass --force to replace it)")
