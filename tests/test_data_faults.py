@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from test_data import criteo_line, criteo_spec
+from test_data_presets import write_ml100k
 from ttsrec.data.encode import RecordEncoder
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.data.prepare import prepare
@@ -17,9 +19,6 @@ from ttsrec.data.spec import DatasetSpec
 from ttsrec.data.synth import write_synthetic_criteo
 from ttsrec.errors import UserError
 from ttsrec.repository.naming import FEATURE_MAP_FILE
-
-from test_data import criteo_line, criteo_spec
-from test_data_presets import write_ml100k
 
 INVALID_UTF8 = b"\xff\xfe\xc3"
 
@@ -30,7 +29,8 @@ def run(inputs: list[Path], out: Path, **kw: object) -> dict:
 
 
 def lines(n: int) -> list[bytes]:
-    return [criteo_line(str(i % 2), cats=[f"{(i + j) % 3:08x}" for j in range(26)]).encode() for i in range(n)]
+    cats = [[f"{(i + j) % 3:08x}" for j in range(26)] for i in range(n)]
+    return [criteo_line(str(i % 2), cats=cats[i]).encode() for i in range(n)]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "corrupt", "not gzip"])
@@ -87,7 +87,8 @@ def test_declared_encoding_reads_and_still_counts_its_invalid_bytes(tmp_path: Pa
     bad_header = tmp_path / "bad_header.csv"
     bad_header.write_bytes(b"y,c\xffity\n1,a\n")
     with pytest.raises(UserError, match=r"bad_header\.csv:1: header is not valid utf-8"):
-        run([bad_header], tmp_path / "out3", preset="csv", spec=DatasetSpec.from_dict({**spec, "encoding": "utf-8"}))
+        utf8 = DatasetSpec.from_dict({**spec, "encoding": "utf-8"})
+        run([bad_header], tmp_path / "out3", preset="csv", spec=utf8)
 
 
 def test_numeric_overflow_is_a_counted_bad_row(tmp_path: Path) -> None:
@@ -119,7 +120,7 @@ def test_string_labels_and_empty_values(tmp_path: Path) -> None:
     path = tmp_path / "adult.csv"
     rows = ["age,workclass,income"]
     rows += [f"{30 + i % 7},Private, {'>50K' if i % 3 == 0 else '<=50K'}" for i in range(30)]
-    rows += ["41,,>50K.", ",State-gov,<=50K", "52,Private,", "38,Private,  "]  # empty values; two no-label rows
+    rows += ["41,,>50K.", ",State-gov,<=50K", "52,Private,", "38,Private,  "]  # empty values; 2 without label
     path.write_text("\n".join(rows) + "\n")
     summary = run([path], tmp_path / "out", preset="csv", spec=DatasetSpec.from_dict(ADULT_SPEC))
     assert summary["rows_read"] == 34 and summary["rows_kept"] == 32
