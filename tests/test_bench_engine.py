@@ -18,7 +18,7 @@ from ttsrec.bench.measure import Latency, MeasureSettings, Window, is_stable, me
 from ttsrec.bench.row import PA_COLUMNS, Row
 from ttsrec.bench.server_stats import critical_path, model_times, parse_statistics
 from ttsrec.cli.bench import parse_concurrency, parse_int_list
-from ttsrec.errors import UserError
+from ttsrec.errors import RuntimeFailure, UserError
 
 FAST = MeasureSettings(window_ms=150, stability_pct=50.0, max_trials=6, warmup_requests=3)
 
@@ -121,7 +121,7 @@ def test_parse_perf_analyzer_csv() -> None:
 
 
 def test_parse_rejects_a_foreign_csv() -> None:
-    with pytest.raises(UserError, match="lacks columns"):
+    with pytest.raises(RuntimeFailure, match="lacks columns"):
         perf_analyzer.parse_csv("a,b\n1,2\n", mode="fused", m=1, batch=1, protocol="grpc", model="fused_m1")
 
 
@@ -168,8 +168,19 @@ def test_perf_analyzer_command_uses_its_flags(tmp_path) -> None:
 
 def test_missing_perf_analyzer_is_a_one_line_error(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(UserError, match="perf_analyzer is not on PATH"):
+    monkeypatch.setenv("TTSREC_PERF_ANALYZER", str(tmp_path / "absent"))
+    with pytest.raises(UserError, match="perf_analyzer is not installed"):
         perf_analyzer.find_perf_analyzer()
+
+
+def test_perf_analyzer_is_found_in_the_install_cache(monkeypatch, tmp_path) -> None:
+    binary = tmp_path / "bin" / "perf_analyzer"
+    binary.parent.mkdir()
+    binary.write_text("#!/bin/sh\n")
+    binary.chmod(0o755)
+    monkeypatch.delenv("TTSREC_PERF_ANALYZER", raising=False)
+    monkeypatch.setenv("TTSREC_PERF_ANALYZER_DIR", str(tmp_path))
+    assert perf_analyzer.find_perf_analyzer() == str(binary)
 
 
 # -- server statistics and derived figures -----------------------------------------------------------
@@ -276,12 +287,12 @@ def test_list_and_range_parsing() -> None:
         (["--mode", "turbo"], "unknown mode turbo"),
         (["--concurrency-range", "8:1"], "--concurrency-range"),
         (["-b", "0"], "-b/--batch-size"),
-        (["--engine", "perf_analyzer", "--mode", "fused"], "perf_analyzer is not on PATH"),
+        (["--engine", "perf_analyzer", "--mode", "fused"], "perf_analyzer is not installed"),
         (["--repository", "no/such/repo", "--mode", "fused"], "model repository not found"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str, tmp_path) -> None:
-    env = {"PATH": str(tmp_path), "HOME": str(tmp_path)}
+    env = {"PATH": str(tmp_path), "HOME": str(tmp_path), "TTSREC_PERF_ANALYZER": str(tmp_path / "none")}
     done = subprocess.run(
         [sys.executable, "-m", "ttsrec.cli.bench", *args],
         capture_output=True,

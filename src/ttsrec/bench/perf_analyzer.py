@@ -1,7 +1,8 @@
 """`--engine perf_analyzer`: run NVIDIA's C++ load generator when it is installed, read its CSV into Rows.
 
-perf_analyzer (PyPI `perf-analyzer`) needs glibc 2.38; it does not install on Debian 12, so the
-engine refuses with one line when the binary is not on PATH. It gets the same valid ids as the
+perf_analyzer (PyPI `perf-analyzer`) needs glibc 2.38; scripts/install_perf_analyzer.sh (`make
+perf-analyzer`) installs it into a cache folder, through Debian 13's own loader where the system glibc is
+older. It is looked up in $TTSREC_PERF_ANALYZER, that cache, then PATH. It gets the same valid ids as the
 native engine through `--input-data` (a JSON file, one batch-1 row per entry, sent round-robin).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -22,9 +24,10 @@ import numpy as np
 
 from ttsrec.bench.measure import MeasureSettings
 from ttsrec.bench.row import PA_COLUMNS, Row
-from ttsrec.errors import UserError
+from ttsrec.errors import RuntimeFailure, UserError
 
 BINARY = "perf_analyzer"
+INSTALL_SCRIPT = "scripts/install_perf_analyzer.sh"
 LATENCY_PARTS = (
     "Client Send",
     "Network+Server Send/Recv",
@@ -36,12 +39,32 @@ LATENCY_PARTS = (
 )
 
 
+def cache_dirs() -> list[Path]:
+    """Where the install script puts it: $TTSREC_PERF_ANALYZER_DIR, the checkout's .cache, ~/.cache/ttsrec."""
+    override = os.environ.get("TTSREC_PERF_ANALYZER_DIR")
+    checkout = Path(__file__).resolve().parents[3]
+    defaults = [checkout / ".cache" / "perf_analyzer", Path.home() / ".cache" / "ttsrec" / "perf_analyzer"]
+    return [Path(override), *defaults] if override else defaults
+
+
+def locate() -> str | None:
+    """The perf_analyzer to run, or None: $TTSREC_PERF_ANALYZER, then the install cache, then PATH."""
+    explicit = os.environ.get("TTSREC_PERF_ANALYZER")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    for folder in cache_dirs():
+        candidate = folder / "bin" / BINARY
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which(BINARY)
+
+
 def find_perf_analyzer() -> str:
-    path = shutil.which(BINARY)
+    path = locate()
     if path is None:
         raise UserError(
-            "--engine perf_analyzer: perf_analyzer is not on PATH (pip install perf-analyzer needs "
-            "glibc >= 2.38, e.g. Debian 13 or an NGC tritonserver SDK container); use --engine native"
+            f"perf_analyzer is not installed (run `make perf-analyzer` or bash {INSTALL_SCRIPT}; "
+            "it needs network once); or use the native engine"
         )
     return path
 
@@ -101,7 +124,7 @@ def parse_csv(
     reader = csv.DictReader(io.StringIO(table))
     missing = [c for c in PA_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
-        raise UserError(f"perf_analyzer CSV lacks columns {missing}")
+        raise RuntimeFailure(f"perf_analyzer CSV lacks columns {missing}")
     rows = []
     for record in reader:
         values = {attr: float(record[name]) for name, attr in PA_COLUMNS.items()}
@@ -147,7 +170,7 @@ def run(
         after, seconds = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter() - t0
         if done.returncode != 0 or not csv_file.exists():
             lines = [ln for ln in (done.stdout + done.stderr).splitlines() if ln.strip()]
-            raise UserError(
+            raise RuntimeFailure(
                 f"perf_analyzer failed on {model} (batch {batch}, concurrency {concurrency}): "
                 f"{lines[-1] if lines else f'exit {done.returncode}'}"
             )
@@ -156,5 +179,5 @@ def run(
             csv_file.read_text(), mode=mode, m=m, batch=batch, protocol=protocol, model=model, client_cpu=cpu
         )
     if not rows:
-        raise UserError(f"perf_analyzer wrote no rows for {model}")
+        raise RuntimeFailure(f"perf_analyzer wrote no rows for {model}")
     return rows[0]
