@@ -180,3 +180,16 @@ def test_synth_never_overwrites_a_file_it_did_not_write(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="did not write it"):
         write_synthetic_criteo(out, rows=100)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".raw.tsv.tts-synth.json", "raw.tsv"]
+
+
+def test_found_by_fuzzing_short_rows_in_latin1_and_a_field_named_n(tmp_path: Path) -> None:
+    path = tmp_path / "shop.csv"
+    path.write_bytes("y,n,city\n1,3,Genève\n0,4\n1,5,Zürich,extra\n".encode("latin-1"))
+    spec = {"label": "y", "fields": ["n", "city"], "encoding": "latin-1"}
+    summary = run([path], tmp_path / "out", preset="csv", spec=DatasetSpec.from_dict(spec))
+    assert summary["rows_kept"] == 1 and summary["skipped_by_reason"] == {
+        "wrong number of columns (expected 3, got 2)": 1,
+        "wrong number of columns (expected 3, got 4)": 1,
+    }
+    with pytest.raises(UserError, match="starts with '_' \\(reserved\\)"):
+        DatasetSpec.from_dict({"label": "y", "fields": ["_label"]})

@@ -34,6 +34,7 @@ from ttsrec.utils.atomic import atomic_dir, atomic_write_text
 
 ON_BAD_ROW = ("skip", "fail")
 SPLIT = "_split"
+COUNT = "_count"  # field names never start with "_" (spec rule), so no column clashes
 
 
 @dataclass
@@ -259,8 +260,8 @@ class _TokenCounts:
     def add(self, toks: pl.DataFrame) -> None:
         train = pl.Series(toks.get_column(SPLIT).to_numpy() == 0)
         for name in self.names:  # eager value_counts beat a lazy group_by per column on small chunks
-            counts = toks.get_column(name).filter(train).value_counts(name="n")
-            self.pending[name].append(counts.with_columns(pl.col("n").cast(pl.Int64)))
+            counts = toks.get_column(name).filter(train).value_counts(name=COUNT)
+            self.pending[name].append(counts.with_columns(pl.col(COUNT).cast(pl.Int64)))
         waiting = sum(f.height for frames in self.pending.values() for f in frames)
         if waiting >= max(self.min_pending, sum(f.height for f in self.total.values())):
             self._merge()
@@ -268,7 +269,7 @@ class _TokenCounts:
     def _merge(self) -> None:
         parts = {n: ([self.total[n]] if n in self.total else []) + self.pending[n] for n in self.names}
         merged = pl.collect_all(
-            [pl.concat(parts[n]).lazy().group_by(n).agg(pl.col("n").sum()) for n in self.names if parts[n]]
+            [pl.concat(parts[n]).lazy().group_by(n).agg(pl.col(COUNT).sum()) for n in self.names if parts[n]]
         )
         self.total.update(zip([n for n in self.names if parts[n]], merged, strict=True))
         self.pending = {n: [] for n in self.names}
@@ -283,10 +284,10 @@ def _vocab(counts: pl.DataFrame | None, name: str, min_count: int) -> list[str]:
     """Tokens seen at least `min_count` times, most frequent first (ties by token, so deterministic)."""
     if counts is None:
         return []
-    kept = counts.filter(pl.col("n") >= min_count).select(
-        pl.col(name).cast(pl.String).fill_null(MISSING), "n"
+    kept = counts.filter(pl.col(COUNT) >= min_count).select(
+        pl.col(name).cast(pl.String).fill_null(MISSING), COUNT
     )
-    return kept.sort(["n", name], descending=[True, False]).get_column(name).to_list()
+    return kept.sort([COUNT, name], descending=[True, False]).get_column(name).to_list()
 
 
 def _top(reasons: Counter[str]) -> str:

@@ -280,7 +280,7 @@ def _split_lines(
         pl.col("l").str.strip_suffix("\r"),
         pl.int_range(first_line, first_line + pl.len(), dtype=pl.Int64).alias(LINE),
     ).filter(pl.col("l") != "")
-    got = pl.col("l").str.count_matches(sep, literal=True) + 1
+    got = pl.col("l").str.count_matches(sep, literal=True).cast(pl.Int32) + 1
     parts = pl.col("l").str.split_exact(sep, ncols - 1)
     return lines.select(
         *[_null_if_empty(parts.struct.field(f"field_{i}")).alias(name) for name, i in wanted],

@@ -147,6 +147,8 @@ def _field(entry: Any, min_count: int, where: str) -> FieldSpec:
     unknown = sorted(set(entry) - {"name", "source", "preprocess", "min_count"})
     if unknown:
         raise UserError(f"{where}: unknown field key(s) {unknown}")
+    if str(entry["name"]).startswith("_") or not str(entry["name"]):
+        raise UserError(f"{where}: field name {entry['name']!r} is empty or starts with '_' (reserved)")
     preprocess = str(entry.get("preprocess", "none"))
     transforms.check(preprocess, where)
     return FieldSpec(

@@ -114,7 +114,7 @@ def label(col: str, transform: str) -> tuple[pl.Expr, pl.Expr]:
     value = pl.col(col).cast(pl.Float64, strict=False)
     if name == "binary":
         bad = value.is_null() | ~value.is_in([0.0, 1.0])
-        out = value
+        out = value == 1.0
     elif name == "gt0":
         bad = value.is_null() | value.is_nan()
         out = value > 0
