@@ -1,0 +1,54 @@
+"""The two engines agree: perf_analyzer (installed by scripts/install_perf_analyzer.sh) and the native one,
+alternating on the same served model, batch 256, concurrency 4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ttsrec.bench import perf_analyzer
+from ttsrec.bench.measure import MeasureSettings
+from ttsrec.bench.sweep import Sweep, SweepConfig
+
+pytestmark = pytest.mark.slow
+
+
+def test_native_and_perf_analyzer_agree_at_batch_256(
+    member_checkpoints: list[Path], prepared_dir: Path, tmp_path: Path
+) -> None:
+    if perf_analyzer.locate() is None:
+        pytest.skip("perf_analyzer is not installed (make perf-analyzer needs network once)")
+    from ttsrec.export import export_repository
+    from ttsrec.serve import TritonServer
+
+    # No queue timeout: a shared machine can stall a request past the default 500 ms.
+    repo = export_repository(
+        member_checkpoints[:1], tmp_path / "repo", m_list=[1], data=prepared_dir, show=False,
+        queue_timeout_ms=0,
+    )
+    settings = MeasureSettings(window_ms=1000, stability_pct=30.0, max_trials=8, warmup_requests=20)
+    with TritonServer(repo) as server:
+
+        def throughput(engine: str) -> float:
+            config = SweepConfig(
+                modes=["fused"],
+                m_list=[1],
+                batches=[256],
+                concurrencies=[4],
+                repository=repo,
+                url=server.url("grpc"),
+                engine=engine,
+                settings=settings,
+            )
+            (row,) = Sweep(config).run().rows
+            assert row.engine == engine
+            return row.throughput
+
+        # Alternate, and compare each engine's best: the machine is shared, a window can be unlucky.
+        native, pa = [], []
+        for _ in range(3):
+            native.append(throughput("native"))
+            pa.append(throughput("perf_analyzer"))
+    ratio = max(native) / max(pa)
+    assert abs(ratio - 1) <= 0.05, f"native {native} vs perf_analyzer {pa} infer/s (ratio {ratio:.3f})"
