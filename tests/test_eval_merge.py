@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ttsrec.errors import UserError
-from ttsrec.evaluate.merge import MERGE_KINDS, fit_merge, merged_logits
+from ttsrec.evaluate.merge import MERGE_KINDS, calibrated_logloss, fit_merge, merged_logits
 from ttsrec.train.metrics import binary_metrics
 
 
@@ -64,6 +64,28 @@ def test_selection_picks_with_replacement_in_whole_counts() -> None:
     assert totals, f"{w} are not pick counts over at most 11 picks"
 
 
+def test_calibrated_logloss_is_the_best_scale_and_offset() -> None:
+    """An under-confident member (logits / 10, shifted) has the same calibrated loss as the original."""
+    logits, labels = synthetic_mix(6, weak=0)
+    sharp = calibrated_logloss(logits[0], labels)
+    assert calibrated_logloss(logits[0] / 10 - 1, labels) == pytest.approx(sharp, abs=1e-6)
+    assert sharp <= logloss(np.ones(1), logits, labels) + 1e-12
+
+
+def test_fits_ignore_how_wide_each_members_logits_are() -> None:
+    """Two equally informative members, one trained less (narrow logits): the raw logloss would pick the
+    wide one alone; the fitted merges mix both and beat either member's AUC."""
+    rng = np.random.default_rng(8)
+    a, b = rng.normal(0, 1, 20000), rng.normal(0, 1, 20000)
+    labels = (rng.random(20000) < 1 / (1 + np.exp(-(a + b)))).astype(np.float64)
+    logits = np.stack([2 * a + rng.normal(0, 0.5, 20000), 0.1 * (2 * b + rng.normal(0, 0.5, 20000))])
+    single = max(binary_metrics(labels, row)["auc"] for row in logits)
+    for kind in ("weighted", "selection"):
+        w = fit_merge(kind, logits, labels)
+        assert w[1] > w[0]  # the narrow member needs the larger weight to count as much
+        assert binary_metrics(labels, merged_logits(w, logits))["auc"] > single + 0.02
+
+
 def test_single_member_gets_weight_one() -> None:
     logits, labels = synthetic_mix(5, weak=0)
     for kind in MERGE_KINDS:
@@ -71,17 +93,18 @@ def test_single_member_gets_weight_one() -> None:
 
 
 @given(seed=st.integers(0, 10_000), m=st.integers(2, 6), kind=st.sampled_from(["weighted", "selection"]))
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 def test_fitted_merge_never_loses_to_the_best_member_on_the_fit_split(seed: int, m: int, kind: str) -> None:
+    """On the split it was fitted on, by the loss it minimises (logloss after a scale and offset)."""
     rng = np.random.default_rng(seed)
-    n = 500
+    n = 300
     labels = rng.integers(0, 2, n).astype(np.float64)
     labels[:2] = [0, 1]
     logits = rng.normal(0, 1, (m, n)) + rng.normal(0, 1, (m, 1)) * (labels - 0.5)
     w = fit_merge(kind, logits, labels)
     assert np.all(w >= 0) and w.sum() == pytest.approx(1.0)
-    best_single = min(logloss(np.eye(m)[i], logits, labels) for i in range(m))
-    assert logloss(w, logits, labels) <= best_single + 1e-9
+    best_single = min(calibrated_logloss(row, labels) for row in logits)
+    assert calibrated_logloss(w @ logits, labels) <= best_single + 1e-9
 
 
 @pytest.mark.parametrize(("kind", "logits", "labels"), [

@@ -51,17 +51,24 @@ def summarise(scores: Sequence[dict[str, float]]) -> dict[str, float]:
 
 
 MERGE_KINDS = ("mean", "weighted", "selection")
-SELECTION_ROUNDS = 50
+SELECTION_ROUNDS = 25
 
 
 def fit_merge(kind: str, logits: np.ndarray, labels: np.ndarray, *,
               rounds: int = SELECTION_ROUNDS) -> np.ndarray:
     """Member weights (float64 [M], >= 0, sum 1) for a logit-space merge, fitted on the validation split.
 
-    mean: equal weights (the paper). weighted: the logloss-optimal point of the simplex (convex in the
-    weights, solved by SLSQP with the exact gradient). selection: greedy ensemble selection with
-    replacement (Caruana et al., 2004): start from the best single member, add the member that lowers
-    validation logloss most, `rounds` times, keep the best bag seen; weights = pick counts / total.
+    mean: equal weights (the paper). weighted: non-negative weights fitted by logloss. selection: greedy
+    ensemble selection with replacement (Caruana et al., 2004) by validation logloss: start from the best
+    single member, add the member that lowers the bag's loss most, `rounds` times, keep the best bag seen;
+    weights = pick counts / total.
+
+    Both fits score a merge by its *calibrated* logloss, min over a, b of logloss(a * merged + b): briefly
+    trained members are often under-confident by different amounts, and a raw logloss would then pick the
+    member with the widest logits rather than the mix that ranks best (averaging narrows logits). The
+    scale and offset are fitting aids only; the merge stays the weighted mean of logits (AUC is unchanged
+    by them). `weighted` is then a convex problem: non-negative logistic regression on the member logits
+    (u >= 0, intercept b), solved by L-BFGS-B; the weights are u / sum(u).
     """
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
@@ -89,37 +96,67 @@ def _logloss(z: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
 
 
+def calibrated_logloss(z: np.ndarray, y: np.ndarray, iterations: int = 10) -> float:
+    """min over (a, b) of logloss(a * z + b): a two-parameter logistic regression, solved by Newton steps
+    (with step halving, so the loss never rises)."""
+    from scipy.special import expit
+
+    a, b = 1.0, 0.0
+    loss = _logloss(z, y)
+    for _ in range(iterations):
+        p = expit(a * z + b)
+        r, h = p - y, p * (1 - p)
+        grad = np.array([np.mean(r * z), np.mean(r)])
+        hess = np.array([[np.mean(h * z * z), np.mean(h * z)], [np.mean(h * z), np.mean(h)]])
+        try:
+            step = np.linalg.solve(hess + 1e-12 * np.eye(2), grad)
+        except np.linalg.LinAlgError:
+            break
+        t = 1.0
+        while t > 1e-4:
+            trial = _logloss((a - t * step[0]) * z + (b - t * step[1]), y)
+            if trial <= loss:
+                break
+            t /= 2
+        if t <= 1e-4 or loss - trial < 1e-10:
+            loss = min(loss, trial)
+            break
+        a, b, loss = a - t * step[0], b - t * step[1], trial
+    return loss
+
+
 def _fit_weighted(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     from scipy.optimize import minimize
     from scipy.special import expit
 
     m, n = logits.shape
 
-    def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
-        z = w @ logits
-        return _logloss(z, labels), logits @ (expit(z) - labels) / n
+    def loss_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x[:m] @ logits + x[m]
+        r = expit(z) - labels
+        return _logloss(z, labels), np.append(logits @ r / n, r.mean())
 
-    start = np.full(m, 1.0 / m)
-    best = min((np.eye(m)[i] for i in range(m)), key=lambda w: loss_grad(w)[0])
-    res = minimize(loss_grad, start, jac=True, method="SLSQP", bounds=[(0.0, 1.0)] * m,
-                   constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1.0, "jac": lambda w: np.ones(m)}],
-                   options={"maxiter": 200, "ftol": 1e-10})
-    w = np.clip(res.x, 0.0, None)
-    w = w / w.sum() if w.sum() > 0 else start
-    # The problem is convex, but never return something worse than the best vertex or the plain mean.
-    return min((w, best, start), key=lambda c: loss_grad(c)[0])
+    start = np.append(np.full(m, 1.0 / m), 0.0)
+    res = minimize(loss_grad, start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * m + [(None, None)],
+                   options={"maxiter": 500, "ftol": 1e-13, "gtol": 1e-10})
+    u = np.clip(res.x[:m], 0.0, None)
+    candidates = [np.full(m, 1.0 / m), *np.eye(m)]
+    if u.sum() > 0:
+        candidates.insert(0, u / u.sum())
+    # Convex, but never hand back something worse than a single member or the plain mean.
+    return min(candidates, key=lambda w: calibrated_logloss(w @ logits, labels))
 
 
 def _fit_selection(logits: np.ndarray, labels: np.ndarray, rounds: int) -> np.ndarray:
     m = logits.shape[0]
-    singles = [_logloss(row, labels) for row in logits]
+    singles = [calibrated_logloss(row, labels) for row in logits]
     counts = np.zeros(m)
     first = int(np.argmin(singles))
     counts[first] = 1
     total = logits[first].copy()
     best_counts, best_loss = counts.copy(), singles[first]
     for k in range(2, rounds + 2):
-        losses = [_logloss((total + logits[i]) / k, labels) for i in range(m)]
+        losses = [calibrated_logloss((total + logits[i]) / k, labels) for i in range(m)]
         pick = int(np.argmin(losses))
         counts[pick] += 1
         total += logits[pick]
