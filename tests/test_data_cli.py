@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +94,71 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, tts_data: Callable[...
         tts_data("synth", "--rows", "0", "--out", tmp_path / "z")
     )
     assert not out.exists() and not (tmp_path / "z").exists()
+
+
+def test_force_never_replaces_an_input(tmp_path: Path, tts_data: Callable[..., Result],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10's reproduction: `--out data --force` with the input inside `data` is refused."""
+    monkeypatch.chdir(tmp_path)
+    assert tts_data("synth", "--rows", "2000", "--out", "data/raw.tsv").returncode == 0
+    raw = (tmp_path / "data" / "raw.tsv").read_bytes()
+    line = one_error_line(
+        tts_data("prepare", "--preset", "criteo", "--input", "data/raw.tsv", "--out", "data", "--force")
+    )
+    assert "data" in line
+    assert (tmp_path / "data" / "raw.tsv").read_bytes() == raw
+    # the output equal to the input, and an output folder holding someone else's files
+    one_error_line(tts_data("prepare", "--input", "data/raw.tsv", "--out", "data/raw.tsv", "--force"))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert "was not written by tts-data prepare" in one_error_line(
+        tts_data("prepare", "--input", "data/raw.tsv", "--out", "mine", "--force")
+    )
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_synth_out_is_atomic_and_never_replaces_a_foreign_file(
+    tmp_path: Path, tts_data: Callable[..., Result]
+) -> None:
+    log = tmp_path / "log.tsv"
+    log.write_text("a user's real log\n")
+    assert "tts-data synth did not write it (pass --force" in one_error_line(
+        tts_data("synth", "--rows", "100", "--out", log)
+    )
+    assert log.read_text() == "a user's real log\n"
+    assert tts_data("synth", "--rows", "100", "--out", log, "--force").returncode == 0
+    assert tts_data("synth", "--rows", "50", "--out", log).returncode == 0, "its own file: replaced"
+    assert len(log.read_text().splitlines()) == 50
+    assert "is not a regular file" in one_error_line(tts_data("synth", "--rows", "10", "--out", tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".log.tsv.tts-synth.json", "log.tsv"]
+
+
+@pytest.mark.slow
+def test_sigkill_during_prepare_keeps_the_old_output(tmp_path: Path) -> None:
+    """kill -9 mid-prepare: the old output is intact; the next run cleans the dead writer's leftovers."""
+    from ttsrec.data.prepare import prepare
+    from ttsrec.data.synth import write_synthetic_criteo
+
+    small = write_synthetic_criteo(tmp_path / "small.tsv", rows=2000)
+    big = write_synthetic_criteo(tmp_path / "big.tsv", rows=400_000, seed=1)
+    out = tmp_path / "data"
+    prepare("criteo", [small], out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for attempt in range(2):
+        args = ["prepare", "--input", str(big), "--out", str(out), "--force"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ttsrec.cli.data", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(".data.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.3 * attempt)  # at the start, then mid-way through pass 1
+        proc.kill()
+        assert proc.wait(timeout=10) == -signal.SIGKILL, "prepare finished before the kill: use more rows"
+        assert list(tmp_path.glob(".data.tmp-*")), "the dead writer left its temp folder"
+        assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    summary = prepare("criteo", [small], out, force=True, progress=False, seed=3)
+    assert summary.seed == 3 and json.loads((out / "summary.json").read_text())["seed"] == 3
+    assert not list(tmp_path.glob(".data.*")), "leftovers of the killed writers are cleaned"
