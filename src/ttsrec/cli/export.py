@@ -55,6 +55,10 @@ def export(
         "quantization, the CPU path). fp16/int8 need --data: the accuracy gate scores its "
         "test split.")] = "fp32",
     fp16: Annotated[bool, typer.Option("--fp16", help="Same as --precision fp16.")] = False,
+    merge: Annotated[str, typer.Option(
+        help="mean (the paper: equal weights), weighted (non-negative weights fitted by validation logloss) "
+        "or selection (greedy ensemble selection with replacement); fitted per M on the validation split "
+        "and written into the merge steps and fused graphs.")] = "mean",
     int8_mode: Annotated[str, typer.Option(
         help="qdq: static, per-channel weights, activations calibrated on train rows (no batch coupling). "
         "dynamic: activation scales per call from the whole batch.")] = "qdq",
@@ -78,13 +82,19 @@ def export(
         max_queue_delay_us=max_queue_delay_us, queue_max=queue_max, queue_timeout_ms=queue_timeout_ms,
         intra_op_threads=intra_op_threads, fused_intra_op_threads=fused_intra_op_threads,
         fused_instance_count=fused_instance_count, precision=precision, fp16=fp16, int8_mode=int8_mode,
-        gate_rows=gate_rows, max_auc_drop=max_auc_drop, fused=fused, shards=shards, force=force, data=data,
-        console=console)
+        gate_rows=gate_rows, max_auc_drop=max_auc_drop, merge=merge, fused=fused, shards=shards, force=force,
+        data=data, console=console)
     repos = [path] if shards == 1 else sorted(path.glob("shard_*"))
     manifests = [read_manifest(r) for r in repos]
     console.print(_summary(manifests))
     if "gate" in manifests[0]:
         console.print(_gate_table(manifests))
+    fit = manifests[0].get("merge_fit")
+    if fit:
+        for m, f in fit["per_m"].items():
+            weights = ", ".join(f"{w:.3f}" for w in f["weights"])
+            console.print(f"{fit['kind']} merge M={m}: validation AUC {f['valid_auc']:.5f} (mean "
+                          f"{f['valid_auc_mean']:.5f}), weights {weights}")
     console.print(f"[green]wrote[/] {path} ({backend} flavour, {manifests[0]['precision']})")
 
 

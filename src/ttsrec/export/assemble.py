@@ -69,6 +69,10 @@ class Job:
     gate: gate.GateRows | None
     calibration: np.ndarray | None
     export_id: str
+    merge: str
+    """mean (the paper), or weighted / selection: member weights fitted on the validation split."""
+    validation: tuple[np.ndarray, np.ndarray] | None
+    """Validation ids and labels the fitted merges learn from (None for mean)."""
     fused: bool
     opset: int
     workdir: Path
@@ -83,7 +87,8 @@ class Job:
     def parameters(self, members: list[Member]) -> dict[str, object]:
         """The `ttsrec.*` config parameters of an ensemble, fused graph or shard (the contract)."""
         return {"export_id": self.export_id, "feature_map_hash": self.feature_map.hash,
-                "precision": self.precision, "merge": "mean", "members": ",".join(m.name for m in members),
+                "precision": self.precision, "merge": self.merge,
+                "members": ",".join(m.name for m in members),
                 "weight_bytes": sum(m.record["onnx"]["bytes"] for m in members)}
 
     def step(self, description: str) -> None:
@@ -104,30 +109,33 @@ def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
     if job.gate is not None:
         gate.check([(m.name, m.record["gate"]) for m in members], job.gate, job.precision)
     shard = common.get("shard")
+    fits = _fit_merges(root, members, ms, job) if job.merge != "mean" else {}
     if shard is not None:
         k = len(members)
-        plans = [(members, "sum", naming.SHARD_ENSEMBLE, naming.merge_sum_name(k), naming.FUSED_SUM)]
+        plans = [(members, "sum", naming.SHARD_ENSEMBLE, naming.merge_sum_name(k), naming.FUSED_SUM, None)]
     else:
-        plans = [(members[:m], "mean", naming.ensemble_name(m), naming.merge_name(m), naming.fused_name(m))
-                 for m in ms]
+        plans = [(members[:m], "mean", naming.ensemble_name(m), naming.merge_name(m, job.merge),
+                  naming.fused_name(m), fits[m]["weights"] if fits else None) for m in ms]
     ensembles, fused = [], []
-    for group, kind, ensemble, merge, fused_name in plans:
+    for group, kind, ensemble, merge, fused_name, weights in plans:
         job.step(ensemble)
         params = job.parameters(group)
         if shard is not None:
             params.update(shard_index=shard["index"], shard_count=shard["count"])
-        ensembles.append(_write_ensemble(root, group, kind, ensemble, merge, job, params))
+        ensembles.append(_write_ensemble(root, group, kind, ensemble, merge, job, params, weights))
         job.done()
         if job.fused:
             job.step(fused_name)
-            fused.append(_write_fused(root, group, kind, fused_name, job, params))
+            fused.append(_write_fused(root, group, kind, fused_name, job, params, weights))
             job.done()
     write_json(root / naming.MANIFEST_FILE, {
         "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "export_id": job.export_id, "precision": job.precision, "merge": "mean", **common,
+        "export_id": job.export_id, "precision": job.precision, "merge": job.merge, **common,
         "num_fields": job.feature_map.num_fields, "feature_map_hash": job.feature_map.hash,
         "dataset_id": job.feature_map.dataset_id, "m_list": ms, "members": [m.record for m in members],
         "ensembles": ensembles, "fused": fused, "versions": library_versions(),
+        **({"merge_fit": {"kind": job.merge, "split": "valid", "rows": len(job.validation[1]),
+                          "per_m": {str(m): f for m, f in fits.items()}}} if fits and job.validation else {}),
         "files": file_hashes(root, skip=(naming.MANIFEST_FILE, "README.md")),
     })
 
@@ -174,16 +182,40 @@ def _run(path: Path, ids: np.ndarray) -> np.ndarray:
     return np.concatenate([session.run([output], {name: ids[i:i + 4096]})[0] for i in chunks])
 
 
+def _fit_merges(root: Path, members: list[Member], ms: list[int], job: Job) -> dict[int, dict[str, Any]]:
+    """Per M, member weights fitted on the shipped members' validation logits, with the validation
+    AUC and logloss of the plain mean and of the fitted merge."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from ttsrec.evaluate.merge import fit_merge
+    from ttsrec.repository.graphs import onnx_file
+    from ttsrec.utils.common import sigmoid
+
+    assert job.validation is not None
+    ids, labels = job.validation
+    logits = np.stack([_run(onnx_file(root / m.name / naming.VERSION), ids).ravel() for m in members])
+    fits = {}
+    for m in ms:
+        weights = fit_merge(job.merge, logits[:m], labels)
+        mean, fitted = logits[:m].mean(axis=0), weights @ logits[:m]
+        fits[m] = {"weights": [float(w) for w in weights],
+                   "valid_auc_mean": float(roc_auc_score(labels, mean)),
+                   "valid_auc": float(roc_auc_score(labels, fitted)),
+                   "valid_logloss_mean": float(log_loss(labels, sigmoid(mean), labels=[0, 1])),
+                   "valid_logloss": float(log_loss(labels, sigmoid(fitted), labels=[0, 1]))}
+    return fits
+
+
 def _write_ensemble(root: Path, members: list[Member], kind: MergeKind, name: str, merge: str,
-                    job: Job, params: dict[str, object]) -> dict[str, Any]:
+                    job: Job, params: dict[str, object], weights: list[float] | None) -> dict[str, Any]:
     """The merge model (checked on the members' logits) and the ensemble that wires members into it."""
     outputs = merge_outputs(kind)
     inputs = [naming.merge_input(k) for k in range(len(members))]
-    path = _write_onnx_model(root, merge, merge_graph(len(members), kind), job)
+    path = _write_onnx_model(root, merge, merge_graph(len(members), kind, weights), job)
     session = ort_session(path)
     got = {b: session.run(list(outputs), {inputs[k]: m.logits[b] for k, m in enumerate(members)})
            for b in job.sample.batch_sizes}
-    figures = _check_merge(merge, kind, members, got, parity.FP32)
+    figures = _check_merge(merge, kind, members, got, parity.FP32, weights)
     fp32 = [Tensor(o, pb.TYPE_FP32, (1,)) for o in outputs]
     write_config(root / merge, onnx_model_config(merge, [Tensor(i, pb.TYPE_FP32, (1,)) for i in inputs], fp32,
                                                  job.serving))
@@ -192,14 +224,15 @@ def _write_ensemble(root: Path, members: list[Member], kind: MergeKind, name: st
         members=[m.step for m in members], merge_model=merge, merge_inputs=inputs, outputs=outputs), params))
     (root / name / naming.VERSION).mkdir()
     return {"name": name, "m": len(members), "kind": kind, "members": [m.name for m in members],
-            "merge": merge, "outputs": list(outputs), "merge_parity": figures}
+            "merge": merge, "outputs": list(outputs), "merge_parity": figures,
+            **({} if weights is None else {"weights": weights})}
 
 
 def _write_fused(root: Path, members: list[Member], kind: MergeKind, name: str, job: Job,
-                 params: dict[str, object]) -> dict[str, Any]:
+                 params: dict[str, object], weights: list[float] | None) -> dict[str, Any]:
     """All members and the merge in one graph, gated against the members' mean (or sum); in reduced
     precision also scored against the fp32 members' mean on the gate's rows."""
-    graph = fused_graph([m.proto for m in members], kind)
+    graph = fused_graph([m.proto for m in members], kind, weights)
     path = _write_onnx_model(root, name, graph, job)
     outputs = merge_outputs(kind)
     session = ort_session(path)
@@ -207,11 +240,12 @@ def _write_fused(root: Path, members: list[Member], kind: MergeKind, name: str, 
     tol = job.tolerance
     if kind == "sum":  # a sum of M logits carries M times the members' absolute error
         tol = parity.Tolerance(tol.rtol, tol.atol * len(members))
-    figures = _check_merge(name, kind, members, got, tol)
+    figures = _check_merge(name, kind, members, got, tol, weights)
     record = {"name": name, "m": len(members), "kind": kind, "members": [m.name for m in members],
-              "outputs": list(outputs), "onnx": onnx_record(root, path, graph), "parity": figures}
+              "outputs": list(outputs), "onnx": onnx_record(root, path, graph), "parity": figures,
+              **({} if weights is None else {"weights": weights})}
     if job.gate is not None:
-        reference = np.mean([m.gate_fp32 for m in members], axis=0)
+        reference = np.average([m.gate_fp32 for m in members], axis=0, weights=weights)
         scale = len(members) if kind == "sum" else 1  # a shard's sum ranks as its mean does
         record["gate"] = gate.score(reference * scale, _run(path, job.gate.ids), job.gate.labels)
         gate.check([(name, record["gate"])], job.gate, job.precision)
@@ -222,11 +256,15 @@ def _write_fused(root: Path, members: list[Member], kind: MergeKind, name: str, 
 
 
 def _check_merge(name: str, kind: MergeKind, members: list[Member], got: dict[int, list[np.ndarray]],
-                 tol: parity.Tolerance) -> dict[str, Any]:
-    """First output = mean (or sum) of the members' PyTorch logits; `prob` = its sigmoid;
+                 tol: parity.Tolerance, weights: list[float] | None = None) -> dict[str, Any]:
+    """First output = (weighted) mean or sum of the members' logits; `prob` = its sigmoid;
     `member_count` = M on every row, exactly."""
     per_member = [m.logits for m in members]
-    expected = parity.mean_logits(per_member) if kind == "mean" else parity.sum_logits(per_member)
+    if weights is not None:
+        expected = {b: np.average([m[b] for m in per_member], axis=0, weights=weights).astype(np.float32)
+                    for b in per_member[0]}
+    else:
+        expected = parity.mean_logits(per_member) if kind == "mean" else parity.sum_logits(per_member)
     first, second = merge_outputs(kind)
     figures = parity.compare(name, expected, {b: r[0] for b, r in got.items()}, tol, first)
     if kind == "mean":

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -52,7 +53,8 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
                       intra_op_threads: int = 1, fused_intra_op_threads: int | None = None,
                       fused_instance_count: int = 2, precision: Precision = "fp32",
                       int8_mode: Int8Mode = DEFAULT_INT8_MODE, gate_rows: int | None = None,
-                      max_auc_drop: float = gate.DEFAULT_MAX_AUC_DROP, fp16: bool = False, fused: bool = True,
+                      max_auc_drop: float = gate.DEFAULT_MAX_AUC_DROP, merge: str = "mean",
+                      fp16: bool = False, fused: bool = True,
                       shards: int = 1, force: bool = False, data: Path | str | None = None,
                       opset: int = OPSET, console: Console | None = None, show: bool = True) -> Path:
     """Export member checkpoints (files or `tts-train` run folders) into a Triton repository at `out`.
@@ -62,7 +64,9 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
     `out/shard_XX/` repositories with a `shard_sum` ensemble each, plus `out/shards.json`.
     `precision` fp16/int8 reduces every member (and so every fused graph) and scores each against
     its fp32 graph on the test split (`gate_rows` of it): a |ΔAUC| above `max_auc_drop` stops the
-    export. `fp16=True` is the old spelling of `precision="fp16"`.
+    export. `fp16=True` is the old spelling of `precision="fp16"`. `merge` weighted / selection fits
+    member weights per M on the validation split (`ttsrec.evaluate.merge.fit_merge`) and writes them
+    into the merge steps and fused graphs (the ensembles then average logits with those weights).
     `show` draws the progress bar and the final layout tree. Returns `out`. Bad input, parity and
     accuracy-gate failures raise `UserError`, and `out` is then left as it was.
     """
@@ -94,6 +98,7 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
     gate_set = None if precision == "fp32" else gate.load_gate_rows(sources.data_dir, gate_rows, max_auc_drop,
                                                                      precision)
     calibration = gate.calibration_rows(sources.data_dir) if precision == "int8" else None
+    validation = _validation(merge, shards, sources.data_dir)
     groups = shard_members(len(members), shards)
     steps = len(members) + (1 + fused) * (len(ms) if shards == 1 else shards)
     console = console or Console(stderr=True)
@@ -103,7 +108,7 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
     with (atomic_dir(out, force, marker=written_by_export, tool="tts-export", inputs=inputs) as tmp, progress,
           tempfile.TemporaryDirectory(prefix="tts-export-") as work):
         job = Job(sources.feature_map, serving, sample, precision, int8_mode, gate_set, calibration,
-                  uuid.uuid4().hex, fused, opset, Path(work), progress,
+                  uuid.uuid4().hex, merge, validation, fused, opset, Path(work), progress,
                   progress.add_task("members", total=steps))
         tolerance = {"rtol": job.tolerance.rtol, "atol": job.tolerance.atol}
         common = {"flavour": serving.backend, "serving": serving_record(serving), "fp16": precision == "fp16",
@@ -133,6 +138,28 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
     if show:
         console.print(layout_tree(out))
     return out
+
+
+def _validation(merge: str, shards: int, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """Validation ids and labels for a fitted merge (None for the plain mean)."""
+    from ttsrec.evaluate.merge import MERGE_KINDS
+
+    if merge not in MERGE_KINDS:
+        raise UserError(f"unknown --merge {merge!r} (choose from {', '.join(MERGE_KINDS)})")
+    if merge == "mean":
+        return None
+    if shards > 1:
+        raise UserError("--merge weighted/selection does not apply to --shards (shards sum, clients average)")
+    if data_dir is None:
+        raise UserError(f"--merge {merge} needs the prepared data (--data DIR): it is fitted on the "
+                        "validation split")
+    from ttsrec.data.prepared import PreparedData
+
+    data = PreparedData(data_dir)
+    labels = np.asarray(data.labels("valid"), dtype=np.float64)
+    if len(np.unique(labels)) < 2:
+        raise UserError(f"--merge {merge} needs both labels in the validation split of {data_dir}")
+    return np.ascontiguousarray(data.ids("valid"), dtype=np.int64), labels
 
 
 def resolve_m_list(m_list: Sequence[int] | None, num_members: int) -> list[int]:

@@ -29,8 +29,19 @@ def merge_outputs(kind: MergeKind) -> tuple[str, str]:
     return (naming.LOGIT, naming.PROB) if kind == "mean" else (naming.LOGIT_SUM, naming.MEMBER_COUNT)
 
 
-def _tail_nodes(logits: Sequence[str], kind: MergeKind) -> list[onnx.NodeProto]:
-    """The merge: Mean + Sigmoid, or Sum + a per-row member count."""
+def _tail_nodes(logits: Sequence[str], kind: MergeKind,
+                weights: Sequence[float] | None = None) -> list[onnx.NodeProto]:
+    """The merge: Mean + Sigmoid (with `weights`: Concat + MatMul by the fitted member weights, a
+    weighted mean), or Sum + a per-row member count."""
+    if kind == "mean" and weights is not None:
+        if len(weights) != len(logits):
+            raise ValueError("one weight per member logit")
+        w = helper.make_tensor("merge_weights", TensorProto.FLOAT, [len(weights), 1], list(weights))
+        return [helper.make_node("Concat", list(logits), ["merge_logits"], name="merge_concat", axis=1),
+                helper.make_node("Constant", [], ["merge_weights"], name="merge_weights", value=w),
+                helper.make_node("MatMul", ["merge_logits", "merge_weights"], [naming.LOGIT],
+                                 name="merge_weighted"),
+                helper.make_node("Sigmoid", [naming.LOGIT], [naming.PROB], name="merge_sigmoid")]
     if kind == "mean":
         return [helper.make_node("Mean", list(logits), [naming.LOGIT], name="merge_mean"),
                 helper.make_node("Sigmoid", [naming.LOGIT], [naming.PROB], name="merge_sigmoid")]
@@ -45,12 +56,13 @@ def _logit_info(name: str) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 1])
 
 
-def merge_graph(m: int, kind: MergeKind = "mean") -> onnx.ModelProto:
-    """Inputs `logit_0..logit_{m-1}` FP32 [batch, 1] -> the two merge outputs, FP32 [batch, 1]."""
+def merge_graph(m: int, kind: MergeKind = "mean", weights: Sequence[float] | None = None) -> onnx.ModelProto:
+    """Inputs `logit_0..logit_{m-1}` FP32 [batch, 1] -> the two merge outputs, FP32 [batch, 1];
+    `weights` (mean only) makes the mean a weighted one."""
     if m < 1:
         raise ValueError("a merge needs at least one member")
     inputs = [naming.merge_input(k) for k in range(m)]
-    graph = helper.make_graph(_tail_nodes(inputs, kind), f"{kind}_m{m}",
+    graph = helper.make_graph(_tail_nodes(inputs, kind, weights), f"{kind}_m{m}",
                               [_logit_info(n) for n in inputs], [_logit_info(n) for n in merge_outputs(kind)])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="ttsrec", ir_version=IR_VERSION)
@@ -58,8 +70,10 @@ def merge_graph(m: int, kind: MergeKind = "mean") -> onnx.ModelProto:
     return model
 
 
-def fused_graph(members: Sequence[onnx.ModelProto], kind: MergeKind = "mean") -> onnx.ModelProto:
-    """All members side by side in one graph on a shared `feat_ids`, plus the merge.
+def fused_graph(members: Sequence[onnx.ModelProto], kind: MergeKind = "mean",
+                weights: Sequence[float] | None = None) -> onnx.ModelProto:
+    """All members side by side in one graph on a shared `feat_ids`, plus the merge (weighted with
+    `weights`).
 
     Each member is prefixed `mXX_` (`onnx.compose.add_prefix`) and fed by an `Identity` from the
     shared input, so members keep whatever input names their exporter chose.
@@ -85,7 +99,7 @@ def fused_graph(members: Sequence[onnx.ModelProto], kind: MergeKind = "mean") ->
         for op in p.opset_import:
             opsets[op.domain] = max(opsets.get(op.domain, 0), op.version)
         ir_version = max(ir_version, p.ir_version)
-    nodes.extend(_tail_nodes(logits, kind))
+    nodes.extend(_tail_nodes(logits, kind, weights))
     feat = helper.make_tensor_value_info(naming.FEAT_IDS, TensorProto.INT64, ["batch", None])
     feat.type.tensor_type.shape.dim[1].CopyFrom(members[0].graph.input[0].type.tensor_type.shape.dim[1])
     outputs = [_logit_info(n) for n in merge_outputs(kind)]

@@ -29,8 +29,9 @@ def is_member(model_name: str) -> bool:
     return model_name.rsplit("/", 1)[-1].startswith(MEMBER_PREFIX)
 
 
-def merge_name(m: int) -> str:
-    return f"merge_mean_m{m}"
+def merge_name(m: int, merge: str = "mean") -> str:
+    """The merge step of `ensemble_mM`: `merge_mean_mM`, or `merge_weighted_mM` / `merge_selection_mM`."""
+    return f"merge_{merge}_m{m}"
 
 
 def merge_sum_name(m: int) -> str:
