@@ -338,4 +338,56 @@ def test_reports_from_rows(tmp_path) -> None:
     plot(tmp_path / "r.png", rows)
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     text = markdown(result)
-    assert "| fused | 4 | 64 | 1 | 250 |" in text and "Scaling efficiency" in text and "| 0.7000 |" in text
+    assert "| fused | fp32 | native | 4 | 64 | 1 | 250 |" in text
+    assert "Scaling efficiency" in text and "| 0.7000 |" in text
+
+
+# -- precision, frontier, budget ------------------------------------------------------------------------
+
+
+def _acc_row(mode: str, m: int, precision: str, throughput: float, p99_us: float) -> Row:
+    return Row(mode=mode, m=m, batch=1, concurrency=1, throughput=throughput, avg_us=p99_us / 2,
+               p50_us=p99_us / 2, p90_us=p99_us, p95_us=p99_us, p99_us=p99_us, stable=True, client_cpu=1.0,
+               precision=precision, repository=f"repo_{precision}")
+
+
+def test_frontier_and_budget_pick_the_best_auc_within_the_p99_budget(tmp_path) -> None:
+    from ttsrec.bench.frontier import best_within, frontier_points, plot_frontier
+
+    rows = [
+        _acc_row("fused", 1, "fp32", 1000, 800),
+        _acc_row("fused", 8, "fp32", 300, 3000),
+        _acc_row("fused", 8, "int8", 700, 1500),
+        _acc_row("fused", 16, "int8", 400, 2500),
+    ]
+    accuracy = [
+        {"m": 1, "repository": "repo_fp32", "auc": 0.70},
+        {"m": 8, "repository": "repo_fp32", "auc": 0.75},
+        {"m": 8, "repository": "repo_int8", "auc": 0.7499},
+        {"m": 16, "repository": "repo_int8", "auc": 0.76},
+    ]
+    points = frontier_points(rows, accuracy)
+    assert len(points) == 4 and {p["precision"] for p in points} == {"fp32", "int8"}
+    (best,) = best_within(points, budget_ms=2.0)
+    assert (best["m"], best["precision"]) == (8, "int8")  # M=8 fp32 and M=16 int8 break the budget
+    (best,) = best_within(points, budget_ms=2.6)
+    assert (best["m"], best["precision"]) == (16, "int8")
+    assert best_within(points, budget_ms=0.5) == []
+    plot_frontier(tmp_path / "f.png", points)
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_combined_run_keeps_each_precisions_summary_apart() -> None:
+    from ttsrec.bench.sweep import SweepConfig, SweepResult, combine
+
+    def result(precision: str, p50: float) -> SweepResult:
+        row = _acc_row("fused", 2, precision, 1000, p50 * 2)
+        return SweepResult(config=SweepConfig(modes=["fused"]), rows=[row], shard_rows=[], bandwidth=25e9,
+                           weight_bytes={2: 4_000_000 if precision == "fp32" else 1_000_000}, accuracy=[],
+                           manifest=None, notes={})
+
+    both = combine([result("fp32", 400.0), result("int8", 150.0)])
+    assert [r.precision for r in both.rows] == ["fp32", "int8"]
+    floors = {e["precision"]: e for e in both.summary["bandwidth_floor"]}
+    assert floors["fp32"]["weight_bytes"] == 4_000_000 and floors["int8"]["weight_bytes"] == 1_000_000
+    assert floors["int8"]["p50_us"] == 150.0

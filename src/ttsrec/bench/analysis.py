@@ -76,6 +76,7 @@ def bandwidth_floor(
                 "m": r.m,
                 "p50_us": r.p50_us,
                 "floor_us": floor,
+                "weight_bytes": weight_bytes[r.m],
                 "ratio": r.p50_us / floor if floor > 0 else None,
             }
         )

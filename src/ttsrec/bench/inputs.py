@@ -20,6 +20,11 @@ def random_ids(fmap: FeatureMap, rows: int, seed: int = 0) -> np.ndarray:
     return (rng.random((rows, len(high))) * high).astype(np.int64)
 
 
+def any_ids(features: int, rows: int, seed: int = 0, high: int = 1000) -> np.ndarray:
+    """Random ids without a feature map (`-u URL` alone): members map out-of-vocabulary ids to OOV."""
+    return np.random.default_rng(seed).integers(0, high, size=(rows, features), dtype=np.int64)
+
+
 def data_ids(data_dir: Path, rows: int, split: str = "test") -> tuple[np.ndarray, np.ndarray]:
     """The first `rows` rows (ids, labels) of a prepared split."""
     from ttsrec.data.prepared import PreparedData

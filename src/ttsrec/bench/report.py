@@ -37,8 +37,9 @@ def table(rows: Sequence[Row], title: str = "tts-bench (µs; server = queue + co
             + r.server_compute_infer_us
             + r.server_compute_output_us
         )
+        label = r.mode + ("" if r.precision == "fp32" else f" {r.precision}")
         out.add_row(
-            r.mode,
+            label + (" (pa)" if r.engine == "perf_analyzer" else ""),
             str(r.m),
             str(r.batch),
             str(r.concurrency),
@@ -68,7 +69,8 @@ def write_json(path: Path, report: dict[str, Any]) -> None:
 
 
 def plot(path: Path, rows: Sequence[Row]) -> None:
-    """Throughput (top) and p99 latency (bottom) against M, one column per batch size, log-2 x axis."""
+    """Throughput (top) and p99 latency (bottom) against M, one column per batch size, log-2 x axis;
+    one line per (mode, precision)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,21 +78,23 @@ def plot(path: Path, rows: Sequence[Row]) -> None:
 
     batches = sorted({r.batch for r in rows})
     fig, axes = plt.subplots(2, len(batches), figsize=(5 * len(batches), 7.5), squeeze=False)
-    series: dict[tuple[str, int], list[Row]] = {}
+    series: dict[tuple[str, str, int], list[Row]] = {}
     for r in rows:
-        series.setdefault((r.mode, r.concurrency), []).append(r)
+        series.setdefault((r.mode, r.precision, r.concurrency), []).append(r)
     styles = ["-", "--", ":", "-."]
-    modes = sorted({r.mode for r in rows})
+    lines = sorted({(r.mode, r.precision) for r in rows})
     concurrencies = sorted({r.concurrency for r in rows})
+    several_precisions = len({r.precision for r in rows}) > 1
     for col, batch in enumerate(batches):
         top, bottom = axes[0][col], axes[1][col]
-        for (mode, conc), points in sorted(series.items()):
+        for (mode, precision, conc), points in sorted(series.items()):
             points = sorted((p for p in points if p.batch == batch), key=lambda p: p.m)
             if not points:
                 continue
-            color = f"C{modes.index(mode) % 10}"
+            color = f"C{lines.index((mode, precision)) % 10}"
             style = styles[concurrencies.index(conc) % len(styles)]
-            label = f"{mode} c={conc}" if len(concurrencies) > 1 else mode
+            label = f"{mode} {precision}" if several_precisions else mode
+            label += f" c={conc}" if len(concurrencies) > 1 else ""
             ms = [p.m for p in points]
             top.plot(ms, [p.throughput for p in points], style, marker="o", color=color, label=label)
             bottom.plot(ms, [p.p99_us / 1e3 for p in points], style, marker="o", color=color, label=label)
@@ -156,7 +160,7 @@ def summary_tables(result: Any) -> list[Table]:
             t.add_row(
                 e["mode"],
                 str(e["m"]),
-                f"{result.weight_bytes.get(e['m'], 0) / 1e6:.1f}",
+                f"{e['weight_bytes'] / 1e6:.1f}",
                 f"{e['floor_us']:,.0f}",
                 f"{e['p50_us']:,.0f}",
                 f"{e['ratio']:.1f}" if e["ratio"] else "-",
@@ -181,10 +185,11 @@ def summary_tables(result: Any) -> list[Table]:
         out.append(t)
     if result.accuracy:
         t = Table(title="what each M buys (through the served models)", title_justify="left")
-        for name in ("M", "model", "rows", "AUC", "logloss"):
+        for name in ("M", "precision", "model", "rows", "AUC", "logloss"):
             t.add_column(name, justify="right")
         for e in result.accuracy:
-            t.add_row(str(e["m"]), e["model"], str(e["rows"]), f"{e['auc']:.4f}", f"{e['logloss']:.4f}")
+            t.add_row(str(e["m"]), e.get("precision", "fp32"), e["model"], str(e["rows"]), f"{e['auc']:.4f}",
+                      f"{e['logloss']:.4f}")
         out.append(t)
     return out
 
@@ -198,16 +203,18 @@ def markdown(result: Any) -> str:
         f"{result.config.protocol}; windows of {result.config.settings.window_ms} ms, "
         f"stability {result.config.settings.stability_pct:g} %.",
         "",
-        "| mode | M | batch | conc | infer/s | p50 µs | p90 µs | p99 µs | server queue µs "
-        "| server compute µs | client CPU % | server CPU % | stable |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | precision | engine | M | batch | conc | infer/s | p50 µs | p90 µs | p99 µs "
+        "| server queue µs | server compute µs | client overhead µs | client CPU % | server CPU % | stable |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result.rows:
         compute = r.server_compute_input_us + r.server_compute_infer_us + r.server_compute_output_us
         queue, comp = (f"{r.server_queue_us:,.0f}", f"{compute:,.0f}") if compute else ("-", "-")
+        overhead = "-" if r.client_overhead_us is None else f"{r.client_overhead_us:,.0f}"
         lines.append(
-            f"| {r.mode} | {r.m} | {r.batch} | {r.concurrency} | {r.throughput:,.0f} | {r.p50_us:,.0f} "
-            f"| {r.p90_us:,.0f} | {r.p99_us:,.0f} | {queue} | {comp} | {r.client_cpu:.0f} "
+            f"| {r.mode} | {r.precision} | {r.engine} | {r.m} | {r.batch} | {r.concurrency} "
+            f"| {r.throughput:,.0f} | {r.p50_us:,.0f} "
+            f"| {r.p90_us:,.0f} | {r.p99_us:,.0f} | {queue} | {comp} | {overhead} | {r.client_cpu:.0f} "
             f"| {'-' if r.server_cpu is None else f'{r.server_cpu:.0f}'} | {'yes' if r.stable else 'no'} |"
         )
     summary = result.summary
@@ -221,7 +228,7 @@ def markdown(result: Any) -> str:
                      for e in summary["serving_ratio"]])
     lines += _table("Batch 1, concurrency 1: p50 against the memory-bandwidth floor:",
                     ["mode", "M", "dense MB", "floor µs", "p50 µs", "p50 / floor"],
-                    [[e["mode"], e["m"], f"{result.weight_bytes.get(e['m'], 0) / 1e6:.1f}",
+                    [[e["mode"], e["m"], f"{e['weight_bytes'] / 1e6:.1f}",
                       f"{e['floor_us']:,.0f}", f"{e['p50_us']:,.0f}", f"{e['ratio']:.1f}"]
                      for e in summary["bandwidth_floor"]])
     lines += _table("Sharded fan-out overhead (sharded p50 − slowest shard's own p50):",
@@ -229,8 +236,9 @@ def markdown(result: Any) -> str:
                     [[e["m"], e["batch"], e["concurrency"], f"{e['sharded_p50_us']:,.0f}",
                       f"{e['slowest_shard_p50_us']:,.0f}", f"{e['overhead_us']:,.0f}"]
                      for e in summary["fanout_overhead"]])
-    lines += _table("What each M buys:", ["M", "model", "rows", "AUC", "logloss"],
-                    [[a["m"], a["model"], a["rows"], f"{a['auc']:.4f}", f"{a['logloss']:.4f}"]
+    lines += _table("What each M buys:", ["M", "precision", "model", "rows", "AUC", "logloss"],
+                    [[a["m"], a.get("precision", "fp32"), a["model"], a["rows"], f"{a['auc']:.4f}",
+                      f"{a['logloss']:.4f}"]
                      for a in result.accuracy or []])
     return "\n".join(lines) + "\n"
 

@@ -32,8 +32,11 @@ EXTRA_COLUMNS = (
     "requests",
     "windows",
     "engine",
+    "precision",
+    "client_overhead_us",
     "protocol",
     "model",
+    "repository",
 )
 
 
@@ -58,8 +61,13 @@ class Row:
     requests: int = 0
     windows: int = 0
     engine: str = "native"
+    """Which load generator produced the row: native or perf_analyzer."""
+    precision: str = "fp32"
+    """The export's precision (manifest, or the served config's `ttsrec.precision`)."""
     protocol: str = ""
     model: str = ""
+    repository: str = ""
+    """The repository (or server URL) the row was measured on: one table can hold several exports."""
     client_send_us: float = 0.0
     network_us: float = 0.0
     """Latency not spent in the server's queue or compute: network, (de)serialisation, client."""
@@ -68,6 +76,13 @@ class Row:
     server_compute_infer_us: float = 0.0
     server_compute_output_us: float = 0.0
     client_recv_us: float = 0.0
+
+    @property
+    def client_overhead_us(self) -> float | None:
+        """Average latency minus the server's own time (queue + compute) from its statistics."""
+        server = self.server_queue_us + self.server_compute_input_us + self.server_compute_infer_us
+        server += self.server_compute_output_us
+        return max(0.0, self.avg_us - server) if server > 0 else None
 
     def csv_record(self) -> dict[str, Any]:
         """Columns in perf_analyzer's names and order, then ours."""
@@ -79,7 +94,7 @@ class Row:
         return record
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return asdict(self) | {"client_overhead_us": self.client_overhead_us}
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -21,6 +21,7 @@ from ttsrec.bench.measure import Measurement, MeasureSettings, measure
 from ttsrec.bench.meta import run_metadata
 from ttsrec.bench.repo_info import RepositoryInfo
 from ttsrec.bench.row import Row
+from ttsrec.bench.server_info import served_info
 from ttsrec.bench.targets import (
     TRITON_MODES,
     Target,
@@ -38,7 +39,7 @@ from ttsrec.errors import UserError
 from ttsrec.repository import naming
 from ttsrec.repository.manifest import read_shards
 
-ENGINES = ("native", "perf_analyzer")
+ENGINES = ("native", "perf_analyzer", "auto")
 PROTOCOLS = ("grpc", "http")
 
 
@@ -84,10 +85,23 @@ class SweepResult:
     manifest: dict[str, Any] | None
     notes: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=run_metadata)
+    weight_bytes_by_source: dict[str, dict[int, int]] = field(default_factory=dict)
+    """Per repository (or URL) of a combined run; empty: `weight_bytes` holds for every row."""
 
     @property
     def summary(self) -> dict[str, list[dict[str, Any]]]:
-        return analysis.summarise(self.rows, self.shard_rows, self.weight_bytes, self.bandwidth)
+        """The derived figures per repository (one per precision in a combined run), tagged with it."""
+        sources = list(dict.fromkeys(r.repository for r in self.rows)) or [""]
+        out: dict[str, list[dict[str, Any]]] = {}
+        for source in sources:
+            rows = [r for r in self.rows if r.repository == source]
+            shard_rows = [r for r in self.shard_rows if r.repository == source]
+            weights = self.weight_bytes_by_source.get(source, self.weight_bytes)
+            part = analysis.summarise(rows, shard_rows, weights, self.bandwidth)
+            precision = rows[0].precision if rows else "fp32"
+            for key, entries in part.items():
+                out.setdefault(key, []).extend(e | {"precision": precision} for e in entries)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         cfg = self.config
@@ -108,6 +122,7 @@ class SweepResult:
             },
             "copy_bandwidth_bytes_per_s": self.bandwidth,
             "dense_weight_bytes_per_m": self.weight_bytes,
+            "dense_weight_bytes_per_repository": self.weight_bytes_by_source or None,
             "notes": self.notes,
             "manifest": self.manifest,
             "rows": [r.to_dict() for r in self.rows],
@@ -138,18 +153,19 @@ class Sweep:
                 "--mode sharded needs --shards-repository (a `tts-export --shards K` output) "
                 "or --shard-url for each running shard server"
             )
-        needs_repo = config.url is None or "inprocess" in self.cfg.modes or config.data is None
+        needs_repo = config.url is None or "inprocess" in self.cfg.modes
         self.repo = (
             RepositoryInfo.load(config.repository) if needs_repo or config.repository.is_dir() else None
         )
         self.fmap: FeatureMap | None = self.repo.feature_map if self.repo else None
-        self.pool = self._input_pool()
         if config.shards_repository is not None and not config.shard_urls:
             if not Path(config.shards_repository).is_dir():
                 raise UserError(f"shards repository not found: {config.shards_repository}")
             read_shards(config.shards_repository)  # a UserError if it is not a sharded export
         # Bad M values, missing models or an unreachable server fail here, before anything starts.
         self.served = server_models(config.url, config.protocol) if config.url else None
+        self.served_info = served_info(config.url, config.protocol, self.served) if self.served else None
+        self.pool = self._input_pool()
         if set(self.cfg.modes) - {"sharded"}:
             self.plan(self.served, 1)
 
@@ -162,8 +178,26 @@ class Sweep:
                 inputs.check_matches(fmap, self.cfg.data, self.fmap)
             ids, _ = inputs.data_ids(self.cfg.data, inputs.POOL_ROWS)
             return ids
-        assert self.fmap is not None
-        return inputs.random_ids(self.fmap, inputs.POOL_ROWS, seed=self.cfg.seed)
+        if self.fmap is not None:
+            return inputs.random_ids(self.fmap, inputs.POOL_ROWS, seed=self.cfg.seed)
+        # Only a server: members map any id outside a field's vocabulary to its OOV id, so any ids do.
+        features = self.served_info.features if self.served_info else None
+        if not features:
+            raise UserError(f"{self.cfg.url} serves no ensemble_mM or fused_mM model (input width unknown)")
+        return inputs.any_ids(features, inputs.POOL_ROWS, seed=self.cfg.seed)
+
+    @property
+    def precision(self) -> str:
+        """The export's precision: its manifest, else the served configs' `ttsrec.precision`."""
+        if self.repo is not None and self.repo.manifest.get("precision"):
+            return str(self.repo.manifest["precision"])
+        if self.served_info is not None and self.served_info.precision:
+            return self.served_info.precision
+        return "fp32"
+
+    @property
+    def source(self) -> str:
+        return str(self.repo.path if self.repo else self.cfg.url)
 
     def _m_values(self, served: set[str] | None) -> list[int]:
         have: set[int] = set()
@@ -258,6 +292,7 @@ class Sweep:
                 if point.mode.startswith("inprocess"):
                     target.server_pids = []
                 row = self._measure(target, point)
+                row.precision, row.repository = self.precision, self.source
                 rows.append(row)
                 key = f"{point.mode}_m{point.m}" + (f"_c{point.concurrency}" if "fused" in point.mode else "")
                 notes["targets"][key] = {"model": target.model, **target.notes}
@@ -270,6 +305,7 @@ class Sweep:
                         alone.server_pids = shard_pids[i : i + 1]
                         shard_row = self._measure(alone, point)
                         shard_row.model = f"shard {i} ({shard_url})"
+                        shard_row.precision, shard_row.repository = self.precision, self.source
                         shard_rows.append(shard_row)
                 targets = {k: v for k, v in targets.items() if k[1] == point.m}  # free other M's sessions
             if self.cfg.eval_data is not None:
@@ -309,8 +345,17 @@ class Sweep:
         cache[key] = target
         return target
 
+    def _use_perf_analyzer(self, target: Target, point: Point) -> bool:
+        """perf_analyzer for served rows; with `auto` only at batch 1, where the native client's own
+        per-request overhead is a visible share of the latency, and only when it is installed."""
+        if target.url is None or target.mode == "sharded":
+            return False
+        if self.cfg.engine == "auto":
+            return point.batch == 1 and perf_analyzer.locate() is not None
+        return self.cfg.engine == "perf_analyzer"
+
     def _measure(self, target: Target, point: Point) -> Row:
-        if self.cfg.engine == "perf_analyzer" and target.url is not None:
+        if self._use_perf_analyzer(target, point):
             return perf_analyzer.run(
                 target.model,
                 target.url,
@@ -347,8 +392,9 @@ class Sweep:
         return total
 
     def _weight_bytes(self, ms: list[int]) -> dict[int, int]:
-        if self.repo is None:
-            return {}
+        if self.repo is None:  # the served configs' ttsrec.weight_bytes (ONNX bytes, tables included)
+            known = self.served_info.weight_bytes if self.served_info else {}
+            return {m: known[m] for m in ms if m in known}
         out = {}
         for m in ms:
             if self.repo.has(naming.ensemble_name(m)):
@@ -369,10 +415,14 @@ class Sweep:
                 )
                 if model is None:
                     continue
-                out.append(evaluate_served(url, self.cfg.protocol, model, ids, labels) | {"m": m})
+                out.append(
+                    evaluate_served(url, self.cfg.protocol, model, ids, labels)
+                    | {"m": m, "precision": self.precision, "repository": self.source}
+                )
             elif self.repo is not None:
                 out.append(
-                    evaluate_session(self.repo.onnx_path(naming.fused_name(m)), ids, labels) | {"m": m}
+                    evaluate_session(self.repo.onnx_path(naming.fused_name(m)), ids, labels)
+                    | {"m": m, "precision": self.precision, "repository": self.source}
                 )
         return out
 
@@ -428,3 +478,25 @@ def _shard_servers(export_dir: Path | None, protocol: str) -> Iterator[tuple[lis
         raise UserError(f"shards repository not found: {export_dir}")
     with ShardedServers(export_dir) as servers:
         yield servers.urls(protocol), [server.pid for server in servers.servers]
+
+
+def combine(results: list[SweepResult]) -> SweepResult:
+    """Several repositories (e.g. one export per precision) benched in one run: one table, one JSON."""
+    if len(results) == 1:
+        return results[0]
+    first = results[0]
+    by_source = {
+        (r.rows[0].repository if r.rows else str(r.config.repository)): r.weight_bytes for r in results
+    }
+    return SweepResult(
+        config=first.config,
+        rows=[row for r in results for row in r.rows],
+        shard_rows=[row for r in results for row in r.shard_rows],
+        bandwidth=first.bandwidth,
+        weight_bytes=first.weight_bytes,
+        accuracy=[a for r in results for a in r.accuracy],
+        manifest=first.manifest,
+        notes={"repositories": [str(r.config.url or r.config.repository) for r in results], **first.notes},
+        metadata=first.metadata,
+        weight_bytes_by_source=by_source,
+    )

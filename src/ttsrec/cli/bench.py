@@ -10,26 +10,26 @@ from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ttsrec.bench.frontier import best_within, frontier_points, plot_frontier
 from ttsrec.bench.measure import MeasureSettings
 from ttsrec.bench.report import markdown, plot, summary_tables, table, write_csv, write_json
 from ttsrec.bench.row import Row
-from ttsrec.bench.sweep import Point, Sweep, SweepConfig
+from ttsrec.bench.sweep import Point, Sweep, SweepConfig, combine
 from ttsrec.bench.targets import MODES
 from ttsrec.cli.common import console, run_app
 from ttsrec.errors import UserError
+from ttsrec.utils import common
 from ttsrec.utils.atomic import atomic_write_text
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
 def parse_int_list(text: str, what: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise UserError(f"{what}: expected comma-separated integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
+    """A required positive integer list (the shared parser; empty is an error here)."""
+    values = common.parse_int_list(text, what)
+    if not values:
         raise UserError(f"{what}: expected positive integers, got {text!r}")
-    return list(dict.fromkeys(values))
+    return values
 
 
 def parse_concurrency(text: str) -> list[int]:
@@ -104,9 +104,14 @@ def bench(
             help=f"Any of {', '.join(MODES)} (comma list or repeated); default ensemble,fused,inprocess.",
         ),
     ] = None,
-    repository: Annotated[Path, typer.Option("--repository", help="Exported repository.")] = Path(
-        "model_repository"
-    ),
+    repository: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--repository",
+            help="Exported repository; several (comma list or repeated, e.g. an fp32 and an int8 export) "
+            "are benched in one run and one table.",
+        ),
+    ] = None,
     shards_repository: Annotated[
         Path | None,
         typer.Option("--shards-repository", help="A `tts-export --shards K` output (sharded mode)."),
@@ -134,21 +139,43 @@ def bench(
     ] = None,
     eval_rows: Annotated[int, typer.Option("--eval-rows", help="Test rows for --eval-data.")] = 20_000,
     engine: Annotated[
-        str, typer.Option("--engine", help="native, or perf_analyzer (when it is on PATH).")
+        str,
+        typer.Option(
+            "--engine",
+            help="native; perf_analyzer (installed by `make perf-analyzer`); auto: perf_analyzer for the "
+            "served batch-1 rows when installed, native for the rest (the engine column says which).",
+        ),
     ] = "native",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the random request ids.")] = 0,
+    budget_ms: Annotated[
+        float | None,
+        typer.Option(
+            "--budget-ms",
+            help="With --eval-data: print the configuration with the best AUC whose p99 stays under this.",
+        ),
+    ] = None,
+    frontier_out: Annotated[
+        Path | None,
+        typer.Option("--frontier", help="With --eval-data: PNG of served AUC against throughput and p99."),
+    ] = None,
 ) -> None:
     """Sweep modes × M × batch × concurrency; rows in µs and inferences/s, like perf_analyzer."""
     if measurement_interval < 10 or max_trials < 3 or stability_percentage <= 0 or warmup_request_count < 0:
         raise UserError("-p must be >= 10 ms, --max-trials >= 3, -s > 0, --warmup-request-count >= 0")
     if percentile is not None and percentile not in (50, 90, 95, 99):
         raise UserError(f"--percentile must be 50, 90, 95 or 99, got {percentile}")
-    config = SweepConfig(
+    if (budget_ms is not None or frontier_out is not None) and eval_data is None:
+        raise UserError("--budget-ms and --frontier need --eval-data (the AUC of each configuration)")
+    if budget_ms is not None and not budget_ms > 0:
+        raise UserError(f"--budget-ms must be > 0, got {budget_ms}")
+    repositories = [Path(p) for v in (repository or ["model_repository"]) for p in v.split(",") if p.strip()]
+    if url is not None and len(repositories) > 1:
+        raise UserError("-u/--url is one server; several --repository values need tts-bench to start them")
+    base = dict(
         modes=parse_modes(mode or ["ensemble,fused,inprocess"]),
         m_list=parse_int_list(m_list, "--m-list") if m_list else None,
         batches=parse_int_list(batch_size, "-b/--batch-size"),
         concurrencies=parse_concurrency(concurrency_range),
-        repository=repository,
         shards_repository=shards_repository,
         url=url,
         shard_urls=list(shard_url or []),
@@ -166,10 +193,10 @@ def bench(
             warmup_requests=warmup_request_count,
         ),
     )
-    for path in (latency_report_file, json_out, plot_out, markdown_out):
+    for path in (latency_report_file, json_out, plot_out, markdown_out, frontier_out):
         if path is not None and path.is_dir():
             raise UserError(f"{path} is a directory, expected a file path")
-    sweep = Sweep(config)
+    sweeps = [Sweep(SweepConfig(repository=path, **base)) for path in repositories]  # type: ignore[arg-type]
 
     rows: list[Row] = []
     progress = Progress(
@@ -186,8 +213,12 @@ def bench(
         def on_status(text: str) -> None:
             progress.update(task, description=text)
 
+        planned = 0
+
         def on_plan(points: list[Point]) -> None:
-            progress.update(task, total=len(points), completed=0)
+            nonlocal planned
+            planned += len(points)
+            progress.update(task, total=planned)
 
         def on_start(point: Point) -> None:
             progress.update(task, description=f"measuring {point}")
@@ -197,7 +228,9 @@ def bench(
             progress.advance(task)
             live.update(Group(progress, table(rows)))
 
-        result = sweep.run(on_plan=on_plan, on_start=on_start, on_row=on_row, on_status=on_status)
+        result = combine(
+            [s.run(on_plan=on_plan, on_start=on_start, on_row=on_row, on_status=on_status) for s in sweeps]
+        )
         progress.update(task, description="done")
 
     console.print()
@@ -215,6 +248,20 @@ def bench(
     if markdown_out is not None:
         atomic_write_text(markdown_out, markdown(result))
         console.print(f"wrote {markdown_out}")
+    points = frontier_points(result.rows, result.accuracy)
+    if frontier_out is not None:
+        plot_frontier(frontier_out, points)
+        console.print(f"wrote {frontier_out}")
+    if budget_ms is not None:
+        best = best_within(points, budget_ms)
+        if not best:
+            console.print(f"no configuration keeps p99 under {budget_ms:g} ms")
+        for p in best:
+            console.print(
+                f"budget {budget_ms:g} ms, batch {p['batch']}, concurrency {p['concurrency']}: {p['mode']} "
+                f"M={p['m']} {p['precision']} (AUC {p['auc']:.4f}, p99 {p['p99_ms']:.2f} ms, "
+                f"{p['throughput']:,.0f} infer/s) from {p['repository']}"
+            )
 
 
 def main() -> None:
