@@ -51,7 +51,7 @@ class ShardedResult:
     failed: dict[str, str] = field(default_factory=dict)
     """URL -> cause, for shards left out (only with `min_members`)."""
     latency_s: dict[str, float] = field(default_factory=dict)
-    """URL -> seconds from sending to that shard's answer, for the shards that answered."""
+    """URL -> seconds from `predict` handing the request over to that shard's answer (answered shards)."""
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.prob, self.logit))
@@ -190,10 +190,11 @@ class ShardedClient:
     def predict(self, feat_ids: Any, timeout_s: float | None = None) -> ShardedResult:
         """Call all shards concurrently; the answer comes within `timeout_s` (default the client's)."""
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
-        deadline = time.monotonic() + limit
+        sent = time.monotonic()
+        deadline = sent + limit
         ids = np.asarray(feat_ids)
         futures: dict[Future[Any], Client] = {
-            self._pools[c.url].submit(self._ask, c, ids, deadline): c for c in self.clients}
+            self._pools[c.url].submit(self._ask, c, ids, sent, deadline): c for c in self.clients}
         # Without a quorum the first failure decides; with one, wait for all (up to the deadline).
         done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()),
                        return_when=FIRST_EXCEPTION if self.min_members is None else ALL_COMPLETED)
@@ -232,10 +233,10 @@ class ShardedClient:
                              shards=[c.url for c, _, _, _ in answers], failed=failed,
                              latency_s={c.url: t for c, _, _, t in answers})
 
-    def _ask(self, client: Client, ids: np.ndarray,
+    def _ask(self, client: Client, ids: np.ndarray, sent: float,
              deadline: float) -> tuple[dict[str, np.ndarray], tuple[str, ...], float]:
-        """One shard's answer within the deadline; one retry if it was UNAVAILABLE and time is left."""
-        start = time.monotonic()
+        """One shard's answer within the deadline; one retry if it was UNAVAILABLE and time is left.
+        Its latency counts from `sent`, so time spent waiting for one of the shard's threads shows."""
         for attempt in (0, 1):
             left = deadline - time.monotonic()
             if left <= 0:
@@ -245,7 +246,7 @@ class ShardedClient:
                 info = self._admit(client)
                 out = client.infer(ids, timeout_s=left)
                 # A fused shard model without member names stands for its members.
-                return out, info.members or (f"{client.model}@{client.url}",), time.monotonic() - start
+                return out, info.members or (f"{client.model}@{client.url}",), time.monotonic() - sent
             except ServerUnavailableError:
                 if attempt or not self.retry_unavailable or deadline - time.monotonic() <= 2 * RETRY_PAUSE_S:
                     raise
