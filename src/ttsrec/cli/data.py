@@ -28,8 +28,9 @@ def synth(
     ] = False,
 ) -> None:
     """Write synthetic rows in the exact Criteo TSV format (label, I1..I13, C1..C26)."""
-    from ttsrec.data.synth import write_synthetic_criteo
+    from ttsrec.data.synth import check_synth_args, write_synthetic_criteo
 
+    check_synth_args(out, rows, seed, force)
     columns = (TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("rows", total=rows)

@@ -163,12 +163,8 @@ def write_synthetic_criteo(
     it (a hidden stamp next to it records its size and mtime) or with `force`: a user's real log is
     never overwritten by mistake. `on_rows(n)` is called after each chunk of `n` rows (for a progress bar).
     """
-    if rows < 1:
-        raise UserError(f"--rows must be at least 1 (got {rows})")
-    if seed < 0:
-        raise UserError(f"--seed must be non-negative (got {seed})")
     path = Path(path)
-    _check_replaceable(path, force)
+    check_synth_args(path, rows, seed, force)
     t = _teacher(seed)
     t.bias = _calibrate(_chunk(t, seed, CALIBRATION, 50_000)[4])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,6 +197,15 @@ def write_synthetic_criteo(
 
 def _stamp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tts-synth.json")
+
+
+def check_synth_args(path: Path, rows: int, seed: int, force: bool) -> None:
+    """Refuse bad arguments before any work (the CLI calls it before drawing its progress bar)."""
+    if rows < 1:
+        raise UserError(f"--rows must be at least 1 (got {rows})")
+    if seed < 0:
+        raise UserError(f"--seed must be non-negative (got {seed})")
+    _check_replaceable(Path(path), force)
 
 
 def _check_replaceable(path: Path, force: bool) -> None:
