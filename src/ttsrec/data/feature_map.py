@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ttsrec.errors import UserError
+from ttsrec.repository.naming import FEATURE_MAP_FILE
 from ttsrec.utils.atomic import atomic_write_text
 
 FieldKind = Literal["categorical", "numeric"]
@@ -89,14 +90,14 @@ class FeatureMap:
     def load(cls, path: Path) -> FeatureMap:
         path = Path(path)
         if path.is_dir():
-            path = path / "feature_map.json"
+            path = path / FEATURE_MAP_FILE
         if not path.is_file():
             raise UserError(f"feature map not found: {path}")
         try:
             data = json.loads(path.read_text())
             return cls.from_dict(data)
         except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise UserError(f"{path} is not a valid feature_map.json ({err})") from err
+            raise UserError(f"{path} is not a valid {FEATURE_MAP_FILE} ({err})") from err
 
 
 def _content_hash(body: dict[str, Any]) -> str:

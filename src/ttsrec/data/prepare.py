@@ -30,6 +30,7 @@ from ttsrec.data.spec import DatasetSpec, resolve_spec
 from ttsrec.data.split import SPLITS, split_of
 from ttsrec.data.transforms import MISSING
 from ttsrec.errors import UserError
+from ttsrec.repository.naming import FEATURE_MAP_FILE
 from ttsrec.utils.atomic import atomic_dir, atomic_write_text
 
 ON_BAD_ROW = ("skip", "fail")
@@ -106,7 +107,7 @@ def prepare(
         )
         _encode(fmap, seen, tmp, bar)
         fmap_dict = fmap.to_dict()  # the same bytes as FeatureMap.save, hashed once
-        atomic_write_text(tmp / "feature_map.json", json.dumps(fmap_dict, indent=1) + "\n")
+        atomic_write_text(tmp / FEATURE_MAP_FILE, json.dumps(fmap_dict, indent=1) + "\n")
         seconds = time.perf_counter() - started
         kept = int(seen.per_split.sum())
         summary = PrepareSummary(

@@ -12,6 +12,7 @@ import numpy as np
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.data.split import SPLITS
 from ttsrec.errors import UserError
+from ttsrec.repository.naming import FEATURE_MAP_FILE
 
 
 class PreparedData:
@@ -22,9 +23,9 @@ class PreparedData:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        if not (self.path / "feature_map.json").is_file():
+        if not (self.path / FEATURE_MAP_FILE).is_file():
             raise UserError(
-                f"{self.path} is not a prepared dataset (no feature_map.json; run `tts-data prepare`)"
+                f"{self.path} is not a prepared dataset (no {FEATURE_MAP_FILE}; run `tts-data prepare`)"
             )
 
     @cached_property
