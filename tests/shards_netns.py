@@ -105,7 +105,7 @@ class ShardHost:
 
     def __init__(self, lab: NetnsLab, index: int, repo: Path, timeout_s: float = 120.0):
         self.index = index
-        self.proc = lab.spawn(lab.shard_ns[index], "serve", str(repo), shard_host(index))
+        self.proc = lab.spawn(lab.shard_ns[index], "serve", str(repo))
         line = _read_line(self.proc, timeout_s)
         try:
             info = json.loads(line)
@@ -113,7 +113,7 @@ class ShardHost:
             stop_process(self.proc)
             raise RuntimeError(f"shard {index} did not start: {line[-2000:]}") from None
         self.server_pid: int = info["pid"]
-        self.url: str = info["grpc_url"]
+        self.url = shard_url(index)
 
     def kill_server(self, sig: int = signal.SIGKILL) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -165,12 +165,14 @@ def run_load(lab: NetnsLab, scenario: dict[str, Any], timeout_s: float = 90.0,
 # -- roles (run inside the namespaces) -------------------------------------------------------------
 
 
-def serve(repo: str, host: str) -> None:
+def serve(repo: str) -> None:
     from ttsrec.serve import TritonServer
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with TritonServer(repo, host=host, grpc_port=GRPC_PORT, http_port=HTTP_PORT,
+    # All addresses of this namespace (it has two names for the same shard); nothing outside the
+    # namespace can reach them but the client namespace at the other end of the veth.
+    with TritonServer(repo, host="0.0.0.0", grpc_port=GRPC_PORT, http_port=HTTP_PORT,
                       metrics_port=METRICS_PORT) as server:
         print(json.dumps({"pid": server.pid, "grpc_url": server.grpc_url}), flush=True)
         while not stop.wait(0.2):
@@ -201,9 +203,10 @@ def load(scenario: dict[str, Any]) -> dict[str, Any]:
 
     kind, urls = scenario["kind"], scenario["urls"]
     ids = np.random.default_rng(0).integers(0, 50, size=(scenario.get("batch", 8), scenario["fields"]))
-    if kind == "refuse":
+    if kind == "refuse":  # refused at connect, or at the latest when both shards answer
         try:
-            ShardedClient(urls, timeout_s=5.0).close()
+            with ShardedClient(urls, timeout_s=5.0) as client:
+                client.predict(ids)
             return {"refused": False}
         except Exception as err:
             return {"refused": True, "error": type(err).__name__, "message": str(err),
@@ -269,6 +272,6 @@ def load(scenario: dict[str, Any]) -> dict[str, Any]:
 if __name__ == "__main__":
     role = sys.argv[1]
     if role == "serve":
-        serve(sys.argv[2], sys.argv[3])
+        serve(sys.argv[2])
     else:
         print(json.dumps(load(json.loads(sys.argv[2]))), flush=True)
