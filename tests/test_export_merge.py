@@ -80,3 +80,25 @@ def test_served_fitted_merge_equals_in_process_weighted_mean(server, fitted_repo
         assert np.abs(prob - 1 / (1 + np.exp(-expected))).max() <= TOL
         if np.abs(expected - plain).max() > 10 * TOL:  # the fitted merge is not the plain mean here
             assert np.abs(logit - plain).max() > 5 * TOL, name
+
+
+@pytest.mark.slow
+def test_member_refuses_a_malformed_request_and_keeps_serving(server, prepared_dir: Path) -> None:
+    """A gRPC request whose batch dimension lies (10^12 rows, one row of data) reaches the python model
+    (the server's batch check lets it through): it gets an error answer, and the next request is served."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    ids = np.ascontiguousarray(PreparedData(prepared_dir).ids("test")[:3], dtype=np.int64)
+    member = read_manifest(server.repo)["members"][0]["name"]
+    with grpcclient.InferenceServerClient(server.grpc_url.removeprefix("grpc://")) as client:
+        bad = grpcclient.InferInput(naming.FEAT_IDS, [1, ids.shape[1]], "INT64")
+        bad.set_data_from_numpy(ids[:1])
+        bad.set_shape([10**12, ids.shape[1]])
+        with pytest.raises(InferenceServerException):
+            client.infer(member, [bad], client_timeout=30)
+        good = grpcclient.InferInput(naming.FEAT_IDS, list(ids.shape), "INT64")
+        good.set_data_from_numpy(ids)
+        out = client.infer(member, [good], client_timeout=30).as_numpy(naming.LOGIT)
+        assert out.shape == (3, 1) and np.all(np.isfinite(out))
+        assert client.is_server_live() and client.is_model_ready(member)
