@@ -86,8 +86,14 @@ def test_failing_requests_become_one_line_errors() -> None:
     def send(k: int) -> None:
         raise RuntimeError("model 'x' is not ready\nsecond line")
 
-    with pytest.raises(UserError, match=r"request failed: model 'x' is not ready$"):
+    with pytest.raises(RuntimeFailure, match=r"request failed: model 'x' is not ready$"):
         measure(ThreadLoad(send), 2, 1, FAST, label="broken")
+
+    def refused(k: int) -> None:
+        raise UserError("bad shape")
+
+    with pytest.raises(UserError, match=r"request failed: bad shape$"):
+        measure(ThreadLoad(refused), 1, 1, FAST, label="refused")
 
 
 def test_bandwidth_and_floor() -> None:

@@ -17,7 +17,7 @@ import numpy as np
 import psutil
 
 from ttsrec.bench.load import Load, Record
-from ttsrec.errors import UserError
+from ttsrec.errors import RuntimeFailure, UserError
 
 STABLE_WINDOWS = 3
 
@@ -143,7 +143,7 @@ def measure(
     first = len(windows) - STABLE_WINDOWS
     pooled = load.records[bounds[first] : bounds[-1]]
     if not pooled:
-        raise UserError(
+        raise RuntimeFailure(
             f"{label}: no request completed within {STABLE_WINDOWS} windows of "
             f"{settings.window_ms} ms (increase -p/--measurement-interval)"
         )
@@ -168,7 +168,7 @@ def _warm_up(load: Load, settings: MeasureSettings, label: str) -> None:
     while len(load.records) < settings.warmup_requests:
         _raise_errors(load, label)
         if time.perf_counter() > deadline:
-            raise UserError(
+            raise RuntimeFailure(
                 f"{label}: warm-up did not finish {settings.warmup_requests} requests "
                 f"in {settings.warmup_timeout_s:.0f} s"
             )
@@ -179,7 +179,10 @@ def _raise_errors(load: Load, label: str) -> None:
     if load.errors:
         err = load.errors[0]
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{label}: request failed: {message}")
+        # The request's own family: bad input (a wrong model, shape) exits 2, anything else is a runtime
+        # failure of the server or the network (exit 1).
+        family = UserError if isinstance(err, UserError) else RuntimeFailure
+        raise family(f"{label}: request failed: {message}")
 
 
 def _cpu_seconds(proc: psutil.Process) -> float:
