@@ -12,8 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import typer
 
+from ttsrec.cli.common import run_app
 from ttsrec.cli.data import main
+from ttsrec.errors import RuntimeFailure, UserError
 
 
 @dataclass
@@ -162,3 +165,37 @@ def test_sigkill_during_prepare_keeps_the_old_output(tmp_path: Path) -> None:
     summary = prepare("criteo", [small], out, force=True, progress=False, seed=3)
     assert summary.seed == 3 and json.loads((out / "summary.json").read_text())["seed"] == 3
     assert not list(tmp_path.glob(".data.*")), "leftovers of the killed writers are cleaned"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (UserError("bad flag value"), 2),
+        (FileNotFoundError(2, "No such file or directory", "x.tsv"), 2),
+        (RuntimeFailure("server at 127.0.0.1:1 did not answer"), 1),
+        (OSError(28, "No space left on device"), 1),
+    ],
+)
+def test_run_app_maps_errors_to_two_families(
+    error: Exception, code: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    app = typer.Typer()
+
+    @app.command()
+    def fail() -> None:
+        raise error
+
+    with pytest.raises(SystemExit) as exit_:
+        run_app_with_argv(app, [])
+    assert exit_.value.code == code
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def run_app_with_argv(app: typer.Typer, argv: list[str]) -> None:
+    old = sys.argv
+    sys.argv = ["tool", *argv]
+    try:
+        run_app(app)
+    finally:
+        sys.argv = old

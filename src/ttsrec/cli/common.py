@@ -13,7 +13,8 @@ console = Console(stderr=True)
 
 
 def run_app(app: typer.Typer) -> None:
-    """Run a Typer app: `UserError` (and unreadable files) exit 2, `RuntimeFailure` exit 1, one line each."""
+    """Run a Typer app: `UserError` (and unreadable files) exit 2, `RuntimeFailure` (and other OS errors,
+    e.g. a full disk) exit 1, one line each."""
     try:
         # Without standalone mode, Typer returns (not raises) the code of `typer.Exit` and Ctrl-C.
         code = app(standalone_mode=False)
@@ -24,6 +25,9 @@ def run_app(app: typer.Typer) -> None:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except RuntimeFailure as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except OSError as err:  # the machine's fault, not the user's: disk full, connection refused, ...
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
