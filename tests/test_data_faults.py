@@ -193,3 +193,19 @@ def test_found_by_fuzzing_short_rows_in_latin1_and_a_field_named_n(tmp_path: Pat
     }
     with pytest.raises(UserError, match="starts with '_' \\(reserved\\)"):
         DatasetSpec.from_dict({"label": "y", "fields": ["_label"]})
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_damaged_parquet_is_one_user_error(tmp_path: Path, cut: float) -> None:
+    import polars as pl
+
+    whole = tmp_path / "whole.parquet"
+    frame = pl.DataFrame({"y": [i % 2 for i in range(50_000)], "a": [f"v{i}" for i in range(50_000)]})
+    frame.write_parquet(whole, row_group_size=5000)
+    data = whole.read_bytes()
+    footer = data[-(int.from_bytes(data[-8:-4], "little") + 8) :]
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(data[: int((len(data) - len(footer)) * cut)] + footer)  # row groups cut, footer kept
+    spec = DatasetSpec.from_dict({"label": "y", "fields": ["a"]})
+    with pytest.raises(UserError, match=r"broken\.parquet: not a readable Parquet file"):
+        run([broken], tmp_path / "out", preset="csv", spec=spec)

@@ -295,13 +295,17 @@ def _null_if_empty(col: pl.Expr) -> pl.Expr:
 
 def _parquet(spec: DatasetSpec, path: Path) -> Iterator[RawChunk]:
     try:
-        schema = pl.scan_parquet(path).collect_schema()
-    except (pl.exceptions.PolarsError, OSError) as err:
+        yield from _parquet_batches(spec, path)
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError) as err:  # may fail mid-way
         raise UserError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from err
+
+
+def _parquet_batches(spec: DatasetSpec, path: Path) -> Iterator[RawChunk]:
+    schema = pl.scan_parquet(path).collect_schema()
     spec.check_columns(list(schema.names()), str(path))
     wanted = list(dict.fromkeys([spec.label, *spec.sources]))
     total = path.stat().st_size
-    rows = max(1, pl.scan_parquet(path).select(pl.len()).collect().item())
+    rows = pl.scan_parquet(path).select(pl.len()).collect().item()  # from the footer
     line = 1
     for batch in pl.scan_parquet(path).select(wanted).collect_batches(chunk_size=1 << 18):
         n = batch.height
@@ -309,4 +313,6 @@ def _parquet(spec: DatasetSpec, path: Path) -> Iterator[RawChunk]:
             pl.int_range(line, line + n, dtype=pl.Int64).alias(LINE), pl.lit(0, pl.Int32).alias(BAD)
         )
         line += n
-        yield RawChunk(path, frame, total * n // rows)
+        yield RawChunk(path, frame, total * n // max(1, rows))
+    if line - 1 != rows:  # polars may stop early on damaged row groups without raising
+        raise UserError(f"{path}: not a readable Parquet file (read {line - 1:,} of its {rows:,} rows)")
