@@ -125,9 +125,7 @@ class Client:
 
         The feature map must be the one the served model was exported with: its hash is compared with
         the `ttsrec.feature_map_hash` the server advertises, and a mismatch is refused (`ClientError`)."""
-        encoder = self.encoder(feature_map)
-        self.check_feature_map(encoder.feature_map)
-        return self.predict(encoder.encode(rows))
+        return self.predict(self.encoder(feature_map).encode(rows))
 
     def check_feature_map(self, fmap: FeatureMap) -> None:
         """Refuse a local feature map whose hash differs from the one the server advertises."""
@@ -138,17 +136,22 @@ class Client:
                               f"{naming.FEATURE_MAP_FILE})")
 
     def encoder(self, feature_map: FeatureMap | Path | str | None = None) -> Any:
-        """The `RecordEncoder` for `feature_map` (a FeatureMap, a feature_map.json, or a repository)."""
+        """The `RecordEncoder` for `feature_map` (a FeatureMap, a feature_map.json, or a repository),
+        once its hash matches the served model's (`check_feature_map`)."""
         from ttsrec.data.encode import RecordEncoder
 
         if feature_map is not None:
-            return RecordEncoder(_load_feature_map(feature_map))
+            fmap = _load_feature_map(feature_map)
+            self.check_feature_map(fmap)
+            return RecordEncoder(fmap)
         if self._encoder is None:
             if self._feature_map is None:
                 raise ClientError("predict_records needs a feature map: pass feature_map= (the repository "
                                   "folder or its feature_map.json) to Client or predict_records",
                                   url=self.url, model=self.model)
-            self._encoder = RecordEncoder(_load_feature_map(self._feature_map))
+            fmap = _load_feature_map(self._feature_map)
+            self.check_feature_map(fmap)
+            self._encoder = RecordEncoder(fmap)
         return self._encoder
 
     # -- concurrency -------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""The transport against a real tritonserver on loopback: both protocols with the deadline sent as
+Triton's request timeout, reused request objects, and each error family as the server really says it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export_fixtures import tiny_feature_map
+from serve_fixtures import OrtReference, export
+from ttsrec.client import (
+    Client,
+    ClientError,
+    ServerUnavailableError,
+    Transport,
+)
+from ttsrec.data.feature_map import FeatureMap
+from ttsrec.errors import RuntimeFailure, UserError
+from ttsrec.repository import naming
+from ttsrec.serve import TritonServer
+
+pytestmark = pytest.mark.slow
+MODEL = naming.ensemble_name(2)
+
+
+@pytest.fixture(scope="module")
+def repo(member_checkpoints: list[Path], prepared_dir: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(member_checkpoints[:2], tmp_path_factory.mktemp("client_server") / "repo", prepared_dir,
+                  m_list=[2], fused=False)
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> Iterator[TritonServer]:
+    with TritonServer(repo) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_reused_requests_give_each_batch_its_own_answer(server: TritonServer, repo: Path, protocol: str):
+    reference = OrtReference(repo)
+    members = reference.members_of(MODEL)
+    fields = len(FeatureMap.load(repo / naming.FEATURE_MAP_FILE).vocab_sizes)
+    rng = np.random.default_rng(1)
+    batches = [rng.integers(0, 20, size=(4, fields)) for _ in range(3)]
+    with Client(server.url(protocol), protocol, MODEL, timeout_s=20) as client:
+        for batch in batches + batches[::-1]:  # same shape: one input object, refilled each time
+            _, logit = client.predict(batch, timeout_s=5.0)
+            np.testing.assert_allclose(logit, reference.mean_logit(members, batch), atol=1e-6)
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_server_errors_land_in_their_family(server: TritonServer, repo: Path, protocol: str):
+    fields = len(FeatureMap.load(repo / naming.FEATURE_MAP_FILE).vocab_sizes)
+    transport = Transport(server.url(protocol), protocol, timeout_s=10)
+    try:
+        with pytest.raises(ClientError, match="no_such_model") as unknown:
+            transport.model_config("no_such_model")
+        with pytest.raises(ClientError) as shape:  # past the client's own checks: the server refuses
+            transport.infer(MODEL, naming.FEAT_IDS, np.zeros((2, fields + 1), np.int64), (naming.LOGIT,))
+    finally:
+        transport.close()
+    for err in (unknown.value, shape.value):
+        assert isinstance(err, UserError) and not isinstance(err, RuntimeFailure)
+        assert server.url(protocol) in str(err) and f"[{protocol}]" in str(err)
+
+
+def test_feature_map_of_another_dataset_is_refused(server: TritonServer, repo: Path):
+    served = FeatureMap.load(repo / naming.FEATURE_MAP_FILE)
+    with Client(server.grpc_url, model=MODEL, timeout_s=10) as client:
+        advertised = client.info.parameters.get("feature_map_hash")
+        if not advertised:
+            pytest.skip("this export does not advertise ttsrec.feature_map_hash yet")
+        assert advertised == served.hash
+        client.check_feature_map(served)
+        with pytest.raises(ClientError, match="does not match the served model's"):
+            client.predict_records([{"c0": "1"}], feature_map=tiny_feature_map())
+
+
+def test_stopped_server_is_a_runtime_failure(server: TritonServer, repo: Path):
+    """Runs last: it stops the module's server."""
+    fields = len(FeatureMap.load(repo / naming.FEATURE_MAP_FILE).vocab_sizes)
+    url = server.grpc_url
+    with Client(url, model=MODEL, timeout_s=5) as client:
+        client.predict(np.zeros((1, fields), np.int64))
+        server.stop()
+        with pytest.raises(ServerUnavailableError) as err:
+            client.predict(np.zeros((1, fields), np.int64))
+    assert isinstance(err.value, RuntimeFailure) and url in str(err.value)
