@@ -108,7 +108,7 @@ def test_force_never_replaces_an_input(tmp_path: Path, tts_data: Callable[..., R
     line = one_error_line(
         tts_data("prepare", "--preset", "criteo", "--input", "data/raw.tsv", "--out", "data", "--force")
     )
-    assert "data" in line
+    assert "holds the input data/raw.tsv" in line
     assert (tmp_path / "data" / "raw.tsv").read_bytes() == raw
     # the output equal to the input, and an output folder holding someone else's files
     one_error_line(tts_data("prepare", "--input", "data/raw.tsv", "--out", "data/raw.tsv", "--force"))
