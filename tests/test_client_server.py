@@ -50,6 +50,8 @@ def test_reused_requests_give_each_batch_its_own_answer(server: TritonServer, re
         for batch in batches + batches[::-1]:  # same shape: one input object, refilled each time
             _, logit = client.predict(batch, timeout_s=5.0)
             np.testing.assert_allclose(logit, reference.mean_logit(members, batch), atol=1e-6)
+        stats = client.transport.inference_statistics(MODEL)["model_stats"]
+    assert int(stats[0]["inference_stats"]["success"]["count"]) >= len(batches) * 2
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])

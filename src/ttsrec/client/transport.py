@@ -6,7 +6,7 @@ What it offers (everything else builds on these):
 - `Transport(url, protocol, timeout_s)`: one server. gRPC: one thread-safe client with keepalive
   (a dead peer is noticed within seconds); HTTP: one client per thread (gevent is not thread-safe).
   - `model_config(model)` (JSON, unwrapped), `model_metadata(model)`, `server_models()` (READY names),
-    `is_ready(model=None)`;
+    `inference_statistics(model="")`, `is_ready(model=None)`;
   - `infer(model, input_name, ids, outputs, timeout_s=None)`: int64 ids in, {output: array} out. The
     deadline goes to the server as Triton's request `timeout` (µs; a queue policy rejects a request
     that waited past it) and bounds the client's wait (`client_timeout` / the HTTP network timeout).
@@ -245,6 +245,15 @@ class Transport:
             return client.get_model_repository_index()
 
         return {m["name"] for m in self._call("", call) if m.get("state", "READY") == "READY"}
+
+    def inference_statistics(self, model: str = "") -> dict[str, Any]:
+        """Triton's statistics (all models when `model` is empty) as JSON, same shape for both protocols."""
+        def call(client: Any) -> dict[str, Any]:
+            if self.protocol == "grpc":
+                return client.get_inference_statistics(model, as_json=True, client_timeout=self.timeout_s)
+            return client.get_inference_statistics(model)
+
+        return self._call(model, call)
 
     def is_ready(self, model: str | None = None) -> bool:
         try:
