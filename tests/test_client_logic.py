@@ -278,8 +278,10 @@ def test_without_quorum_one_failed_shard_fails_the_call_as_a_runtime_fault():
 
 
 def test_a_hung_shard_holds_only_its_own_threads():
-    """4·K callers while one shard hangs until each call's deadline: the healthy shard's answers keep
-    their latency, and every call returns by its deadline with the hung shard named as left out."""
+    """More callers than one shared pool of 4·K threads had (the old design) while one shard hangs until
+    each call's deadline: the healthy shard's answers keep their latency (with one shared pool they
+    queued behind the hung calls: checked by swapping in a shared pool, this test then fails), and every
+    call returns by its deadline with the hung shard named as left out."""
     release = threading.Event()
 
     def hang(ids: np.ndarray, timeout_s: float | None = None) -> Any:
@@ -291,14 +293,14 @@ def test_a_hung_shard_holds_only_its_own_threads():
     deadline = 0.5
     try:
         with ShardedClient([], transports=[a, b], min_members=1, timeout_s=deadline,
-                           threads_per_shard=4) as client:
+                           threads_per_shard=8) as client:
             def call(_: int) -> tuple[float, Any]:
                 start = time.monotonic()
                 result = client.predict(np.zeros((1, FIELDS), np.int64))
                 return time.monotonic() - start, result
 
-            with ThreadPoolExecutor(8) as callers:
-                results = list(callers.map(call, range(24)))
+            with ThreadPoolExecutor(16) as callers:
+                results = list(callers.map(call, range(48)))
     finally:
         release.set()
     for _, result in results:
