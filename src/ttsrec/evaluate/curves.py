@@ -40,6 +40,12 @@ class Scorer:
             return np.full(len(subset), 1.0 / len(subset))
         return fit_merge(merge, self.valid[list(subset)], self.valid_labels)
 
+    def picked_member_auc(self, subset: Sequence[int]) -> float:
+        """Test AUC of the member one would deploy alone from `subset`: best validation AUC (else test)."""
+        chooser = (self.valid, self.valid_labels) if self.valid is not None else (self.test, self.test_labels)
+        pick = max(subset, key=lambda i: binary_metrics(chooser[1], chooser[0][i])["auc"])
+        return binary_metrics(self.test_labels, self.test[pick])["auc"]
+
     def score(self, merge: str, subset: Sequence[int]) -> tuple[dict[str, float], np.ndarray]:
         w = self.weights(merge, subset)
         return binary_metrics(self.test_labels, merged_logits(w, self.test[list(subset)])), w
@@ -54,6 +60,7 @@ def curve_rows(group: MemberGroup, scorer: Scorer, m_list: list[int], *, subsets
     rows = []
 
     def add(kind: str, m: int, chosen: list[tuple[int, ...]], backbone: str) -> None:
+        picked = float(np.mean([scorer.picked_member_auc(s) for s in chosen]))
         for merge in (merges if m > 1 else ("mean",)):  # one member: every merge is that member
             scored = [scorer.score(merge, s) for s in chosen]
             stats = summarise([s for s, _ in scored])
@@ -62,6 +69,7 @@ def curve_rows(group: MemberGroup, scorer: Scorer, m_list: list[int], *, subsets
                 "auc_gain": stats["auc"] - ref["auc"], "logloss_gain": stats["logloss"] - ref["logloss"],
                 "macs_per_sample": float(np.mean([sum(macs[i] for i in s) for s in chosen])),
                 "js_mean": float(np.mean([mean_pairwise(js, s) for s in chosen])),
+                "best_member_auc": picked,
             }
             if group.joint:
                 row["series"] = group.series
