@@ -1,4 +1,17 @@
-"""`run.json`: what a training run is and how far it got, rewritten after every finished member."""
+"""`run.json`: what a training run is and how far it got, rewritten after every finished member.
+
+Fields other stages read (format `ttsrec.run/1`):
+- `group` (bool): members trained jointly (one loss on the merged logit).
+- `group_series_m` (int | absent): set on each run of a `--group-series` folder: this run is the jointly
+  trained group of the first M members of `members_spec`.
+- `device` ("cpu", "cuda:0", ...), `precision` ("fp32" | "bf16" | "fp16"), `data_order`
+  ("fixed" | "per-seed"): how it was trained; checkpoints record the same under `train`.
+- `members[i].still_improving` (bool): its best state was the last validation check of the last epoch
+  ("still improving at the epoch cap": more epochs would probably help).
+
+A `--group-series` output folder holds `series.json` (`{"format": "ttsrec.series/1",
+"runs": {"<M>": "m<M>"}}`) and one ordinary run dir `m<M>/` (with its own run.json) per M.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +28,8 @@ from ttsrec.utils.atomic import atomic_write_text
 
 RUN_FORMAT = "ttsrec.run/1"
 RUN_FILE = "run.json"
+SERIES_FILE = "series.json"
+SERIES_FORMAT = "ttsrec.series/1"
 MEMBER_GLOB = "member_*.pt"
 
 
