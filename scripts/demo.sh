@@ -42,11 +42,9 @@ tts-export "$OUT/runs/homogeneous" --precision int8 --max-auc-drop 2e-3 --out "$
 step "6/7 serve: the bundled tritonserver on loopback, every ensemble queried over gRPC and HTTP"
 tts-serve "$REPO" --http-port 0 --grpc-port 0 --metrics-port 0 --check
 
-step "7/7 bench: throughput and latency per M, fp32 then int8 (a short sweep; tts-bench --help for the full one)"
-tts-bench --repository "$REPO" --m-list 1,2,4,8 -b 1,64 --concurrency-range 1 -p 500 \
+step "7/7 bench: throughput and latency per M, fp32 and int8 side by side (a short sweep; tts-bench --help for the full one)"
+tts-bench --repository "$REPO,$REPO_INT8" --m-list 1,4,8 -b 1,64 --concurrency-range 1 -p 500 \
   --mode ensemble,fused,inprocess -f "$OUT/bench.csv" --json "$OUT/bench.json" --plot "$OUT/bench.png"
-tts-bench --repository "$REPO_INT8" --m-list 1,8 -b 1,64 --concurrency-range 1 -p 500 \
-  --mode fused,inprocess -f "$OUT/bench_int8.csv" --json "$OUT/bench_int8.json" --plot "$OUT/bench_int8.png"
 
 step "report ($((SECONDS - start)) s)"
 cat <<TXT
@@ -54,5 +52,5 @@ cat <<TXT
   members         $OUT/runs/homogeneous/, $OUT/runs/heterogeneous/ (run.json)
   evaluation      $OUT/report/report.md, results.csv, auc_vs_m.png
   repository      $REPO/ (serve it: tts-serve $REPO), int8: $REPO_INT8/
-  bench           $OUT/bench.csv, $OUT/bench.json, $OUT/bench.png; int8: $OUT/bench_int8.*
+  bench           $OUT/bench.csv, $OUT/bench.json, $OUT/bench.png (fp32 and int8 rows)
 TXT

@@ -49,7 +49,7 @@ def export(
         "(0: unbounded).")] = 64,
     queue_timeout_ms: Annotated[int, typer.Option(
         help="A request queued longer is rejected (0: never); a client's own deadline may "
-        "shorten it.")] = 500,
+        "shorten it.")] = 0,
     precision: Annotated[str, typer.Option(
         help="fp32, fp16 (GPU: CUDA/TensorRT EPs; on CPU it only halves bytes) or int8 (onnxruntime "
         "quantization, the CPU path). fp16/int8 need --data: the accuracy gate scores its "
