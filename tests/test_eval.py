@@ -179,7 +179,8 @@ def foreign_checkpoint(prepared_dir: Path, tmp_path: Path) -> Path:
                      fmap_hash="sha256:0000000000000000")
 
 
-@pytest.mark.parametrize("case", ["mixed", "corrupt", "m_too_big", "missing", "foreign_data", "bad_kind"])
+@pytest.mark.parametrize("case", ["mixed", "corrupt", "m_too_big", "missing", "foreign_data", "bad_kind",
+                                  "bad_merge", "module_on_fnn"])
 def test_bad_input_is_one_line_and_exit_2(case: str, four_members: list[Path], prepared_dir: Path,
                                           foreign_checkpoint: Path, tmp_path: Path, capsys,
                                           monkeypatch) -> None:
@@ -193,6 +194,8 @@ def test_bad_input_is_one_line_and_exit_2(case: str, four_members: list[Path], p
         "missing": ([tmp_path / "nope"], "not found"),
         "foreign_data": ([foreign_checkpoint], "trained on feature map"),
         "bad_kind": ([run, "--param-scaling", "--scaling-kinds", "depth,height"], "unknown scaling kind"),
+        "bad_merge": ([run, "--merges", "mean,median"], "unknown merge(s) median"),
+        "module_on_fnn": ([run, "--param-scaling", "--scaling-kinds", "module_width"], "interaction module"),
     }[case]
     out = tmp_path / "report"
     code, _, err = cli(eval_main, "tts-eval", [*args, "--data", prepared_dir, "--out", out], capsys,

@@ -59,6 +59,8 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
         raise UserError(f"unknown scaling kind(s) {', '.join(bad_kinds)}; choose from {', '.join(KINDS)}")
     data = PreparedData(Path(data_dir))
     groups = collect_groups(list(sources))
+    if param_scaling:
+        _check_module_kinds(groups, scaling_kinds)
     fmap = data.feature_map
     if groups[0].members[0].feature_map_hash != fmap.hash:
         raise UserError(f"the members were trained on feature map {groups[0].members[0].feature_map_hash}, "
@@ -118,6 +120,20 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
                                           tmp, console, show_progress)
         write_outputs(tmp, result)
     return result
+
+
+def _check_module_kinds(groups: list[MemberGroup], kinds: Sequence[str]) -> None:
+    """The paper's scaling needs an interaction module: say so before any work is done."""
+    from ttsrec.models import backbone_class
+
+    if not {"module_depth", "module_width"} & set(kinds):
+        return
+    for g in groups:
+        bare = sorted({b for b in g.backbones if backbone_class(b).module_width_knob is None})
+        if bare:
+            raise UserError(f"{g.name}: {', '.join(bare)} has no interaction module to scale by "
+                            f"module_depth/module_width (the paper's scaling needs dcn, dcnv2, wukong or "
+                            f"rankmixer)")
 
 
 def _m_list(m_list: Sequence[int] | None, group: MemberGroup) -> list[int]:
