@@ -35,40 +35,63 @@ def train(
              "on a busy machine).")] = None,
     hparam: Annotated[list[str] | None, typer.Option(
         "--hparam", help="Model hparam key=JSON (repeatable); 'backbone.key=...' for one backbone.")] = None,
+    device: Annotated[str, typer.Option(
+        help="cpu | cuda | cuda:N | auto (GPU when torch sees one); with --jobs and several GPUs each "
+             "worker owns one GPU.")] = "cpu",
+    precision: Annotated[str, typer.Option(
+        help="fp32 | bf16 (autocast; fast only on CPUs with avx512_bf16/amx_bf16, or GPUs) | fp16 (CUDA, "
+             "GradScaler).")] = "fp32",
+    data_order: Annotated[str, typer.Option(
+        help="per-seed: each member shuffles rows with its own seed; fixed: one order for all members "
+             "(the official TTS4CTR loader).")] = "per-seed",
+    group_series: Annotated[str | None, typer.Option(
+        help="e.g. 1,2,4,8: one jointly trained group of the first M members per M, into --out/m<M>/ "
+             "(the paper's heterogeneous group series).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run dir.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train members; writes member_XX_<backbone>_s<seed>.pt checkpoints and run.json into --out."""
-    from ttsrec.train import TrainOptions, train_members
+    from ttsrec.train import TrainOptions, train_group_series, train_members
     from ttsrec.train.options import parse_hparams, parse_int_list
     from ttsrec.train.runfile import load_run
 
     options = TrainOptions(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                            patience=patience, evals_per_epoch=evals_per_epoch, train_limit=train_limit,
-                           hparams=parse_hparams(hparam))
+                           precision=precision, data_order=data_order, hparams=parse_hparams(hparam))
+    series = parse_int_list(group_series, "--group-series")
+    common = {"seeds": parse_int_list(seeds, "--seeds"), "threads": threads, "force": force, "resume": resume,
+              "options": options, "show_progress": not quiet, "console": console, "device": device}
     try:
-        train_members(data, members, out, seeds=parse_int_list(seeds, "--seeds"), group=group, jobs=jobs,
-                      threads=threads, force=force, resume=resume, options=options, show_progress=not quiet,
-                      console=console)
+        if series:
+            train_group_series(data, members, out, series, **common)
+        else:
+            train_members(data, members, out, group=group, jobs=jobs, **common)
     except KeyboardInterrupt:
         # Typer turns KeyboardInterrupt into a *returned* 130 in non-standalone mode, which run_app drops.
         console.print(f"[yellow]interrupted[/]: finished members are kept in {out} (continue with --resume)")
         raise SystemExit(130) from None
-    run = load_run(out)
-    Console().print(summary_table(run))
-    console.print(f"[green]wrote[/] {out} ({len(run['members'])} members, run.json)")
+    runs = [out / f"m{m}" for m in sorted(set(series))] if series else [out]
+    for run_dir in runs:
+        run = load_run(run_dir)
+        Console().print(summary_table(run))
+        if any(m.get("still_improving") for m in run["members"]):
+            console.print("[yellow]note:[/] still improving at the epoch cap (best state at the last check "
+                          "of the last epoch): more --epochs would probably help")
+    console.print(f"[green]wrote[/] {out} ({len(runs)} run(s), run.json)")
 
 
 def summary_table(run: dict[str, Any]) -> Table:
     """One row per member: where its best state came from and what it scores."""
-    table = Table(title=f"{run['members_spec']}{' (group)' if run['group'] else ''}")
+    title = f"{run['members_spec']}{' (group)' if run['group'] else ''} {run.get('precision', 'fp32')}"
+    table = Table(title=title, caption="* best at the epoch cap: still improving")
     for col in ("#", "backbone", "seed", "val AUC", "test AUC", "test LL", "best ep", "rows/s", "s"):
         table.add_column(col, justify="left" if col == "backbone" else "right")
     for m in run["members"]:
         table.add_row(f"{m['index']:02d}", m["backbone"], str(m["seed"]), f"{m['valid']['auc']:.4f}",
                       f"{m['test']['auc']:.4f}", f"{m['test']['logloss']:.4f}",
-                      f"{m['best'].get('epoch', 0)}", f"{m['samples_per_s']:,.0f}",
+                      f"{m['best'].get('epoch', 0)}{'*' if m.get('still_improving') else ''}",
+                      f"{m['samples_per_s']:,.0f}",
                       f"{m['train_time_s']:.1f}")
     if run.get("group_metrics"):
         g = run["group_metrics"]

@@ -33,6 +33,8 @@ class FitResult:
     wall_time_s: float = 0.0
     step_time_s: float = 0.0
     stopped_early: bool = False
+    still_improving: bool = False
+    """The best state is the last validation check of the last epoch: more epochs would probably help."""
 
     @property
     def samples_per_s(self) -> float:
@@ -41,7 +43,8 @@ class FitResult:
     def to_dict(self) -> dict[str, Any]:
         return {"best": self.best, "history": self.history, "steps": self.steps, "samples": self.samples,
                 "wall_time_s": round(self.wall_time_s, 3), "step_time_s": round(self.step_time_s, 3),
-                "samples_per_s": round(self.samples_per_s, 1), "stopped_early": self.stopped_early}
+                "samples_per_s": round(self.samples_per_s, 1), "stopped_early": self.stopped_early,
+                "still_improving": self.still_improving}
 
 
 def merged_logit(models: Sequence[nn.Module], feat_ids: torch.Tensor) -> torch.Tensor:
@@ -57,6 +60,21 @@ def eval_points(steps_per_epoch: int, evals_per_epoch: int) -> set[int]:
     return {math.ceil(steps_per_epoch * (k + 1) / n) for k in range(n)}
 
 
+def _to_device(batches, device: str):
+    """Pinned host memory and non-blocking copies, one batch ahead, so the GPU does not wait on the loader.
+
+    Not run here (no GPU on the machine this was written on)."""
+    pending = None
+    for feat_ids, labels in batches:
+        moved = (feat_ids.pin_memory().to(device, non_blocking=True),
+                 labels.pin_memory().to(device, non_blocking=True))
+        if pending is not None:
+            yield pending
+        pending = moved
+    if pending is not None:
+        yield pending
+
+
 def _snapshot(models: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
 
@@ -65,9 +83,13 @@ def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
         on_event: EventFn | None = None) -> FitResult:
     """Train `models` in place; on return they hold their best-validation-AUC state, in eval mode."""
     from ttsrec.data.loader import iter_batches
+    from ttsrec.train.device import autocast, grad_scaler
 
     emit = on_event or (lambda kind, **fields: None)
     params = [p for m in models for p in m.parameters()]
+    device = str(params[0].device)
+    on_gpu = device.startswith("cuda")
+    scaler = grad_scaler(options.precision, device)
     optimiser = torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay)
     n_train = data.num_rows("train")
     if options.train_limit is not None:
@@ -83,14 +105,23 @@ def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
     for m in models:
         m.train()
     for epoch in range(options.epochs):
-        batches = iter_batches(data, "train", options.batch_size, shuffle=True, seed=seed * 1009 + epoch,
-                               limit=options.train_limit)
+        batches = iter_batches(data, "train", options.batch_size, shuffle=True,
+                               seed=options.shuffle_seed(seed, epoch), limit=options.train_limit)
+        if on_gpu:
+            batches = _to_device(batches, device)
         for step, (feat_ids, labels) in enumerate(batches, start=1):
             t0 = time.perf_counter()
-            loss = binary_cross_entropy_with_logits(merged_logit(models, feat_ids), labels.reshape(-1))
+            with autocast(options.precision, device):
+                logit = merged_logit(models, feat_ids)
+            loss = binary_cross_entropy_with_logits(logit.float(), labels.reshape(-1))
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimiser)
+                scaler.update()
+            else:
+                loss.backward()
+                optimiser.step()
             result.step_time_s += time.perf_counter() - t0
             result.steps += 1
             result.samples += len(labels)
@@ -114,6 +145,9 @@ def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
                     break
         if result.stopped_early:
             break
+    last_check = result.history[-1] if result.history else None
+    result.still_improving = (not result.stopped_early and last_check is not None
+                              and result.best.get("step") == last_check["step"])
     for m, state in zip(models, best_state, strict=True):
         m.load_state_dict(state)
         m.eval()

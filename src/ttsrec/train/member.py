@@ -27,6 +27,7 @@ class MemberJob:
     data_dir: str
     path: str
     options: TrainOptions
+    device: str = "cpu"
 
 
 def build_member(backbone: str, feature_map, seed: int, hparams: dict[str, Any]) -> nn.Module:
@@ -66,6 +67,7 @@ def _record(job: MemberJob, model: nn.Module, metrics: dict[str, dict[str, float
         "hparams": model.hparams, "params": int(cost.params), "macs_per_sample": int(cost.macs_per_sample),
         "valid": metrics["valid"], "test": metrics["test"],
         "best": result.best, "steps": result.steps, "stopped_early": result.stopped_early,
+        "still_improving": result.still_improving, "device": job.device, "precision": job.options.precision,
         "train_time_s": round(result.wall_time_s, 3), "samples_per_s": round(result.samples_per_s, 1),
     }
 
@@ -75,7 +77,8 @@ def _save(job: MemberJob, model: nn.Module, feature_map, metrics: dict[str, Any]
 
     save_member(Path(job.path), model, backbone=job.backbone, hparams=model.hparams, seed=job.seed,
                 vocab_sizes=feature_map.vocab_sizes, feature_map_hash=feature_map.hash, metrics=metrics,
-                train={"options": job.options.to_dict(), **result.to_dict()})
+                train={"options": job.options.to_dict(), "device": job.device,
+                       "precision": job.options.precision, **result.to_dict()})
 
 
 def train_member(job: MemberJob, on_event: EventFn | None = None) -> dict[str, Any]:
@@ -84,9 +87,11 @@ def train_member(job: MemberJob, on_event: EventFn | None = None) -> dict[str, A
 
     data = PreparedData(Path(job.data_dir))
     model = build_member(job.backbone, data.feature_map, job.seed, job.options.hparams_for(job.backbone))
+    model.to(job.device)
     result = fit([model], data, job.options, seed=job.seed, on_event=on_event)
     both = split_metrics([model], data, job.options)
     metrics = {split: rows[0] for split, rows in both.items()}
+    model.cpu()  # checkpoints and cost counting are CPU-side
     _save(job, model, data.feature_map, metrics, result)
     return _record(job, model, metrics, result)
 
@@ -101,11 +106,14 @@ def train_group(jobs: list[MemberJob], on_event: EventFn | None = None) -> tuple
     first = jobs[0]
     data = PreparedData(Path(first.data_dir))
     fmap = data.feature_map
-    models = [build_member(j.backbone, fmap, j.seed, j.options.hparams_for(j.backbone)) for j in jobs]
+    models = [build_member(j.backbone, fmap, j.seed, j.options.hparams_for(j.backbone)).to(first.device)
+              for j in jobs]
     started = time.perf_counter()
     result = fit(models, data, first.options, seed=first.seed, on_event=on_event)
     both = split_metrics(models, data, first.options)
     records = []
+    for model in models:
+        model.cpu()
     for i, (job, model) in enumerate(zip(jobs, models, strict=True)):
         metrics = {split: rows[i] for split, rows in both.items()}
         group_metrics = {s: rows[-1] for s, rows in both.items()}

@@ -38,8 +38,10 @@ def predict_logits(models: Sequence[nn.Module], data, split: str, *,
     for m in models:
         m.eval()
     chunks: list[np.ndarray] = []
+    device = next(models[0].parameters()).device if models else torch.device("cpu")
     for feat_ids, _ in iter_batches(data, split, batch_size, shuffle=False, limit=limit):
-        chunks.append(torch.cat([m(feat_ids).reshape(1, -1) for m in models]).float().numpy())
+        feat_ids = feat_ids.to(device)
+        chunks.append(torch.cat([m(feat_ids).reshape(1, -1) for m in models]).float().cpu().numpy())
     for m, mode in zip(models, modes, strict=True):
         m.train(mode)
     if not chunks:

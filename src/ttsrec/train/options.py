@@ -24,6 +24,11 @@ class TrainOptions:
     train_limit: int | None = None
     """Use only the first N training rows per epoch (quick runs, equal budgets)."""
     valid_limit: int | None = None
+    precision: str = "fp32"
+    """fp32 | bf16 | fp16: autocast dtype of the forward pass (see train/device.py)."""
+    data_order: str = "per-seed"
+    """per-seed: each member shuffles the training rows with its own seed (more diversity); fixed: every
+    member sees the same order (the official TTS4CTR loader), so seeds differ only in initialisation."""
     hparams: dict[str, Any] = field(default_factory=dict)
     """Forwarded to `build_model`; a key `backbone.name` applies to that backbone only."""
 
@@ -32,7 +37,9 @@ class TrainOptions:
                   "batch_size": self.batch_size >= 1, "patience": self.patience >= 0,
                   "evals_per_epoch": self.evals_per_epoch >= 1,
                   "train_limit": self.train_limit is None or self.train_limit >= 1,
-                  "valid_limit": self.valid_limit is None or self.valid_limit >= 1}
+                  "valid_limit": self.valid_limit is None or self.valid_limit >= 1,
+                  "precision": self.precision in ("fp32", "bf16", "fp16"),
+                  "data_order": self.data_order in ("fixed", "per-seed")}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             shown = ", ".join(f"{b}={getattr(self, b)!r}" for b in bad)
@@ -49,6 +56,11 @@ class TrainOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def shuffle_seed(self, member_seed: int, epoch: int) -> int:
+        """The row order of one epoch: the member's own (per-seed) or the same for every member (fixed)."""
+        base = member_seed if self.data_order == "per-seed" else 0
+        return base * 1009 + epoch
 
     def hparams_for(self, backbone: str) -> dict[str, Any]:
         """Plain keys apply to every backbone that has them, `backbone.key` to that backbone only."""

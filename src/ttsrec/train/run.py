@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from queue import Empty
 from typing import Any
@@ -20,6 +23,8 @@ from ttsrec.train.options import TrainOptions
 from ttsrec.train.progress import TrainProgress
 from ttsrec.train.runfile import (
     RUN_FORMAT,
+    SERIES_FILE,
+    SERIES_FORMAT,
     environment,
     load_run,
     member_filename,
@@ -27,20 +32,24 @@ from ttsrec.train.runfile import (
     prepare_out,
     write_run,
 )
+from ttsrec.utils.atomic import atomic_write_text
 
 _QUEUE: Any = None
+_DEVICE = "cpu"
 
 
 def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | Sequence[int] | None = None,
                   group: bool = False, jobs: int = 1, threads: int | None = None, force: bool = False,
                   resume: bool = False, options: TrainOptions | None = None, show_progress: bool = True,
-                  console: Console | None = None, **option_fields: Any) -> Path:
+                  console: Console | None = None, device: str = "cpu", extra: dict[str, Any] | None = None,
+                  **option_fields: Any) -> Path:
     """Train the members of `members_spec` on prepared data into `out`; returns `out`.
 
     Each member's checkpoint is written atomically as soon as it is trained and `run.json` follows, so
     an interrupted run keeps what it finished (`resume=True` continues it). Options are a
     `TrainOptions` or its fields as keywords. `threads`: torch intra-op threads per training process
-    (default: this process's setting, or cores // jobs per worker).
+    (default: this process's setting, or cores // jobs per worker). `device`: cpu | cuda | cuda:N | auto
+    (with several GPUs and jobs > 1, each worker process owns one GPU). `extra`: fields added to run.json.
     """
     from ttsrec.data.prepared import PreparedData
     from ttsrec.models import parse_members, resolve_hparams
@@ -50,6 +59,10 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
         raise UserError(f"--jobs must be >= 1, got {jobs}")
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
+    from ttsrec.train.device import check_precision, resolve_device
+
+    device = resolve_device(device)
+    precision_note = check_precision(options.precision, device)
     data = PreparedData(Path(data_dir))
     fmap = data.feature_map
     if isinstance(seeds, Sequence) and len(seeds) == 1:
@@ -60,14 +73,16 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
         resolve_hparams(backbone, fmap.num_fields, **options.hparams_for(backbone))
     out = Path(out)
     data_path = str(Path(data_dir).resolve())
-    all_jobs = [MemberJob(i, b, s, data_path, str(out / member_filename(i, b, s)), options)
+    all_jobs = [MemberJob(i, b, s, data_path, str(out / member_filename(i, b, s)), options, device)
                 for i, (b, s) in enumerate(pairs)]
 
     fresh = {"format": RUN_FORMAT, "members_spec": members_spec, "member_list": [list(p) for p in pairs],
              "group": group, "feature_map_hash": fmap.hash, "dataset_id": fmap.dataset_id,
              "data": {"dir": data_path,
                       "rows": {s: data.num_rows(s) for s in ("train", "valid", "test")}},
-             "options": options.to_dict(), "jobs": jobs, "threads": threads, "environment": environment(),
+             "options": options.to_dict(), "device": device, "precision": options.precision,
+             "data_order": options.data_order, **(extra or {}), "jobs": jobs, "threads": threads,
+             "environment": environment(),
              "members": []}
     prepare_out(out, force=force, resume=resume)
     run = _resumed(out, fresh) if resume else None
@@ -75,9 +90,12 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
     done = {m["index"] for m in run["members"]}
     todo = [j for j in all_jobs if j.index not in done]
     run["status"] = "running"
+    run["device"] = device  # a resumed run may continue on another device
     write_run(out, run)
 
     console = console or Console(stderr=True)
+    if precision_note and todo:
+        console.print(f"[yellow]note:[/] {precision_note}")
     if group and jobs > 1:
         console.print("[yellow]note:[/] --jobs is ignored with --group (one optimiser trains all members)")
     started = time.perf_counter()
@@ -100,7 +118,7 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
                     for job in todo:
                         finished(train_member(job, on_event=progress.callback(job.index)))
             else:
-                _run_parallel(todo, min(jobs, len(todo)), threads, progress, finished)
+                _run_parallel(todo, min(jobs, len(todo)), threads, progress, finished, device)
     except BaseException as err:
         run["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         run["error"] = f"{type(err).__name__}: {err}"
@@ -138,16 +156,18 @@ def _run_group(jobs: list[MemberJob], run: dict[str, Any], progress: TrainProgre
         finished(record)
 
 
-def _worker_init(queue: Any, threads: int) -> None:
+def _worker_init(queue: Any, threads: int, devices: Any) -> None:
     import torch
 
-    global _QUEUE
+    global _QUEUE, _DEVICE
     _QUEUE = queue
+    _DEVICE = devices.get()  # each worker process owns one device for its life: one member per GPU at a time
     torch.set_num_threads(threads)
     torch.set_num_interop_threads(1)
 
 
 def _worker_run(job: MemberJob) -> dict[str, Any]:
+    job = replace(job, device=_DEVICE)
     return train_member(job, on_event=lambda kind, **fields: _QUEUE.put((job.index, kind, fields)))
 
 
@@ -167,14 +187,19 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _run_parallel(todo: list[MemberJob], jobs: int, threads: int | None, progress: TrainProgress,
-                  finished) -> None:
+                  finished, device: str = "cpu") -> None:
     """Members in `jobs` spawned processes sharing the cores; finished ones are recorded even if one fails."""
+    from ttsrec.train.device import member_devices
+
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
+    devices = ctx.Queue()
+    for worker_device in member_devices(device, jobs):
+        devices.put(worker_device)
     first_error: BaseException | None = None
     with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_worker_init,
-                             initargs=(queue, threads or max(1, cpus // jobs))) as pool:
+                             initargs=(queue, threads or max(1, cpus // jobs), devices)) as pool:
         pending: set[Future] = {pool.submit(_worker_run, job) for job in todo}
         try:
             while pending:
@@ -208,3 +233,39 @@ def _drain(queue: Any, progress: TrainProgress) -> None:
         except Empty:
             return
         progress.event(key, kind, fields)
+
+
+def train_group_series(data_dir: Path, members_spec: str, out: Path, series: Sequence[int], *,
+                       seeds: int | Sequence[int] | None = None, force: bool = False, resume: bool = False,
+                       **kwargs: Any) -> Path:
+    """The official heterogeneous group series: one jointly trained `--group` run of the first M members
+    for every M in `series`, each into `out/m<M>/` (run.json `group_series_m: M`), listed in series.json."""
+    from ttsrec.models import parse_members
+
+    if isinstance(seeds, Sequence) and len(seeds) == 1:
+        seeds = seeds[0]
+    pairs = parse_members(members_spec, seeds=seeds)
+    series = sorted(set(series))
+    if not series or series[0] < 1 or series[-1] > len(pairs):
+        raise UserError(f"--group-series needs sizes in 1..{len(pairs)} (the members of --members), "
+                        f"got {','.join(map(str, series)) or 'none'}")
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()) and not resume:
+        if not force:
+            raise UserError(f"{out} already exists (pass --force to replace it or --resume to continue it)")
+        foreign = [p.name for p in out.iterdir()
+                   if p.name != SERIES_FILE and not (p.is_dir() and p.name.startswith("m"))]
+        if foreign:
+            raise UserError(f"refusing to wipe {out}: it holds files a group series does not write "
+                            f"({foreign[0]})")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = {str(m): f"m{m}" for m in series}
+    atomic_write_text(out / SERIES_FILE, json.dumps(
+        {"format": SERIES_FORMAT, "members_spec": members_spec, "runs": runs}, indent=1) + "\n")
+    for m in series:
+        first = pairs[:m]
+        train_members(data_dir, "+".join(b for b, _ in first), out / runs[str(m)],
+                      seeds=[s for _, s in first], group=True, force=force, resume=resume,
+                      extra={"group_series_m": m}, **kwargs)
+    return out
