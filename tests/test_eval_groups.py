@@ -17,7 +17,7 @@ from ttsrec.evaluate import evaluate_runs
 from ttsrec.evaluate.soup import can_soup, uniform_soup
 from ttsrec.models import build_model
 from ttsrec.models.checkpoint import save_member
-from ttsrec.train import train_members
+from ttsrec.train import train_group_series
 
 VOCAB = [7, 5, 9]
 
@@ -42,14 +42,13 @@ def test_soup_needs_one_architecture() -> None:
 
 @pytest.fixture(scope="module")
 def group_series(prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of two jointly trained group runs (fnn+dcnv2 and fnn*2+dcnv2*2), one epoch each."""
+    """`tts-train --group-series 2,4` on fnn+dcnv2+fnn+dcnv2: two jointly trained group runs, one epoch."""
     series = tmp_path_factory.mktemp("series") / "hetero_groups"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for name, spec in (("g2", "fnn+dcnv2"), ("g4", "fnn*2+dcnv2*2")):
-            train_members(prepared_dir, spec, series / name, group=True, epochs=1, show_progress=False,
-                          **QUICK)
+        train_group_series(prepared_dir, "fnn+dcnv2+fnn+dcnv2", series, [2, 4], epochs=1, show_progress=False,
+                           **QUICK)
     finally:
         torch.set_num_threads(threads)
     return series
@@ -59,18 +58,25 @@ def group_series(prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 def test_group_runs_are_each_their_own_m_never_subsets(group_series: Path, prepared_dir: Path,
                                                        tmp_path: Path) -> None:
     result = evaluate_runs([group_series], prepared_dir, tmp_path / "report", subsets=3, show_progress=False)
-    assert [g["name"] for g in result["groups"]] == ["hetero_groups-g2", "hetero_groups-g4"]
+    assert [g["name"] for g in result["groups"]] == ["hetero_groups-m2", "hetero_groups-m4"]
     assert all(g["joint"] and g["series"] == "hetero_groups" for g in result["groups"])
     rows = [(r["group"], r["kind"], r["merge"], r["M"]) for r in result["rows"]]
-    assert rows == [(f"hetero_groups-g{m}", "group", merge, m) for m in (2, 4)
+    assert rows == [(f"hetero_groups-m{m}", "group", merge, m) for m in (2, 4)
                     for merge in ("mean", "weighted", "selection")]
     assert all(r["subsets"] == 1 and r["series"] == "hetero_groups" for r in result["rows"])
     report = (tmp_path / "report" / "report.md").read_text()
     assert "group runs (trained jointly)" in report and "Mean vs fitted merges" in report
     # One group run given directly is one group too, at its own size, even with --m-list style limits unset.
-    alone = evaluate_runs([group_series / "g4"], prepared_dir, tmp_path / "alone", merges=["mean"],
+    alone = evaluate_runs([group_series / "m4"], prepared_dir, tmp_path / "alone", merges=["mean"],
                           show_progress=False)
     assert [(r["kind"], r["M"]) for r in alone["rows"]] == [("group", 4)]
+    assert alone["groups"][0]["members"][1]["backbone"] == "dcnv2"
+    # A plain folder of group runs (no series.json) is a series too, in order of size.
+    plain = tmp_path / "plain"
+    for name in ("m4", "m2"):
+        shutil.copytree(group_series / name, plain / name)
+    loose = evaluate_runs([plain], prepared_dir, tmp_path / "loose", merges=["mean"], show_progress=False)
+    assert [(r["group"], r["M"]) for r in loose["rows"]] == [("plain-m2", 2), ("plain-m4", 4)]
 
 
 @pytest.fixture(scope="module")

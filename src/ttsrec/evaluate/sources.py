@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ttsrec.errors import UserError
 from ttsrec.models.checkpoint import LoadedMember, load_members
-from ttsrec.train.runfile import MEMBER_GLOB, RUN_FILE, load_run, run_checkpoints
+from ttsrec.train.runfile import MEMBER_GLOB, RUN_FILE, SERIES_FILE, load_run, run_checkpoints
 
 
 @dataclass
@@ -69,10 +70,20 @@ def collect_groups(sources: list[Path]) -> list[MemberGroup]:
 
 
 def _expand_series(sources) -> list[tuple[Path, str]]:
-    """A folder that is not a run itself but holds run dirs (`tts-train --group-series`) stands for
-    those runs, in order of size; each is its own group (a co-trained group is never subsetted)."""
+    """A `tts-train --group-series` folder (series.json, one run dir per M), or any folder that is not a
+    run itself but holds run dirs, stands for those runs in order of M; each is its own group (a
+    co-trained group is never subsetted)."""
     out: list[tuple[Path, str]] = []
     for src in sources:
+        series = src / SERIES_FILE
+        if src.is_dir() and series.is_file():
+            try:
+                runs = json.loads(series.read_text())["runs"]
+                ordered = [src / runs[m] for m in sorted(runs, key=int)]
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise UserError(f"cannot read {series}: {err}") from err
+            out += [(p, src.resolve().name) for p in ordered]
+            continue
         is_run = (src / RUN_FILE).is_file() or any(src.glob(MEMBER_GLOB))
         subruns = sorted(p for p in src.iterdir() if (p / RUN_FILE).is_file()) if src.is_dir() else []
         if src.is_dir() and not is_run and subruns:
