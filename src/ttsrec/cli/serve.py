@@ -2,11 +2,19 @@
 
 A sharded export (`tts-export --shards K`, it has `shards.json`) starts one server per shard and
 prints the URLs to hand to `ShardedClient`.
+
+Supervised: a server that exits is restarted on its ports (bounded retries, back-off, each restart
+printed with its cause); so is one whose python stub died, since Triton keeps reporting a model with a
+dead stub ready while failing every request. While it restarts its ports are closed, so
+`/v2/health/ready` fails and a load balancer stops sending traffic.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
+import secrets
 import signal
 import time
 from pathlib import Path
@@ -17,13 +25,45 @@ from rich.console import Console
 from rich.table import Table
 
 from ttsrec.cli.common import console, run_app
-from ttsrec.errors import UserError
+from ttsrec.errors import RuntimeFailure, UserError
 from ttsrec.serve import ShardedServers, TritonServer
-from ttsrec.serve.repo_check import is_sharded
+from ttsrec.serve.repo_check import is_sharded, verify_files
 from ttsrec.utils.atomic import atomic_write_text
 
 app = typer.Typer(add_completion=False, help=__doc__)
 out = Console(highlight=False)
+RESTRICTED = "shared-memory,model-repository,model-config,logging,trace"
+"""APIs that need the key when exposed: inference, health, metadata and statistics stay open."""
+KEY_HEADER = "tts-admin-key"
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_args(host: str, expose: bool, protocol: str, key: str | None) -> tuple[list[str], str | None]:
+    """Triton options for this bind address: loopback as is; any other address only with --expose, and
+    then with shared memory, model control/config, logging and trace behind a key header."""
+    if protocol not in ("both", "grpc"):
+        raise UserError(f"--protocol must be both or grpc, got {protocol!r}")
+    args = ["--allow-http=false"] if protocol == "grpc" else []
+    if _is_loopback(host):
+        return args, None
+    if not expose:
+        raise UserError(f"--host {host} would open the server beyond this machine; add --expose to mean it "
+                        f"(restricted APIs then need a key; see docs/serving.md 'Running it safely')")
+    key = key or secrets.token_hex(16)
+    args += [f"--grpc-restricted-protocol={RESTRICTED}:{KEY_HEADER}={key}"]
+    if protocol == "both":
+        args += [f"--http-restricted-api={RESTRICTED}:{KEY_HEADER}={key}"]
+    return args, key
 
 
 def _port(value: int | None) -> int | None:
@@ -53,21 +93,33 @@ def serve(
     check: Annotated[bool, typer.Option(
         "--check", help="Query every ensemble over gRPC and HTTP once ready, print the answers, stop.")]
         = False,
+    expose: Annotated[bool, typer.Option(
+        "--expose", help="Allow a non-loopback --host; restricted APIs then need the key header.")] = False,
+    protocol: Annotated[str, typer.Option(help="both (HTTP and gRPC) or grpc (HTTP off).")] = "both",
+    skip_integrity: Annotated[bool, typer.Option(
+        "--skip-integrity", help="Do not check files against the manifest's sha256 (large repositories).")]
+        = False,
+    supervise_every: Annotated[float, typer.Option(
+        help="Seconds between health checks of the servers and their stubs.")] = 0.5,
 ) -> None:
     """Start tritonserver on REPOSITORY, print endpoints and models, serve until Ctrl-C or SIGTERM."""
     ports = {"http_port": _port(http_port), "grpc_port": _port(grpc_port),
              "metrics_port": _port(metrics_port)}
+    extra, key = exposure_args(host, expose, protocol, os.environ.get("TTSREC_ADMIN_KEY"))
     sharded = is_sharded(repository) if shards is None else shards
     if sharded:
         if port_step < 1:
             raise UserError(f"--port-step must be >= 1, got {port_step}")
         group = ShardedServers(repository, **ports, port_step=port_step, host=host, log_dir=log_dir,
-                               start_timeout_s=start_timeout)
+                               start_timeout_s=start_timeout, extra_args=extra)
         servers = group.servers
     else:
         servers = [TritonServer(repository, **ports, host=host, start_timeout_s=start_timeout,
-                                log_file=log_dir / "tritonserver.log" if log_dir else None)]
-    for sig in (signal.SIGINT, signal.SIGTERM):
+                                extra_args=extra, log_file=log_dir / "tritonserver.log" if log_dir else None)]
+    for server in servers:
+        console.print("integrity check skipped (--skip-integrity)" if skip_integrity
+                      else verify_files(server.repo))
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
     try:
         with console.status(f"starting {len(servers)} tritonserver(s) on {repository} ..."):
@@ -78,20 +130,18 @@ def serve(
         _print_servers(servers, sharded)
         if ready_file:
             atomic_write_text(ready_file, json.dumps(_endpoints(servers), indent=1) + "\n")
+        if key:
+            out.print(f"exposed on {host}: {RESTRICTED} need header {KEY_HEADER} "
+                      f"(key from TTSREC_ADMIN_KEY, else this one: {key})")
         if check:
             _print_check(servers, sharded)
             return
         out.print("[bold green]ready[/]: Ctrl-C or SIGTERM stops")
-        while True:
-            time.sleep(0.5)
-            dead = [s for s in servers if not s.is_alive()]
-            if dead:
-                tail = "\n  ".join(dead[0].log_tail(8))
-                raise UserError(f"{dead[0].describe()} stopped unexpectedly; log ends with:\n  {tail}")
+        _supervise(servers, supervise_every)
     except _Stop:
         console.print("shutting down ...")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the shutdown short
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut it short
             signal.signal(sig, signal.SIG_IGN)
         for server in servers:
             server.terminate()
@@ -100,6 +150,42 @@ def serve(
         if ready_file:
             ready_file.unlink(missing_ok=True)
         console.print("[green]stopped[/]")
+
+
+def _supervise(servers: list[TritonServer], every_s: float) -> None:
+    """Forever: restart a server that exited or lost a python stub; give up after MAX_RESTARTS in
+    RESTART_WINDOW_S (a server that keeps crashing needs a person, not a loop)."""
+    restarts: list[float] = []
+    while True:
+        time.sleep(every_s)
+        for server in servers:
+            cause = _fault(server)
+            if cause is None:
+                continue
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < RESTART_WINDOW_S] + [now]
+            if len(restarts) > MAX_RESTARTS:
+                raise RuntimeFailure(f"{server.describe()}: {MAX_RESTARTS} restarts within "
+                                     f"{RESTART_WINDOW_S:.0f}s, giving up; last cause: {cause}")
+            backoff = min(2.0 ** (len(restarts) - 1) - 1, 30.0)  # 0 s, 1 s, 3 s, 7 s, 15 s
+            console.print(f"[yellow]restart {len(restarts)}/{MAX_RESTARTS}[/] of {server.describe()} "
+                          f"in {backoff:.0f}s: {cause}")
+            time.sleep(backoff)
+            started = time.monotonic()
+            server.restart()
+            console.print(f"[green]ready again[/] after {time.monotonic() - started:.1f}s")
+
+
+def _fault(server: TritonServer) -> str | None:
+    """Why this server needs a restart, or None."""
+    if not server.is_alive():
+        code = server.returncode
+        tail = " | ".join(server.log_tail(3))
+        return f"tritonserver exited with code {code}; log ends with: {tail}"
+    stubs = len(server.stub_pids())
+    if stubs < server.expected_stubs:
+        return f"{server.expected_stubs - stubs} of {server.expected_stubs} python stub process(es) died"
+    return None
 
 
 class _Stop(Exception):  # noqa: N818 - a signal, not an error

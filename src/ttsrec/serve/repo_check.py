@@ -3,6 +3,7 @@ only the `python` flavour, and a sharded export is K repositories, not one."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -73,3 +74,42 @@ def _manifest_flavour(repo: Path) -> str | None:
         return None
     flavour = manifest.get("flavour", manifest.get("backend"))
     return flavour if isinstance(flavour, str) else None
+
+
+def verify_files(repo: Path) -> str:
+    """Check every file against the manifest's sha256 map ("files"); refuse a tampered or half-copied
+    repository naming the file. Returns what was checked, or why the check was skipped."""
+    repo = Path(repo)
+    path = repo / MANIFEST_FILE
+    if not path.is_file():
+        return f"integrity check skipped: {repo} has no {MANIFEST_FILE}"
+    try:
+        files = json.loads(path.read_text()).get("files")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise UserError(f"{path} is not a valid manifest ({err})") from None
+    if not isinstance(files, dict):
+        return f"integrity check skipped: {path} predates file hashes (no \"files\"); re-export to get them"
+    for rel, expected in sorted(files.items()):
+        target = repo / rel
+        if not target.is_file():
+            raise UserError(f"{repo} is incomplete: {rel} is listed in {MANIFEST_FILE} but missing "
+                            f"(half-copied?); copy it again or re-export")
+        if _sha256(target) != expected:
+            raise UserError(f"{repo} was modified: {rel} does not match its sha256 in {MANIFEST_FILE} "
+                            f"(tampered or half-copied); re-export, or pass --skip-integrity if you changed "
+                            f"it on purpose")
+    extra = [p.relative_to(repo).as_posix() for p in sorted(repo.rglob("*"))
+             if p.is_file() and "__pycache__" not in p.parts and p.name not in (MANIFEST_FILE, "README.md")
+             and p.relative_to(repo).as_posix() not in files]
+    if extra:
+        raise UserError(f"{repo} holds {extra[0]}, which {MANIFEST_FILE} does not list (added after the "
+                        f"export?); remove it, or pass --skip-integrity")
+    return f"integrity: {len(files)} files match {MANIFEST_FILE}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,7 +1,12 @@
 """`TritonServer`: the bundled tritonserver as a context manager, on loopback, ready when it returns.
 
-Readiness is polled over HTTP while watching our own PID: with a busy port the new server exits,
-but an old server on that port would still answer the poll.
+Readiness is polled over HTTP (gRPC when HTTP is off) while watching our own PID: with a busy port the
+new server exits, but an old server on that port would still answer the poll.
+
+A server never outlives its owner: a tiny watchdog process holds the read end of a pipe whose write end
+only the owner has; when the owner dies (SIGKILL included) the pipe reads EOF and the watchdog SIGKILLs the
+server's process group (server and python stubs) and removes its /dev/shm regions. PR_SET_PDEATHSIG alone
+would not do: it fires when the *thread* that started the server ends, and leaves the shm regions behind.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -31,6 +37,24 @@ from ttsrec.serve.repo_check import check_repository
 _HARMLESS = ("CUDA", "cuda", "NVML", "DCGM", "CudaDriverHelper", "pinned", "GPU metrics")
 _ERROR_LINE = re.compile(r"^E\d{4} ")
 _LIVE: set[TritonServer] = set()  # strong refs: a dropped server is still stopped at exit
+STUB_NAME = "triton_python_backend_stub"
+_WATCHDOG = """
+import glob, os, signal, sys, time
+for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN)
+pgid, prefix = int(sys.argv[1]), sys.argv[2]
+sys.stdin.buffer.read()  # returns at EOF: the owner is gone
+try:
+    os.killpg(pgid, signal.SIGKILL)
+except OSError:
+    pass
+time.sleep(0.5)
+for path in glob.glob("/dev/shm/" + prefix + "*"):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+"""
 
 
 class TritonServer:
@@ -56,7 +80,13 @@ class TritonServer:
         self.server_id = f"ttsrec-{token}"
         """Passed as `--id`: tells our server's answers from another server's on the same port."""
         self.shm_prefix = f"{shm.REGION_PREFIX}tts{token}_"
+        self.http_enabled = "--allow-http=false" not in self.extra_args
+        self.admin_header = _restricted_key(self.extra_args)
+        """(key, value) that opens the restricted APIs, when the server runs with them restricted."""
         self._proc: subprocess.Popen[bytes] | None = None
+        self._watchdog: subprocess.Popen[bytes] | None = None
+        self._lifeline: int | None = None
+        self.expected_stubs = 0
         self._log_path: Path | None = None
         self._own_log = False
 
@@ -107,7 +137,27 @@ class TritonServer:
             # Own session: a terminal's Ctrl-C reaches us, and we shut the server down in order.
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           env=bundle.env(), start_new_session=True)
+        self._start_watchdog()
         _LIVE.add(self)
+
+    def _start_watchdog(self) -> None:
+        """The watchdog reads a pipe only we write to: EOF means we died, so it kills the server."""
+        read_end, self._lifeline = os.pipe()
+        try:
+            self._watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(self._proc.pid), self.shm_prefix],  # type: ignore[union-attr]
+                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        finally:
+            os.close(read_end)
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait(10)
+            self._watchdog = None
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
 
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Block until the server is ready; if a port we picked was taken meanwhile, relaunch on new ones."""
@@ -125,29 +175,76 @@ class TritonServer:
         """Poll `/v2/health/ready` until 200 from a server whose id is ours, failing fast (with the log
         tail) if our process exits."""
         deadline = time.monotonic() + timeout_s
-        base = f"http://{self._poll_host()}:{self.ports['http']}/v2"
         delay = 0.05
         while True:
             if self._proc is None or self._proc.poll() is not None:
                 self._raise_exited()
-            try:
-                with urllib.request.urlopen(f"{base}/health/ready", timeout=2.0) as resp:
-                    ready = resp.status == 200
-                if ready:
-                    with urllib.request.urlopen(base, timeout=2.0) as resp:
-                        name = json.loads(resp.read()).get("name")
-                    if name != self.server_id:  # another server holds our HTTP port
-                        self.stop()
-                        raise _PortTakenError(f"http port {self.ports['http']} is served by {name!r}")
-                    return
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
+            name = self._ready_server_name()
+            if name is not None:
+                if name != self.server_id:  # another server holds our port
+                    self.stop()
+                    protocol = "http" if self.http_enabled else "grpc"
+                    raise _PortTakenError(f"{protocol} port {self.ports[protocol]} is served by {name!r}")
+                self.expected_stubs = len(self.stub_pids())
+                return
             if time.monotonic() > deadline:
                 tail = self.log_tail()
                 self.stop()
                 raise UserError(f"{self.describe()} was not ready after {timeout_s:.0f}s{_fmt_tail(tail)}")
             time.sleep(delay)
             delay = min(delay * 1.5, 0.5)
+
+    def _ready_server_name(self) -> str | None:
+        """The id of the server answering ready on our port, None while not ready."""
+        if not self.http_enabled:
+            import tritonclient.grpc as grpcclient
+
+            try:
+                with grpcclient.InferenceServerClient(self.grpc_url) as client:
+                    if client.is_server_ready(client_timeout=2.0):
+                        return client.get_server_metadata(client_timeout=2.0).name
+            except Exception:  # any gRPC failure means "not ready yet"
+                pass
+            return None
+        base = f"http://{self._poll_host()}:{self.ports['http']}/v2"
+        try:
+            with urllib.request.urlopen(f"{base}/health/ready", timeout=2.0) as resp:
+                if resp.status != 200:
+                    return None
+            with urllib.request.urlopen(base, timeout=2.0) as resp:
+                return json.loads(resp.read()).get("name")
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def is_ready(self) -> bool:
+        """The server answers ready and is ours."""
+        return self.is_alive() and self._ready_server_name() == self.server_id
+
+    def stub_pids(self) -> list[int]:
+        """The python-backend stub processes of this server (one per model instance)."""
+        if not self.is_alive():
+            return []
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                comm = (stat.parent / "cmdline").read_bytes()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == self.pid and STUB_NAME.encode() in comm:
+                pids.append(int(stat.parent.name))
+        return sorted(pids)
+
+    def restart(self) -> None:
+        """Kill this server (and its stubs) and start it again on the same ports; wait until ready."""
+        self.requested_ports = dict(self.ports)
+        proc, self._proc = self._proc, None
+        self._stop_watchdog()
+        if proc is not None:
+            _kill_group(proc.pid)
+            proc.wait(10)
+        shm.remove_regions(self.shm_prefix)
+        self.start()
 
     def terminate(self) -> None:
         """Ask the server to shut down (SIGTERM) without waiting: lets several unload side by side."""
@@ -167,6 +264,7 @@ class TritonServer:
                     proc.wait(10)
             _kill_group(proc.pid)  # stub processes of a server that died hard
             shm.remove_regions(self.shm_prefix)
+        self._stop_watchdog()
         _LIVE.discard(self)
         if self._own_log and self._log_path is not None:
             self._log_path.unlink(missing_ok=True)
@@ -176,6 +274,11 @@ class TritonServer:
 
     def is_alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status of an exited server (negative: killed by that signal), None while running."""
+        return self._proc.poll() if self._proc is not None else None
 
     @property
     def pid(self) -> int | None:
@@ -199,7 +302,16 @@ class TritonServer:
 
     def models(self) -> list[dict[str, Any]]:
         """The repository index: name, version, state (and reason) per model."""
-        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST")
+        if not self.http_enabled:
+            import tritonclient.grpc as grpcclient
+
+            headers = dict([self.admin_header]) if self.admin_header else None
+            with grpcclient.InferenceServerClient(self.grpc_url) as client:
+                index = client.get_model_repository_index(headers=headers, as_json=True)
+            return [{"version": "", **m} for m in index.get("models", [])]
+        headers = dict([self.admin_header]) if self.admin_header else {}
+        req = urllib.request.Request(f"http://{self.http_url}/v2/repository/index", data=b"{}", method="POST",
+                                     headers=headers)
         with urllib.request.urlopen(req, timeout=10) as resp:
             return json.loads(resp.read())
 
@@ -242,6 +354,15 @@ class TritonServer:
 
 class _PortTakenError(Exception):
     """A port was free when checked and taken before tritonserver bound it."""
+
+
+def _restricted_key(args: Sequence[str]) -> tuple[str, str] | None:
+    """The (header, value) of `--http-restricted-api=<apis>:<key>=<value>` (or the gRPC one) in args."""
+    for arg in args:
+        if arg.startswith(("--http-restricted-api=", "--grpc-restricted-protocol=")):
+            key, _, value = arg.split("=", 1)[1].split(":", 1)[1].partition("=")
+            return key, value
+    return None
 
 
 def _fmt_tail(tail: list[str]) -> str:
