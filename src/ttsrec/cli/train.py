@@ -47,6 +47,12 @@ def train(
     group_series: Annotated[str | None, typer.Option(
         help="e.g. 1,2,4,8: one jointly trained group of the first M members per M, into --out/m<M>/ "
              "(the paper's heterogeneous group series).")] = None,
+    executor: Annotated[str, typer.Option(
+        help="local (processes here) | ray (one Ray task per member; data on storage every node reads).")
+    ] = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="Ray cluster address (e.g. 10.0.0.1:6379 or auto); default: a new local Ray instance.")] = None,
+    max_retries: Annotated[int, typer.Option(help="Ray: retries of a failed member task.")] = 2,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run dir.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -66,7 +72,8 @@ def train(
         if series:
             train_group_series(data, members, out, series, **common)
         else:
-            train_members(data, members, out, group=group, jobs=jobs, **common)
+            train_members(data, members, out, group=group, jobs=jobs, executor=executor,
+                          ray_address=ray_address, max_retries=max_retries, **common)
     except KeyboardInterrupt:
         # Typer turns KeyboardInterrupt into a *returned* 130 in non-standalone mode, which run_app drops.
         console.print(f"[yellow]interrupted[/]: finished members are kept in {out} (continue with --resume)")

@@ -42,6 +42,7 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
                   group: bool = False, jobs: int = 1, threads: int | None = None, force: bool = False,
                   resume: bool = False, options: TrainOptions | None = None, show_progress: bool = True,
                   console: Console | None = None, device: str = "cpu", extra: dict[str, Any] | None = None,
+                  executor: str = "local", ray_address: str | None = None, max_retries: int = 2,
                   **option_fields: Any) -> Path:
     """Train the members of `members_spec` on prepared data into `out`; returns `out`.
 
@@ -50,6 +51,7 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
     `TrainOptions` or its fields as keywords. `threads`: torch intra-op threads per training process
     (default: this process's setting, or cores // jobs per worker). `device`: cpu | cuda | cuda:N | auto
     (with several GPUs and jobs > 1, each worker process owns one GPU). `extra`: fields added to run.json.
+    `executor="ray"`: each member is a Ray task (see train/ray_executor.py), retried `max_retries` times.
     """
     from ttsrec.data.prepared import PreparedData
     from ttsrec.models import parse_members, resolve_hparams
@@ -61,7 +63,11 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
         raise UserError(f"--threads must be >= 1, got {threads}")
     from ttsrec.train.device import check_precision, resolve_device
 
-    device = resolve_device(device)
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor expects local or ray, got {executor!r}")
+    if max_retries < 0:
+        raise UserError(f"--max-retries must be >= 0, got {max_retries}")
+    device = "cuda" if executor == "ray" and device == "cuda" else resolve_device(device)
     precision_note = check_precision(options.precision, device)
     data = PreparedData(Path(data_dir))
     fmap = data.feature_map
@@ -110,7 +116,13 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
                 write_run(out, run)
                 progress.member_done(record["index"])
 
-            if group and todo:
+            if executor == "ray" and todo and not group:
+                from ttsrec.train.ray_executor import run_on_ray
+
+                gpus = 1.0 if device.startswith("cuda") else 0.0
+                run_on_ray(todo, finished, address=ray_address, max_retries=max_retries,
+                           cpus_per_member=float(threads or 1), gpus_per_member=gpus)
+            elif group and todo:
                 with _torch_threads(threads):
                     _run_group(all_jobs, run, progress, finished)
             elif jobs == 1 or len(todo) <= 1:
