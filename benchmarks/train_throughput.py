@@ -27,6 +27,7 @@ from rich.table import Table
 from ttsrec.cli.common import console, run_app
 from ttsrec.errors import UserError
 from ttsrec.models import BACKBONES, model_cost
+from ttsrec.train.device import check_precision, cpu_bf16_units
 from ttsrec.train.fit import fit
 from ttsrec.train.member import build_member
 from ttsrec.train.options import TrainOptions
@@ -35,21 +36,24 @@ from ttsrec.utils.atomic import atomic_write_text
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
-def measure(data, backbones: list[str], batch_size: int, steps: int) -> list[dict]:
-    """One row per backbone: samples/s, ms per step, params and MACs per sample."""
+def measure(data, backbones: list[str], batch_size: int, steps: int,
+            precisions: tuple[str, ...] = ("fp32",)) -> list[dict]:
+    """One row per backbone x precision, side by side in one run: samples/s, ms per step, params, MACs."""
     rows = []
-    warm = TrainOptions(epochs=1, batch_size=batch_size, train_limit=batch_size, valid_limit=batch_size)
-    timed = TrainOptions(epochs=1, batch_size=batch_size, train_limit=batch_size * steps,
-                         valid_limit=batch_size)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("training", total=len(backbones))
-        for name in backbones:
-            progress.update(task, description=f"training {name}")
+        task = progress.add_task("training", total=len(backbones) * len(precisions))
+        for name, precision in [(b, p) for b in backbones for p in precisions]:
+            warm = TrainOptions(epochs=1, batch_size=batch_size, train_limit=batch_size,
+                                valid_limit=batch_size, precision=precision)
+            timed = TrainOptions(epochs=1, batch_size=batch_size, train_limit=batch_size * steps,
+                                 valid_limit=batch_size, precision=precision)
+            progress.update(task, description=f"training {name} {precision}")
             model = build_member(name, data.feature_map, 0, {})
             fit([model], data, warm, seed=0)
             result = fit([model], data, timed, seed=1)
             cost = model_cost(model)
-            rows.append({"backbone": name, "samples_per_s": round(result.samples_per_s, 1),
+            rows.append({"backbone": name, "precision": precision,
+                         "samples_per_s": round(result.samples_per_s, 1),
                          "ms_per_step": round(1000 * result.step_time_s / max(1, result.steps), 2),
                          "steps": result.steps, "batch_size": batch_size, "params": cost.params,
                          "macs_per_sample": cost.macs_per_sample})
@@ -65,6 +69,9 @@ def main(
     batch_size: Annotated[int, typer.Option(help="Training batch size.")] = 4096,
     steps: Annotated[int, typer.Option(help="Timed training steps per backbone.")] = 8,
     threads: Annotated[int | None, typer.Option(help="torch threads [default: torch's].")] = None,
+    precisions: Annotated[str, typer.Option(
+        help="Comma-separated: fp32,bf16 (bf16 is emulated, slow, on CPUs without avx512_bf16/amx_bf16).")
+    ] = "fp32",
     out: Annotated[Path, typer.Option(help="Output prefix for .csv/.json.")] = Path("out/train_throughput"),
 ) -> None:
     from ttsrec.data.prepared import PreparedData
@@ -83,15 +90,18 @@ def main(
             tsv = write_synthetic_criteo(Path(tmp) / "synth.tsv", rows=synth_rows, seed=0)
             data = Path(tmp) / "data"
             prepare("criteo", [tsv], data, progress=False)
-        rows = measure(PreparedData(data), names, batch_size, steps)
+        chosen = tuple(p.strip() for p in precisions.split(",") if p.strip())
+        for p in chosen:
+            check_precision(p, "cpu")
+        rows = measure(PreparedData(data), names, batch_size, steps, chosen)
     machine = {"python": platform.python_version(), "torch": torch.__version__,
                "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-               "processor": platform.processor() or platform.machine()}
+               "processor": platform.processor() or platform.machine(), "cpu_bf16_units": cpu_bf16_units()}
     table = Table(title=f"training throughput, batch {batch_size}, {machine['threads']} torch threads")
-    for col in ("backbone", "samples/s", "ms/step", "params", "MACs/sample"):
+    for col in ("backbone", "precision", "samples/s", "ms/step", "params", "MACs/sample"):
         table.add_column(col, justify="left" if col == "backbone" else "right")
     for r in rows:
-        table.add_row(r["backbone"], f"{r['samples_per_s']:,.0f}", f"{r['ms_per_step']:.1f}",
+        table.add_row(r["backbone"], r["precision"], f"{r['samples_per_s']:,.0f}", f"{r['ms_per_step']:.1f}",
                       f"{r['params']:,}", f"{r['macs_per_sample']:,}")
     Console().print(table)
     atomic_write_text(out.with_suffix(".csv"), pl.DataFrame(rows).write_csv())
