@@ -36,6 +36,41 @@ from ttsrec.utils.atomic import atomic_write_text
 app = typer.Typer(add_completion=False, help=__doc__)
 
 
+def step_split(model, data, batch_size: int, steps: int, precision: str) -> dict[str, float]:
+    """Mean ms per step spent getting the batch, in forward, backward and the Adam step (same loop as fit)."""
+    import time
+
+    from torch.nn.functional import binary_cross_entropy_with_logits
+
+    from ttsrec.data.loader import iter_batches
+    from ttsrec.train.device import autocast
+
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    parts = dict.fromkeys(("data_ms", "forward_ms", "backward_ms", "optimiser_ms"), 0.0)
+    batches = iter_batches(data, "train", batch_size, shuffle=True, seed=2, limit=batch_size * steps)
+    done = 0
+    while True:
+        t0 = time.perf_counter()
+        try:
+            feat_ids, labels = next(batches)
+        except StopIteration:
+            break
+        t1 = time.perf_counter()
+        with autocast(precision, "cpu"):
+            logit = model(feat_ids).reshape(-1)
+        loss = binary_cross_entropy_with_logits(logit.float(), labels.reshape(-1))
+        t2 = time.perf_counter()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        t3 = time.perf_counter()
+        optimiser.step()
+        t4 = time.perf_counter()
+        for key, dt in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+            parts[key] += 1000 * dt
+        done += 1
+    return {k: round(v / max(1, done), 2) for k, v in parts.items()}
+
+
 def measure(data, backbones: list[str], batch_size: int, steps: int,
             precisions: tuple[str, ...] = ("fp32",)) -> list[dict]:
     """One row per backbone x precision, side by side in one run: samples/s, ms per step, params, MACs."""
@@ -52,7 +87,8 @@ def measure(data, backbones: list[str], batch_size: int, steps: int,
             fit([model], data, warm, seed=0)
             result = fit([model], data, timed, seed=1)
             cost = model_cost(model)
-            rows.append({"backbone": name, "precision": precision,
+            split = step_split(model, data, batch_size, steps, precision)
+            rows.append({"backbone": name, "precision": precision, **split,
                          "samples_per_s": round(result.samples_per_s, 1),
                          "ms_per_step": round(1000 * result.step_time_s / max(1, result.steps), 2),
                          "steps": result.steps, "batch_size": batch_size, "params": cost.params,
@@ -98,10 +134,13 @@ def main(
                "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                "processor": platform.processor() or platform.machine(), "cpu_bf16_units": cpu_bf16_units()}
     table = Table(title=f"training throughput, batch {batch_size}, {machine['threads']} torch threads")
-    for col in ("backbone", "precision", "samples/s", "ms/step", "params", "MACs/sample"):
+    columns = ("backbone", "precision", "samples/s", "ms/step", "data", "fwd", "bwd", "optim", "params",
+               "MACs/sample")
+    for col in columns:
         table.add_column(col, justify="left" if col == "backbone" else "right")
     for r in rows:
         table.add_row(r["backbone"], r["precision"], f"{r['samples_per_s']:,.0f}", f"{r['ms_per_step']:.1f}",
+                      *(f"{r[k]:.1f}" for k in ("data_ms", "forward_ms", "backward_ms", "optimiser_ms")),
                       f"{r['params']:,}", f"{r['macs_per_sample']:,}")
     Console().print(table)
     atomic_write_text(out.with_suffix(".csv"), pl.DataFrame(rows).write_csv())
