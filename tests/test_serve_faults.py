@@ -264,3 +264,55 @@ def test_default_listens_on_loopback_only_and_exposed_restricts_admin_apis(tts_s
         except subprocess.TimeoutExpired:
             exposed.kill()
             exposed.wait()
+
+
+def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> int:
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+def test_malformed_http_and_grpc_requests_get_an_error_and_the_server_stays_up(tts_serve):
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    proc, ep = tts_serve
+    server = _server_pid(proc.pid)
+    url = f"http://{ep['http_url']}/v2/models/{MODEL}/infer"
+
+    def tensor(shape: list[int], datatype: str = "INT64", data: list | None = None) -> bytes:
+        return json.dumps({"inputs": [{"name": "feat_ids", "shape": shape, "datatype": datatype,
+                                       "data": [1] * 39 if data is None else data}]}).encode()
+
+    binary = json.dumps({"inputs": [{"name": "feat_ids", "shape": [1, 39], "datatype": "INT64",
+                                     "parameters": {"binary_data_size": 312}}]}).encode()
+    bad = {"zero dim": tensor([0, 39], data=[]), "negative dim": tensor([-1, 39]),
+           "wrong feature count": tensor([1, 38]), "wrong dtype": tensor([1, 39], "FP32"),
+           "data of wrong type": tensor([1, 39], data=["x"] * 39), "wrong JSON": b'{"inputs": [',
+           "random bytes": np.random.default_rng(0).bytes(512),
+           "byte-size mismatch": binary + b"\0" * 100}
+    bad_headers = {"byte-size mismatch": {"Inference-Header-Content-Length": str(len(binary))}}
+    statuses = {}
+    for what, body in bad.items():
+        statuses[what] = _post(url, body, bad_headers.get(what))
+        assert 400 <= statuses[what] < 600, (what, statuses[what])  # an error answer, not a crash
+    rng = np.random.default_rng(1)
+    with grpcclient.InferenceServerClient(ep["grpc_url"]) as client:
+        for shape, dtype in (([0, 39], "INT64"), ([1, 38], "INT64"), ([1, 39], "FP32"), ([300, 39], "INT64")):
+            inp = grpcclient.InferInput("feat_ids", shape, dtype)
+            inp.set_data_from_numpy(rng.integers(0, 5, size=shape).astype(np.int64 if dtype == "INT64"
+                                                                             else np.float32))
+            with pytest.raises(InferenceServerException):
+                client.infer(MODEL, [inp], client_timeout=30)
+        inp = grpcclient.InferInput("feat_ids", [2, 39], "INT64")
+        inp._raw_content = b"\1" * 100  # byte size that does not match the shape
+        with pytest.raises(InferenceServerException):
+            client.infer(MODEL, [inp], client_timeout=30)
+    assert _alive(server) and _server_pid(proc.pid) == server, "no restart was needed"
+    assert _ready(ep["http_url"])
+    with Client(ep["grpc_url"], model=MODEL) as client:
+        assert np.isfinite(client.predict(_ids())[0]).all()
+    print(f"malformed requests: HTTP {statuses} and 5 gRPC errors; same server still ready")
