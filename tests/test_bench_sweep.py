@@ -73,7 +73,7 @@ def test_sweep_every_mode_writes_sane_csv_json_png(repos, prepared_dir: Path, tm
     assert (out / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "r.png").stat().st_size > 10_000
     text = (out / "r.md").read_text()
-    assert "| sharded | 2 | 8 | 2 |" in text and "fan-out overhead" in text
+    assert "| sharded | fp32 | native | 2 | 8 | 2 |" in text and "fan-out overhead" in text
 
 
 def test_running_server_over_http_and_bad_arguments(repos, prepared_dir: Path, tmp_path: Path) -> None:
@@ -99,8 +99,10 @@ def test_running_server_over_http_and_bad_arguments(repos, prepared_dir: Path, t
         assert "Traceback" not in missing_m.stderr
 
     port = free_port("127.0.0.1")
+    down = bench(f"--repository {repo} -u 127.0.0.1:{port} --mode fused", cwd=tmp_path)
+    assert down.returncode == 1 and "unreachable" in down.stderr, down.stderr  # a runtime fault
+    assert "Traceback" not in down.stderr
     for args, message in (
-        (f"-u 127.0.0.1:{port} --mode fused", "unreachable"),
         ("--mode ensemble,warp", "unknown mode warp"),
         ("--m-list 3", "M=3 not in"),
         (f"--mode sharded --shards-repository {repo}", "shards.json is missing"),

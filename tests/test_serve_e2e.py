@@ -22,6 +22,7 @@ from tritonclient.utils import InferenceServerException
 
 from serve_fixtures import MAX_BATCH, OrtReference, criteo_records, export
 from ttsrec.client import Client, ClientError, ShardedClient
+from ttsrec.client.errors import CLIENT_ERRORS, ShardsFailedError
 from ttsrec.data.encode import RecordEncoder
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.data.prepared import PreparedData
@@ -278,7 +279,7 @@ def test_killing_a_shard_under_load_quorum_keeps_answering(shards: ShardedServer
             start = time.monotonic()
             try:
                 results.append(quorum.predict(ids[:32]))
-            except ClientError as err:
+            except CLIENT_ERRORS as err:
                 errors.append(err)
             durations.append(time.monotonic() - start)
 
@@ -297,10 +298,10 @@ def test_killing_a_shard_under_load_quorum_keeps_answering(shards: ShardedServer
     assert killed_at > 0 and after, (killed_at, len(results))
     assert all(r.shards == [urls[0]] and len(r.members) == 2 and urls[1] in r.failed for r in after)
     assert max(durations) < 3.0 + 1.0
-    with pytest.raises(ClientError, match="1 of 2 shards failed") as err:
+    with pytest.raises(ShardsFailedError, match="1 of 2 shards failed") as err:
         strict.predict(ids[:4])
     assert urls[1] in str(err.value)
-    with pytest.raises(ClientError, match="fewer than min_members=3"):
+    with pytest.raises(ShardsFailedError, match="fewer than min_members=3"):
         ShardedClient(urls, min_members=3, timeout_s=3.0).predict(ids[:4])
     quorum.close()
     strict.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import statistics
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from ttsrec.repository.config import read_config
 
 pytestmark = pytest.mark.slow
 DEADLINE_S = 2.0
+DOWN_S = 2.0
+"""How long the killed shard stays down before it is restarted (a quiet machine restarts it in < 1 s)."""
 
 
 def _netns_refusal() -> str | None:
@@ -92,8 +95,9 @@ def test_killed_shard_quorum_names_who_was_left_out_and_it_rejoins(lab: NetnsLab
     restarted: list[ShardHost] = []
 
     def on_line(line: str) -> None:
-        if line == "KILLED":  # the victim is dead: start it again, same address and ports
+        if line == "KILLED":  # the victim is dead: leave it down a while, then start it again
             hosts[1].stop()
+            time.sleep(DOWN_S)
             restarted.append(ShardHost(lab, 1, exports[0] / naming.shard_dir(1)))
 
     out = run_load(lab, {"kind": "kill", "urls": urls, "fields": fields(shard0), "timeout_s": DEADLINE_S,
@@ -153,7 +157,8 @@ def test_stopped_shard_does_not_slow_the_healthy_one(lab: NetnsLab, hosts: list[
     healthy_during = statistics.median(c["latency"][urls[0]] for c in stalled if urls[0] in c["latency"])
     print(f"\nSIGSTOP: healthy shard p50 {healthy_before * 1e3:.1f} ms before, {healthy_during * 1e3:.1f} ms "
           f"while the other was stopped ({len(before)} / {len(during)} calls, 8 callers, "
-          f"{len(shed)} shed by queue policy)")
+          f"{len(shed)} shed by queue policy); during: "
+          f"{sorted(round(c['latency'][urls[0]] * 1e3, 1) for c in stalled if urls[0] in c['latency'])}")
     # Its own threads: the healthy shard's answers are not queued behind the stopped shard's calls.
     assert healthy_during < 3 * healthy_before + 0.05, (healthy_before, healthy_during)
 
