@@ -166,6 +166,17 @@ def summary_tables(result: Any) -> list[Table]:
                 f"{e['ratio']:.1f}" if e["ratio"] else "-",
             )
         out.append(t)
+    pinned = summary.get("parallel_servers", [])
+    if pinned:
+        t = Table(
+            title="parallel servers (--pin-cores, µs): K pinned shards vs one pinned server, one member",
+            title_justify="left",
+        )
+        for name in ("K", "cores", "b", "c", "K p50", "K p99", "one p50", "one p99", "ratio", "fan-out"):
+            t.add_column(name, justify="right")  # ratio: of the p50s; fan-out: sharded p50 - one p50
+        for row in _pinned_cells(pinned):
+            t.add_row(*row)
+        out.append(t)
     fan = summary["fanout_overhead"]
     if fan:
         t = Table(
@@ -236,6 +247,9 @@ def markdown(result: Any) -> str:
                     [[e["m"], e["batch"], e["concurrency"], f"{e['sharded_p50_us']:,.0f}",
                       f"{e['slowest_shard_p50_us']:,.0f}", f"{e['overhead_us']:,.0f}"]
                      for e in summary["fanout_overhead"]])
+    lines += _table("Parallel servers (--pin-cores): K shards on their own cores against one server "
+                    "holding one member (the slowest shard alone) on as many cores:",
+                    list(_PINNED_HEADER), _pinned_cells(summary.get("parallel_servers", [])))
     lines += _table("What each M buys:", ["M", "precision", "model", "rows", "AUC", "logloss"],
                     [[a["m"], a.get("precision", "fp32"), a["model"], a["rows"], f"{a['auc']:.4f}",
                       f"{a['logloss']:.4f}"]
@@ -249,3 +263,15 @@ def _table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
         return []
     return ["", title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
             *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+
+
+_PINNED_HEADER = ("K", "cores/server", "batch", "conc", "sharded p50 µs", "sharded p99 µs", "single p50 µs",
+                  "single p99 µs", "p50 ratio", "fan-out overhead µs")
+
+
+def _pinned_cells(entries: list[dict[str, Any]]) -> list[list[str]]:
+    """One row per sharded point of a `--pin-cores` run (see `ttsrec.bench.pinning.compare`)."""
+    return [[str(e["shards"]), str(e["cores_per_server"]), str(e["batch"]), str(e["concurrency"]),
+             f"{e['sharded_p50_us']:,.0f}", f"{e['sharded_p99_us']:,.0f}", f"{e['single_p50_us']:,.0f}",
+             f"{e['single_p99_us']:,.0f}", "-" if e["p50_ratio"] is None else f"{e['p50_ratio']:.2f}",
+             f"{e['fanout_overhead_us']:,.0f}"] for e in entries]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ttsrec.bench import analysis, inputs, perf_analyzer
+from ttsrec.bench import analysis, inputs, perf_analyzer, pinning
 from ttsrec.bench.bandwidth import copy_bandwidth
 from ttsrec.bench.cpu import tree_cpu_seconds
 from ttsrec.bench.measure import Measurement, MeasureSettings, measure
@@ -61,6 +61,8 @@ class SweepConfig:
     settings: MeasureSettings = field(default_factory=MeasureSettings)
     engine: str = "native"
     seed: int = 0
+    pin_cores: bool = False
+    """Sharded mode: pin shard server i to cores [i*c, (i+1)*c), c = cores // K (see `bench.pinning`)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,10 @@ class SweepResult:
             shard_rows = [r for r in self.shard_rows if r.repository == source]
             weights = self.weight_bytes_by_source.get(source, self.weight_bytes)
             part = analysis.summarise(rows, shard_rows, weights, self.bandwidth)
+            if self.notes.get("pinning"):
+                part["parallel_servers"] = pinning.compare(
+                    rows, shard_rows, self.notes["pinning"]["cores_per_server"]
+                )
             precision = rows[0].precision if rows else "fp32"
             for key, entries in part.items():
                 out.setdefault(key, []).extend(e | {"precision": precision} for e in entries)
@@ -117,6 +123,7 @@ class SweepResult:
                 "url": cfg.url,
                 "protocol": cfg.protocol,
                 "engine": cfg.engine,
+                "pin_cores": cfg.pin_cores,
                 "inputs": f"rows of {cfg.data}" if cfg.data else "random valid ids from the feature map",
                 "measurement": vars(cfg.settings),
             },
@@ -153,6 +160,8 @@ class Sweep:
                 "--mode sharded needs --shards-repository (a `tts-export --shards K` output) "
                 "or --shard-url for each running shard server"
             )
+        if config.pin_cores and ("sharded" not in self.cfg.modes or config.shard_urls):
+            raise UserError("--pin-cores needs --mode sharded with --shards-repository (servers it starts)")
         needs_repo = config.url is None or "inprocess" in self.cfg.modes
         self.repo = (
             RepositoryInfo.load(config.repository) if needs_repo or config.repository.is_dir() else None
@@ -162,6 +171,7 @@ class Sweep:
             if not Path(config.shards_repository).is_dir():
                 raise UserError(f"shards repository not found: {config.shards_repository}")
             read_shards(config.shards_repository)  # a UserError if it is not a sharded export
+        self.core_sets = self._plan_pinning() if config.pin_cores else None
         # Bad M values, missing models or an unreachable server fail here, before anything starts.
         self.served = server_models(config.url, config.protocol) if config.url else None
         self.served_info = served_info(config.url, config.protocol, self.served) if self.served else None
@@ -170,6 +180,13 @@ class Sweep:
             self.plan(self.served, 1)
 
     # -- planning ----------------------------------------------------------------------------
+
+    def _plan_pinning(self) -> list[list[int]]:
+        """Core sets of the shard servers this sweep will start (running ones cannot be pinned)."""
+        from ttsrec.serve import find_shards
+
+        assert self.cfg.shards_repository is not None  # checked with the other sharded options
+        return pinning.core_sets(len(find_shards(self.cfg.shards_repository)))
 
     def _input_pool(self) -> np.ndarray:
         if self.cfg.data is not None:
@@ -279,8 +296,14 @@ class Sweep:
             if "sharded" in self.cfg.modes and not shard_urls:
                 on_status(f"starting shard servers on {self.cfg.shards_repository}")
                 shard_urls, shard_pids = stack.enter_context(
-                    _shard_servers(self.cfg.shards_repository, self.cfg.protocol)
+                    _shard_servers(self.cfg.shards_repository, self.cfg.protocol, self.core_sets)
                 )
+                if self.core_sets is not None:
+                    from ttsrec.serve import find_shards
+
+                    notes["pinning"] = pinning.plan_notes(
+                        self.core_sets, find_shards(self.cfg.shards_repository)  # type: ignore[arg-type]
+                    ) | {"affinity": pinning.check_affinity(shard_pids, self.core_sets)}
             shard_m = self._shard_m(shard_urls) if "sharded" in self.cfg.modes else None
             points = self.plan(served, shard_m)
             on_plan(points)
@@ -470,13 +493,15 @@ def _server(repository: Path, protocol: str) -> Iterator[tuple[str, int]]:
 
 
 @contextmanager
-def _shard_servers(export_dir: Path | None, protocol: str) -> Iterator[tuple[list[str], list[int]]]:
+def _shard_servers(
+    export_dir: Path | None, protocol: str, cpu_sets: list[list[int]] | None = None
+) -> Iterator[tuple[list[str], list[int]]]:
     from ttsrec.serve import ShardedServers
 
     assert export_dir is not None
     if not Path(export_dir).is_dir():
         raise UserError(f"shards repository not found: {export_dir}")
-    with ShardedServers(export_dir) as servers:
+    with ShardedServers(export_dir, cpu_sets=cpu_sets) as servers:
         yield servers.urls(protocol), [server.pid for server in servers.servers]
 
 

@@ -120,6 +120,14 @@ def bench(
         list[str] | None,
         typer.Option("--shard-url", help="Running shard servers instead of --shards-repository (repeat)."),
     ] = None,
+    pin_cores: Annotated[
+        bool,
+        typer.Option(
+            "--pin-cores",
+            help="Sharded mode: pin shard server i to its own cores (cores // K each) and compare with "
+            "each shard alone on those cores: K machines modelled on one (K <= usable cores).",
+        ),
+    ] = False,
     data: Annotated[
         Path | None,
         typer.Option("--data", help="Prepared data dir: send its test rows instead of random valid ids."),
@@ -185,6 +193,7 @@ def bench(
         eval_rows=eval_rows,
         engine=engine,
         seed=seed,
+        pin_cores=pin_cores,
         settings=MeasureSettings(
             window_ms=measurement_interval,
             stability_pct=stability_percentage,
@@ -236,6 +245,13 @@ def bench(
     console.print()
     for part in summary_tables(result):
         console.print(part)
+    pinned = result.notes.get("pinning")
+    if pinned:
+        console.print(
+            f"pinned: shard servers on cores {pinned['core_sets']} (servers and stubs checked in /proc); "
+            f"the bench client unpinned on {pinned['client_cpus']}"
+            + (f"; warning: {pinned['warning']}" if pinned.get("warning") else "")
+        )
     if latency_report_file is not None:
         write_csv(latency_report_file, result.rows)
         console.print(f"wrote {latency_report_file}")

@@ -7,6 +7,10 @@ A server never outlives its owner: a tiny watchdog process holds the read end of
 only the owner has; when the owner dies (SIGKILL included) the pipe reads EOF and the watchdog SIGKILLs the
 server's process group (server and python stubs) and removes its /dev/shm regions. PR_SET_PDEATHSIG alone
 would not do: it fires when the *thread* that started the server ends, and leaves the shm regions behind.
+
+`cpus` pins the server to a core set (to model one machine per server on one box): the launching thread
+takes that affinity just for the fork, so the server and every thread and python stub it starts inherit
+it from birth (setting it on the pid afterwards would miss the threads it already made).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,8 +71,10 @@ class TritonServer:
     def __init__(self, repo: Path | str, *, http_port: int | None = None, grpc_port: int | None = None,
                  metrics_port: int | None = None, host: str = "127.0.0.1", log_file: Path | str | None = None,
                  extra_args: Sequence[str] = (), start_timeout_s: float = 180.0,
-                 stop_timeout_s: float = 20.0):
+                 stop_timeout_s: float = 20.0, cpus: Sequence[int] | None = None):
         self.repo = Path(repo)
+        self.cpus = _check_cpus(cpus)
+        """Core ids the server (and its stubs) may run on; None: whatever its owner may use."""
         self.host = host
         self.requested_ports = {"http": http_port, "grpc": grpc_port, "metrics": metrics_port}
         self.ports: dict[str, int] = {}
@@ -133,7 +139,7 @@ class TritonServer:
             "--pinned-memory-pool-byte-size=0", "--allow-gpu-metrics=false", "--exit-timeout-secs=5",
             *self.extra_args,
         ]
-        with open(self._log_path, "ab") as log:
+        with open(self._log_path, "ab") as log, _thread_affinity(self.cpus):
             # Own session: a terminal's Ctrl-C reaches us, and we shut the server down in order.
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           env=bundle.env(), start_new_session=True)
@@ -234,6 +240,13 @@ class TritonServer:
             if int(fields[1]) == self.pid and STUB_NAME.encode() in comm:
                 pids.append(int(stat.parent.name))
         return sorted(pids)
+
+    def affinity(self) -> dict[int, list[int]]:
+        """pid -> allowed core ids of the server and each of its stubs (from /proc), to check pinning."""
+        if self.pid is None or not self.is_alive():
+            return {}
+        found = {pid: process_cpus(pid) for pid in (self.pid, *self.stub_pids())}
+        return {pid: cpus for pid, cpus in found.items() if cpus is not None}
 
     def restart(self) -> None:
         """Kill this server (and its stubs) and start it again on the same ports; wait until ready."""
@@ -363,6 +376,53 @@ def _restricted_key(args: Sequence[str]) -> tuple[str, str] | None:
             key, _, value = arg.split("=", 1)[1].split(":", 1)[1].partition("=")
             return key, value
     return None
+
+
+def parse_cpu_list(text: str) -> list[int]:
+    """The kernel's cpu-list format (`0-2,5`) -> [0, 1, 2, 5]."""
+    out: list[int] = []
+    for part in text.strip().split(","):
+        if part:
+            low, _, high = part.partition("-")
+            out.extend(range(int(low), int(high or low) + 1))
+    return out
+
+
+def process_cpus(pid: int) -> list[int] | None:
+    """`Cpus_allowed_list` of a process, None when it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return parse_cpu_list(line.split(":", 1)[1])
+    return None
+
+
+def _check_cpus(cpus: Sequence[int] | None) -> tuple[int, ...] | None:
+    """A non-empty set of cores this process may use itself (a child cannot be given others)."""
+    if cpus is None:
+        return None
+    wanted = tuple(sorted({int(c) for c in cpus}))
+    allowed = os.sched_getaffinity(0)
+    if not wanted or not set(wanted) <= allowed:
+        raise UserError(f"cpus {list(wanted)}: not a non-empty subset of the usable cores {sorted(allowed)}")
+    return wanted
+
+
+@contextlib.contextmanager
+def _thread_affinity(cpus: Sequence[int] | None) -> Iterator[None]:
+    """This thread runs on `cpus` for the block (a child forked in it inherits them), then as before."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)  # pid 0: the calling thread only, other threads are unaffected
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def _fmt_tail(tail: list[str]) -> str:

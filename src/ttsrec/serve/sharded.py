@@ -43,14 +43,17 @@ class ShardedServers:
     """Context manager over one `TritonServer` per shard.
 
     Ports left as None are picked free; given ports are the first shard's, shard i adds `i * port_step`.
+    `cpu_sets[i]`: the cores shard i's server is pinned to (one machine per shard, modelled on one box).
     """
 
     def __init__(self, export_dir: Path | str, *, http_port: int | None = None, grpc_port: int | None = None,
                  metrics_port: int | None = None, port_step: int = 10, host: str = "127.0.0.1",
                  log_dir: Path | str | None = None, extra_args: Sequence[str] = (),
-                 start_timeout_s: float = 180.0):
+                 start_timeout_s: float = 180.0, cpu_sets: Sequence[Sequence[int]] | None = None):
         self.export_dir = Path(export_dir)
         self.shards = find_shards(self.export_dir)
+        if cpu_sets is not None and len(cpu_sets) != len(self.shards):
+            raise UserError(f"{len(cpu_sets)} core sets for {len(self.shards)} shards of {self.export_dir}")
 
         def port(base: int | None, i: int) -> int | None:
             return base + i * port_step if base else None
@@ -59,7 +62,7 @@ class ShardedServers:
             TritonServer(repo, http_port=port(http_port, i), grpc_port=port(grpc_port, i),
                          metrics_port=port(metrics_port, i), host=host, extra_args=extra_args,
                          log_file=Path(log_dir) / f"{repo.name}.log" if log_dir else None,
-                         start_timeout_s=start_timeout_s)
+                         start_timeout_s=start_timeout_s, cpus=cpu_sets[i] if cpu_sets else None)
             for i, repo in enumerate(self.shards)
         ]
 
