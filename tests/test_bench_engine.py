@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from ttsrec.bench import analysis, perf_analyzer
-from ttsrec.bench.bandwidth import copy_bandwidth, latency_floor_us
 from ttsrec.bench.load import AsyncLoad, ThreadLoad
 from ttsrec.bench.measure import Latency, MeasureSettings, Window, is_stable, measure
+from ttsrec.bench.roofline import Roofline
 from ttsrec.bench.row import PA_COLUMNS, Row
 from ttsrec.bench.server_stats import critical_path, model_times, parse_statistics
 from ttsrec.cli.bench import parse_concurrency, parse_int_list
@@ -94,12 +94,6 @@ def test_failing_requests_become_one_line_errors() -> None:
 
     with pytest.raises(UserError, match=r"request failed: bad shape$"):
         measure(ThreadLoad(refused), 1, 1, FAST, label="refused")
-
-
-def test_bandwidth_and_floor() -> None:
-    bandwidth = copy_bandwidth(megabytes=32, repeats=2)
-    assert 1e8 < bandwidth < 1e13
-    assert latency_floor_us(16, 10e6, 26e9) == pytest.approx(16 * 10e6 / 26e9 * 1e6)
 
 
 # -- perf_analyzer -----------------------------------------------------------------------------------
@@ -230,6 +224,13 @@ def test_server_times_are_deltas_and_ensembles_take_the_critical_path() -> None:
     assert model_times(before, after, "missing") is None
 
 
+def memory_only(bandwidth: float) -> Roofline:
+    """A roofline with no cache: every floor reads from memory at `bandwidth`."""
+    return Roofline(cache_bytes=0, threads=2, read_bw_memory=bandwidth, memory_buffer_bytes=1 << 28,
+                    read_bw_cached={}, ort_macs={"fp32": 1e11, "int8": 1e12},
+                    torch_macs={"fp32": 1e11, "bf16": 5e11})
+
+
 def _row(mode: str, m: int, batch: int, conc: int, tput: float, p50: float = 100.0, model: str = "") -> Row:
     return Row(
         mode=mode,
@@ -261,13 +262,14 @@ def test_summary_figures() -> None:
         _row("shard", 4, 1, 1, 100, p50=2000, model="a"),
         _row("shard", 4, 1, 1, 100, p50=2200, model="b"),
     ]
-    summary = analysis.summarise(rows, shards, {16: 160_000_000}, 25e9)
+    summary = analysis.summarise(rows, shards, {16: 160_000_000}, memory_only(25e9))
     (eff,) = summary["scaling_efficiency"]
     assert eff["efficiency"] == pytest.approx(16 * 800 / 16000)
     (ratio,) = summary["serving_ratio"]
     assert ratio["best_mode"] == "fused" and ratio["ratio"] == pytest.approx(0.9)
     (floor,) = summary["bandwidth_floor"]
     assert floor["floor_us"] == pytest.approx(6400) and floor["ratio"] == pytest.approx(3000 / 6400)
+    assert floor["weights_in"] == "memory"
     (fan,) = summary["fanout_overhead"]
     assert fan["overhead_us"] == pytest.approx(300) and fan["slowest_shard"] == "b"
 
@@ -329,7 +331,7 @@ def test_reports_from_rows(tmp_path) -> None:
         config=SweepConfig(modes=["fused", "inprocess"]),
         rows=rows,
         shard_rows=[],
-        bandwidth=25e9,
+        roofline=memory_only(25e9),
         weight_bytes={1: 10_000_000, 2: 20_000_000, 4: 40_000_000},
         accuracy=[{"m": 1, "model": "fused_m1", "rows": 10, "auc": 0.7, "logloss": 0.5}],
         manifest=None,
@@ -388,9 +390,9 @@ def test_combined_run_keeps_each_precisions_summary_apart() -> None:
 
     def result(precision: str, p50: float) -> SweepResult:
         row = _acc_row("fused", 2, precision, 1000, p50 * 2)
-        return SweepResult(config=SweepConfig(modes=["fused"]), rows=[row], shard_rows=[], bandwidth=25e9,
-                           weight_bytes={2: 4_000_000 if precision == "fp32" else 1_000_000}, accuracy=[],
-                           manifest=None, notes={})
+        return SweepResult(config=SweepConfig(modes=["fused"]), rows=[row], shard_rows=[],
+                           roofline=memory_only(25e9), accuracy=[], manifest=None, notes={},
+                           weight_bytes={2: 4_000_000 if precision == "fp32" else 1_000_000})
 
     both = combine([result("fp32", 400.0), result("int8", 150.0)])
     assert [r.precision for r in both.rows] == ["fp32", "int8"]

@@ -62,7 +62,23 @@ def test_sweep_every_mode_writes_sane_csv_json_png(repos, prepared_dir: Path, tm
     report = json.loads((out / "r.json").read_text())
     assert report["versions"]["onnx"] and report["machine"]["logical_cores"] >= 1
     assert "git_commit" in report and report["manifest"]["format"].startswith("ttsrec.repository")
-    assert report["copy_bandwidth_bytes_per_s"] > 1e8
+    roof = report["roofline"]  # measured in the run, before the rows
+    assert roof["read_bw_memory"] > 0 and roof["cache_bytes"] >= 0
+    assert all(roof["ort_macs"][p] > 0 for p in ("fp32", "int8"))
+    assert all(roof["torch_macs"][p] > 0 for p in ("fp32", "bf16"))
+    assert set(roof["roofs"]) == {"fp32", "int8"}
+    for r in report["rows"]:
+        if r["mode"] == "sharded":  # another export's members: no MAC count of its own here
+            assert r["macs_per_row"] is None
+            continue
+        assert r["macs_per_row"] > 0, r
+        achieved, fp32 = r["macs_per_row"] * r["throughput"], roof["roofs"]["fp32"]
+        assert r["runtime_roof_fraction"] == pytest.approx(achieved / fp32["runtime_macs_per_s"])
+        assert r["hardware_roof_fraction"] == pytest.approx(achieved / fp32["hardware_macs_per_s"])
+    macs = {r["m"]: r["macs_per_row"] for r in report["rows"] if r["mode"] == "inprocess_fused"}
+    assert macs[2] > macs[1]
+    assert len(report["summary"]["compute_roof"]) == len(expected) - 1
+    assert "runtime_roof_fraction" in rows.columns
     assert len(report["rows"]) == len(expected)
     assert {r["model"].split(" ")[0] for r in report["shard_rows"]} == {"shard"}  # each shard alone
     (fanout,) = report["summary"]["fanout_overhead"]
@@ -74,6 +90,7 @@ def test_sweep_every_mode_writes_sane_csv_json_png(repos, prepared_dir: Path, tm
     assert (out / "r.png").stat().st_size > 10_000
     text = (out / "r.md").read_text()
     assert "| sharded | fp32 | native | 2 | 8 | 2 |" in text and "fan-out overhead" in text
+    assert "Roofline measured in this run" in text and "Achieved fraction of the compute roof" in text
 
 
 def test_running_server_over_http_and_bad_arguments(repos, prepared_dir: Path, tmp_path: Path) -> None:

@@ -2,7 +2,9 @@
 
 - scaling efficiency: M · throughput(M) / throughput(1) (1.0 = an extra member costs exactly its share);
 - serving ratio: best Triton mode's throughput / in-process fused throughput at the same point;
-- batch-1 floor: p50 at batch 1, concurrency 1 against M × member dense weight bytes / copy bandwidth;
+- batch-1 floor: p50 at batch 1, concurrency 1 against the M members' dense weight bytes / the read
+  bandwidth that applies to them (cache when they fit the last-level cache, else memory; see roofline);
+- compute roof: each row's dense MACs per row × rows/s over the runtime's and the hardware's GEMM roof;
 - fan-out overhead: sharded p50 minus the slowest shard's own p50 at the same batch and concurrency.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ttsrec.bench.bandwidth import latency_floor_us
+from ttsrec.bench.roofline import Roofline
 from ttsrec.bench.row import Row
 
 TRITON_MODES = ("ensemble", "fused", "sharded")
@@ -62,14 +64,16 @@ def serving_ratio(rows: Sequence[Row]) -> list[dict[str, Any]]:
 
 
 def bandwidth_floor(
-    rows: Sequence[Row], weight_bytes: Mapping[int, int], bandwidth: float
+    rows: Sequence[Row], weight_bytes: Mapping[int, int], roofline: Roofline | None
 ) -> list[dict[str, Any]]:
     """Batch-1, concurrency-1 p50 next to the floor; `weight_bytes[M]`: dense bytes of M members."""
-    out = []
+    out: list[dict[str, Any]] = []
+    if roofline is None:
+        return out
     for r in rows:
         if r.batch != 1 or r.concurrency != 1 or r.m not in weight_bytes:
             continue
-        floor = latency_floor_us(1, weight_bytes[r.m], bandwidth)
+        floor, bandwidth, where = roofline.floor_us(weight_bytes[r.m])
         out.append(
             {
                 "mode": r.mode,
@@ -77,10 +81,40 @@ def bandwidth_floor(
                 "p50_us": r.p50_us,
                 "floor_us": floor,
                 "weight_bytes": weight_bytes[r.m],
+                "bandwidth_bytes_per_s": bandwidth,
+                "weights_in": where,
                 "ratio": r.p50_us / floor if floor > 0 else None,
             }
         )
     return out
+
+
+def set_roof_fractions(row: Row, macs_per_row: int | None, roofline: Roofline | None) -> None:
+    """Fill the row's MACs and achieved fractions of both compute roofs (left None when unknown)."""
+    if not macs_per_row or roofline is None:
+        return
+    row.macs_per_row = int(macs_per_row)
+    row.runtime_roof_fraction, row.hardware_roof_fraction = roofline.fractions(
+        macs_per_row, row.throughput, row.precision
+    )
+
+
+def compute_roof(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """The rows that carry roof fractions, with the achieved MAC/s behind them."""
+    return [
+        {
+            "mode": r.mode,
+            "m": r.m,
+            "batch": r.batch,
+            "concurrency": r.concurrency,
+            "macs_per_row": r.macs_per_row,
+            "achieved_macs_per_s": r.macs_per_row * r.throughput,
+            "runtime_roof_fraction": r.runtime_roof_fraction,
+            "hardware_roof_fraction": r.hardware_roof_fraction,
+        }
+        for r in rows
+        if r.macs_per_row and r.runtime_roof_fraction is not None
+    ]
 
 
 def fanout_overhead(rows: Sequence[Row], shard_rows: Sequence[Row]) -> list[dict[str, Any]]:
@@ -107,11 +141,15 @@ def fanout_overhead(rows: Sequence[Row], shard_rows: Sequence[Row]) -> list[dict
 
 
 def summarise(
-    rows: Sequence[Row], shard_rows: Sequence[Row], weight_bytes: Mapping[int, int], bandwidth: float
+    rows: Sequence[Row],
+    shard_rows: Sequence[Row],
+    weight_bytes: Mapping[int, int],
+    roofline: Roofline | None,
 ) -> dict[str, list[dict[str, Any]]]:
     return {
         "scaling_efficiency": scaling_efficiency(rows),
         "serving_ratio": serving_ratio(rows),
-        "bandwidth_floor": bandwidth_floor(rows, weight_bytes, bandwidth),
+        "bandwidth_floor": bandwidth_floor(rows, weight_bytes, roofline),
+        "compute_roof": compute_roof(rows),
         "fanout_overhead": fanout_overhead(rows, shard_rows),
     }

@@ -12,6 +12,7 @@ import polars as pl
 from rich import box
 from rich.table import Table
 
+from ttsrec.bench.roofline import Roofline
 from ttsrec.bench.row import Row
 from ttsrec.utils.atomic import atomic_write_bytes, atomic_write_text
 
@@ -147,24 +148,31 @@ def summary_tables(result: Any) -> list[Table]:
                 str(e["m"]), str(e["batch"]), str(e["concurrency"]), e["best_mode"], f"{e['ratio']:.2f}"
             )
         out.append(t)
+    if result.roofline is not None:
+        out.append(roofline_table(result.roofline))
     floor = summary["bandwidth_floor"]
     if floor:
         t = Table(
-            title=f"batch 1, concurrency 1: p50 vs memory-bandwidth floor (copy bandwidth "
-            f"{result.bandwidth / 1e9:.1f} GB/s; floor = M members' dense weight bytes / bandwidth)",
+            title="batch 1, concurrency 1: p50 vs the read-bandwidth floor (M members' dense weight bytes / "
+            "the read rate where they sit: cache when they fit the last-level cache, else memory)",
             title_justify="left",
         )
-        for name in ("mode", "M", "dense MB", "floor µs", "p50 µs", "p50 / floor"):
+        for name in FLOOR_HEADER:
             t.add_column(name, justify="left" if name == "mode" else "right")
-        for e in floor:
-            t.add_row(
-                e["mode"],
-                str(e["m"]),
-                f"{e['weight_bytes'] / 1e6:.1f}",
-                f"{e['floor_us']:,.0f}",
-                f"{e['p50_us']:,.0f}",
-                f"{e['ratio']:.1f}" if e["ratio"] else "-",
-            )
+        for row in _floor_rows(floor):
+            t.add_row(*row)
+        out.append(t)
+    roof = summary["compute_roof"]
+    if roof:
+        t = Table(
+            title="achieved fraction of the compute roof: MACs/row × rows/s over onnxruntime's GEMM "
+            "(runtime) and the fastest kernel at hand (hardware) in the row's precision",
+            title_justify="left",
+        )
+        for name in ROOF_HEADER:
+            t.add_column(name, justify="left" if name == "mode" else "right")
+        for row in _roof_rows(roof):
+            t.add_row(*row)
         out.append(t)
     pinned = summary.get("parallel_servers", [])
     if pinned:
@@ -210,7 +218,7 @@ def markdown(result: Any) -> str:
     machine = result.metadata["machine"]
     lines = [
         f"Machine: {machine['cpu_model']}, {machine['usable_cores']} cores; "
-        f"copy bandwidth {result.bandwidth / 1e9:.1f} GB/s; engine {result.config.engine}, "
+        f"{_roofline_brief(result.roofline)}; engine {result.config.engine}, "
         f"{result.config.protocol}; windows of {result.config.settings.window_ms} ms, "
         f"stability {result.config.settings.stability_pct:g} %.",
         "",
@@ -237,11 +245,13 @@ def markdown(result: Any) -> str:
                     ["M", "batch", "conc", "best mode", "ratio"],
                     [[e["m"], e["batch"], e["concurrency"], e["best_mode"], f"{e['ratio']:.2f}"]
                      for e in summary["serving_ratio"]])
-    lines += _table("Batch 1, concurrency 1: p50 against the memory-bandwidth floor:",
-                    ["mode", "M", "dense MB", "floor µs", "p50 µs", "p50 / floor"],
-                    [[e["mode"], e["m"], f"{e['weight_bytes'] / 1e6:.1f}",
-                      f"{e['floor_us']:,.0f}", f"{e['p50_us']:,.0f}", f"{e['ratio']:.1f}"]
-                     for e in summary["bandwidth_floor"]])
+    if result.roofline is not None:
+        lines += ["", "Roofline measured in this run (before the rows):", "",
+                  *roofline_markdown(result.roofline)]
+    lines += _table("Batch 1, concurrency 1: p50 against the read-bandwidth floor (weights in cache "
+                    "or memory):", FLOOR_HEADER, _floor_rows(summary["bandwidth_floor"]))
+    lines += _table("Achieved fraction of the compute roof (MACs/row × rows/s / roof):",
+                    ROOF_HEADER, _roof_rows(summary["compute_roof"]))
     lines += _table("Sharded fan-out overhead (sharded p50 − slowest shard's own p50):",
                     ["M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"],
                     [[e["m"], e["batch"], e["concurrency"], f"{e['sharded_p50_us']:,.0f}",
@@ -255,6 +265,84 @@ def markdown(result: Any) -> str:
                       f"{a['logloss']:.4f}"]
                      for a in result.accuracy or []])
     return "\n".join(lines) + "\n"
+
+
+FLOOR_HEADER = ["mode", "precision", "M", "dense MB", "weights in", "read GB/s", "floor µs", "p50 µs",
+                "p50 / floor"]
+ROOF_HEADER = ["mode", "precision", "M", "batch", "conc", "MMAC/row", "GMAC/s", "of runtime roof",
+               "of hardware roof"]
+
+
+def _floor_rows(entries: Sequence[dict[str, Any]]) -> list[list[str]]:
+    return [[e["mode"], e.get("precision", "fp32"), str(e["m"]), f"{e['weight_bytes'] / 1e6:.1f}",
+             e["weights_in"], f"{e['bandwidth_bytes_per_s'] / 1e9:.1f}", f"{e['floor_us']:,.0f}",
+             f"{e['p50_us']:,.0f}", f"{e['ratio']:.2f}" if e["ratio"] else "-"] for e in entries]
+
+
+def _roof_rows(entries: Sequence[dict[str, Any]]) -> list[list[str]]:
+    return [[e["mode"], e.get("precision", "fp32"), str(e["m"]), str(e["batch"]), str(e["concurrency"]),
+             f"{e['macs_per_row'] / 1e6:.2f}", f"{e['achieved_macs_per_s'] / 1e9:,.1f}",
+             _pct(e["runtime_roof_fraction"]), _pct(e["hardware_roof_fraction"])] for e in entries]
+
+
+def _pct(fraction: float | None) -> str:
+    if fraction is None:
+        return "-"
+    return f"{100 * fraction:.1f} %" if fraction >= 0.01 else f"{100 * fraction:.2f} %"
+
+
+def _roofline_brief(roofline: Roofline | None) -> str:
+    if roofline is None:
+        return "roofline not measured"
+    r = roofline
+    roofs = ", ".join(
+        f"{p} {r.runtime_roof(p) / 1e9:,.0f} / {r.hardware_roof(p) / 1e9:,.0f}" for p in ("fp32", "int8")
+    )
+    return f"roofs {roofs} GMAC/s (runtime / hardware), memory read {r.read_bw_memory / 1e9:.1f} GB/s"
+
+
+def _roofline_figures(roofline: Roofline) -> list[tuple[str, str]]:
+    """(figure, value) pairs: what the rich and the markdown tables both show."""
+    cache = f"{roofline.cache_bytes / (1 << 20):,.0f} MiB" if roofline.cache_bytes else "unknown"
+    out = [
+        ("threads", str(roofline.threads)),
+        ("last-level cache (reported)", cache),
+        (f"read, {roofline.memory_buffer_bytes >> 20} MiB buffer (memory)", _gbs(roofline.read_bw_memory)),
+    ]
+    out += [(f"read, {size / 1e6:.1f} MB buffer (cache)", _gbs(bw))
+            for size, bw in sorted(roofline.read_bw_cached.items())]
+    out += [
+        ("onnxruntime fp32 MatMul (runtime roof fp32)", _gmacs(roofline.ort_macs["fp32"])),
+        ("onnxruntime int8 MatMulInteger (runtime roof int8)", _gmacs(roofline.ort_macs["int8"])),
+        ("torch fp32 matmul", _gmacs(roofline.torch_macs["fp32"])),
+        ("torch bf16 matmul", _gmacs(roofline.torch_macs["bf16"])),
+        ("hardware roof fp32 / int8", f"{roofline.hardware_roof('fp32') / 1e9:,.0f} / "
+         f"{roofline.hardware_roof('int8') / 1e9:,.0f} GMAC/s"),
+        ("measured in", f"{roofline.seconds:.1f} s"),
+    ]
+    return out + [(f"note: {k}", v) for k, v in roofline.notes.items()]
+
+
+def _gbs(bytes_per_s: float) -> str:
+    return f"{bytes_per_s / 1e9:.1f} GB/s"
+
+
+def _gmacs(macs_per_s: float) -> str:
+    return f"{macs_per_s / 1e9:,.0f} GMAC/s"
+
+
+def roofline_table(roofline: Roofline) -> Table:
+    t = Table(title="roofline measured in this run (before the rows)", title_justify="left")
+    t.add_column("figure")
+    t.add_column("value", justify="right")
+    for name, value in _roofline_figures(roofline):
+        t.add_row(name, value)
+    return t
+
+
+def roofline_markdown(roofline: Roofline) -> list[str]:
+    return ["| figure | value |", "|---|---|",
+            *(f"| {name} | {value} |" for name, value in _roofline_figures(roofline))]
 
 
 def _table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:

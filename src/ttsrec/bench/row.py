@@ -37,6 +37,9 @@ EXTRA_COLUMNS = (
     "protocol",
     "model",
     "repository",
+    "macs_per_row",
+    "runtime_roof_fraction",
+    "hardware_roof_fraction",
 )
 
 
@@ -68,6 +71,12 @@ class Row:
     model: str = ""
     repository: str = ""
     """The repository (or server URL) the row was measured on: one table can hold several exports."""
+    macs_per_row: int | None = None
+    """Dense multiply-accumulates of one row through the M members (the manifest's counted cost)."""
+    runtime_roof_fraction: float | None = None
+    """macs_per_row × throughput / onnxruntime's GEMM MAC/s in the row's precision (this run's roofline)."""
+    hardware_roof_fraction: float | None = None
+    """The same over the fastest kernel at hand for the row's number format (torch/oneDNN or ort)."""
     client_send_us: float = 0.0
     network_us: float = 0.0
     """Latency not spent in the server's queue or compute: network, (de)serialisation, client."""
@@ -90,7 +99,7 @@ class Row:
         record.update({name: _round(getattr(self, attr)) for name, attr in PA_COLUMNS.items()})
         for name in EXTRA_COLUMNS:
             if name not in record:
-                record[name] = _round(getattr(self, name))
+                record[name] = _round(getattr(self, name), 5 if name.endswith("_fraction") else 1)
         return record
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,7 +110,7 @@ class Row:
         return [f.name for f in fields(cls)]
 
 
-def _round(value: Any) -> Any:
+def _round(value: Any, digits: int = 1) -> Any:
     if value is None:
         return ""
-    return round(value, 1) if isinstance(value, float) else value
+    return round(value, digits) if isinstance(value, float) else value

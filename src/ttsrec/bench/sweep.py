@@ -1,7 +1,7 @@
 """The sweep: modes × M × batch × concurrency, one measured row each, plus the figures derived from them.
 
 Servers are started here when no URL is given (the bundled tritonserver on the repository, and K of
-them on a sharded export); the copy bandwidth is measured first, while the machine is quiet.
+them on a sharded export); the roofline (`bench.roofline`) is measured first, while the machine is quiet.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from ttsrec.bench import analysis, inputs, perf_analyzer, pinning
-from ttsrec.bench.bandwidth import copy_bandwidth
 from ttsrec.bench.cpu import tree_cpu_seconds
 from ttsrec.bench.measure import Measurement, MeasureSettings, measure
 from ttsrec.bench.meta import run_metadata
 from ttsrec.bench.repo_info import RepositoryInfo
+from ttsrec.bench.roofline import Roofline
 from ttsrec.bench.row import Row
 from ttsrec.bench.server_info import served_info
 from ttsrec.bench.targets import (
@@ -81,7 +81,8 @@ class SweepResult:
     config: SweepConfig
     rows: list[Row]
     shard_rows: list[Row]
-    bandwidth: float
+    roofline: Roofline | None
+    """Measured in the run (None: not measured): compute roofs and read bandwidths."""
     weight_bytes: dict[int, int]
     accuracy: list[dict[str, Any]]
     manifest: dict[str, Any] | None
@@ -99,7 +100,7 @@ class SweepResult:
             rows = [r for r in self.rows if r.repository == source]
             shard_rows = [r for r in self.shard_rows if r.repository == source]
             weights = self.weight_bytes_by_source.get(source, self.weight_bytes)
-            part = analysis.summarise(rows, shard_rows, weights, self.bandwidth)
+            part = analysis.summarise(rows, shard_rows, weights, self.roofline)
             if self.notes.get("pinning"):
                 part["parallel_servers"] = pinning.compare(
                     rows, shard_rows, self.notes["pinning"]["cores_per_server"]
@@ -127,7 +128,7 @@ class SweepResult:
                 "inputs": f"rows of {cfg.data}" if cfg.data else "random valid ids from the feature map",
                 "measurement": vars(cfg.settings),
             },
-            "copy_bandwidth_bytes_per_s": self.bandwidth,
+            "roofline": self.roofline.to_dict() if self.roofline else None,
             "dense_weight_bytes_per_m": self.weight_bytes,
             "dense_weight_bytes_per_repository": self.weight_bytes_by_source or None,
             "notes": self.notes,
@@ -274,8 +275,8 @@ class Sweep:
         on_row: Callable[[Point, Row], None] = lambda p, r: None,
         on_status: Callable[[str], None] = lambda s: None,
     ) -> SweepResult:
-        on_status("measuring memory copy bandwidth")
-        bandwidth = copy_bandwidth()
+        on_status("measuring the roofline: GEMM per precision, read bandwidth, cache size")
+        roofline = self._roofline()
         rows: list[Row] = []
         shard_rows: list[Row] = []
         accuracy: list[dict[str, Any]] = []
@@ -316,6 +317,8 @@ class Sweep:
                     target.server_pids = []
                 row = self._measure(target, point)
                 row.precision, row.repository = self.precision, self.source
+                if point.mode != "sharded":  # a sharded export's members may differ from this one's
+                    analysis.set_roof_fractions(row, self._macs_per_row(point.m), roofline)
                 rows.append(row)
                 key = f"{point.mode}_m{point.m}" + (f"_c{point.concurrency}" if "fused" in point.mode else "")
                 notes["targets"][key] = {"model": target.model, **target.notes}
@@ -339,7 +342,7 @@ class Sweep:
             config=self.cfg,
             rows=rows,
             shard_rows=shard_rows,
-            bandwidth=bandwidth,
+            roofline=roofline,
             weight_bytes=weight_bytes,
             accuracy=accuracy,
             manifest=self.repo.manifest if self.repo else None,
@@ -413,6 +416,20 @@ class Sweep:
             steps = config.get("ensemble_scheduling", {}).get("step", [])
             total += sum(1 for s in steps if s["model_name"].startswith("member_")) or 1
         return total
+
+    def _roofline(self) -> Roofline:
+        """Before any server starts; read rates at the weight sizes the batch-1 rows will read."""
+        ms = self._m_values(self.served) if set(self.cfg.modes) - {"sharded"} else []
+        return Roofline.measure(self._weight_bytes(ms).values())
+
+    def _macs_per_row(self, m: int) -> int | None:
+        """Dense MACs of one row through ensemble_mM's members, as the exporter counted them
+        (`ttsrec.models.cost`, in the manifest); None without a local repository or the counts."""
+        if self.repo is None or not self.repo.has(naming.ensemble_name(m)):
+            return None
+        costs = {r["name"]: r.get("cost", {}) for r in self.repo.manifest.get("members", [])}
+        macs = [costs.get(n, {}).get("macs_per_sample") for n in self.repo.members(m)]
+        return sum(macs) if macs and all(isinstance(x, int) for x in macs) else None
 
     def _weight_bytes(self, ms: list[int]) -> dict[int, int]:
         if self.repo is None:  # the served configs' ttsrec.weight_bytes (ONNX bytes, tables included)
@@ -517,7 +534,9 @@ def combine(results: list[SweepResult]) -> SweepResult:
         config=first.config,
         rows=[row for r in results for row in r.rows],
         shard_rows=[row for r in results for row in r.shard_rows],
-        bandwidth=first.bandwidth,
+        roofline=first.roofline.merged(r.roofline for r in results[1:] if r.roofline)
+        if first.roofline
+        else None,
         weight_bytes=first.weight_bytes,
         accuracy=[a for r in results for a in r.accuracy],
         manifest=first.manifest,
