@@ -116,9 +116,9 @@ def serve(
     else:
         servers = [TritonServer(repository, **ports, host=host, start_timeout_s=start_timeout,
                                 extra_args=extra, log_file=log_dir / "tritonserver.log" if log_dir else None)]
-    for server in servers:
-        console.print("integrity check skipped (--skip-integrity)" if skip_integrity
-                      else verify_files(server.repo))
+    # Checked before anything starts; said once the servers are up, so a failure is one line.
+    integrity = ["integrity check skipped (--skip-integrity)"] if skip_integrity else [
+        verify_files(server.repo) for server in servers]
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
     try:
@@ -127,6 +127,8 @@ def serve(
                 server.launch()
             for server in servers:
                 server.wait_ready()
+        for line in dict.fromkeys(integrity):
+            console.print(line)
         _print_servers(servers, sharded)
         if ready_file:
             atomic_write_text(ready_file, json.dumps(_endpoints(servers), indent=1) + "\n")
@@ -149,7 +151,7 @@ def serve(
             server.stop()
         if ready_file:
             ready_file.unlink(missing_ok=True)
-        console.print("[green]stopped[/]")
+    console.print("[green]stopped[/]")  # not after a failure: its one error line says it all
 
 
 def _supervise(servers: list[TritonServer], every_s: float) -> None:

@@ -80,6 +80,8 @@ def verify_files(repo: Path) -> str:
     """Check every file against the manifest's sha256 map ("files"); refuse a tampered or half-copied
     repository naming the file. Returns what was checked, or why the check was skipped."""
     repo = Path(repo)
+    if not repo.is_dir():
+        raise UserError(f"model repository not found: {repo}")
     path = repo / MANIFEST_FILE
     if not path.is_file():
         return f"integrity check skipped: {repo} has no {MANIFEST_FILE}"
