@@ -105,9 +105,7 @@ def test_python_layout_and_configs(py_repo: Path) -> None:
         assert cfg.backend == "python" and not cfg.platform
         assert (version / "model.py").read_bytes() == model_py and (version / "model.onnx").is_file()
         assert cfg.HasField("dynamic_batching") and cfg.dynamic_batching.max_queue_delay_microseconds == 0
-        policy = cfg.dynamic_batching.default_queue_policy
-        assert (policy.max_queue_size, policy.default_timeout_microseconds, policy.timeout_action,
-                policy.allow_timeout_override) == (64, 0, pb.ModelQueuePolicy.REJECT, True)
+        assert not cfg.dynamic_batching.HasField("default_queue_policy")  # Triton 2.51 stalls with one
         count = 2 if name.startswith("fused_") else 1  # a fused graph gets two instances by default
         assert [(g.count, g.kind) for g in cfg.instance_group] == [(count, pb.ModelInstanceGroup.KIND_CPU)]
         threads = "2" if name.startswith("fused_") else "1"
@@ -174,8 +172,7 @@ def test_python_manifest(py_repo: Path, checkpoints: list[Path], prepared_dir: P
     assert manifest["flavour"] == "python" and manifest["m_list"] == [1, 2, 4] and manifest["fp16"] is False
     assert manifest["precision"] == "fp32" and manifest["merge"] == "mean"
     assert len(manifest["export_id"]) == 32
-    assert manifest["serving"]["queue_policy"] == {"applied": True, "max_queue_size": 64, "timeout_ms": 0,
-                                                   "timeout_action": "REJECT", "allow_timeout_override": True}
+    assert manifest["serving"]["queue_policy"] == {"applied": False}
     on_disk = {p.relative_to(py_repo).as_posix() for p in py_repo.rglob("*") if p.is_file()}
     assert set(manifest["files"]) == on_disk - {naming.MANIFEST_FILE, "README.md"}
     assert "member_00_fnn/1/model.py" in manifest["files"] and naming.FEATURE_MAP_FILE in manifest["files"]

@@ -80,6 +80,19 @@ def test_dynamic_batching_off_and_zero_delay_still_present() -> None:
     assert on.HasField("dynamic_batching") and "dynamic_batching {" in text_format.MessageToString(on)
 
 
+def test_queue_policy_only_when_a_bound_is_asked_for() -> None:
+    """No policy by default (Triton 2.51 stalls queued requests 500 ms with one); a bound sets it."""
+    io = ([Tensor("a", pb.TYPE_FP32, (1,))], [Tensor("b", pb.TYPE_FP32, (1,))])
+    plain = onnx_model_config("m", *io, Serving())
+    assert not plain.dynamic_batching.HasField("default_queue_policy")
+    for serving, expected in ((Serving(queue_max=8), (8, 0)), (Serving(queue_timeout_ms=20), (0, 20_000))):
+        policy = onnx_model_config("m", *io, serving).dynamic_batching.default_queue_policy
+        assert (policy.max_queue_size, policy.default_timeout_microseconds) == expected
+        assert policy.timeout_action == pb.ModelQueuePolicy.REJECT and policy.allow_timeout_override
+    assert not onnx_model_config("m", *io, Serving(dynamic_batching=False, queue_max=8)).HasField(
+        "dynamic_batching")
+
+
 def test_ensemble_config_wiring() -> None:
     steps = [Step(f"member_{k:02d}_fnn", "feat_ids", "logit") for k in range(3)]
     cfg = ensemble_config("ensemble_m3", num_fields=F, max_batch_size=128, members=steps,

@@ -46,7 +46,7 @@ def export(
         help="Instances of each fused graph (it does all M members' work: one instance uses one core).")] = 2,
     queue_max: Annotated[int, typer.Option(
         help="Requests each member / fused graph may queue; one more is rejected at once "
-        "(0: unbounded).")] = 64,
+        "(0: unbounded, no queue policy: the bundled Triton 2.51 stalls requests 500 ms with one).")] = 0,
     queue_timeout_ms: Annotated[int, typer.Option(
         help="A request queued longer is rejected (0: never); a client's own deadline may "
         "shorten it.")] = 0,

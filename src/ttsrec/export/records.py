@@ -47,8 +47,9 @@ def serving_record(serving: Serving) -> dict[str, Any]:
 
 
 def queue_policy_record(serving: Serving) -> dict[str, Any]:
-    """The dynamic batcher's load shedding (none without dynamic batching: Triton has no queue then)."""
-    if not serving.dynamic_batching:
+    """The dynamic batcher's load shedding (none without dynamic batching: Triton has no queue then; none
+    unless asked for with a bound, see `Serving.queue_policy`)."""
+    if not serving.queue_policy:
         return {"applied": False}
     return {"applied": True, "max_queue_size": serving.queue_max, "timeout_ms": serving.queue_timeout_ms,
             "timeout_action": "REJECT", "allow_timeout_override": True}

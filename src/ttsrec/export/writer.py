@@ -49,7 +49,7 @@ def written_by_export(path: Path) -> bool:
 def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, backend: str = "python",
                       m_list: Sequence[int] | None = None, max_batch_size: int = 4096,
                       instance_count: int = 1, instance_kind: str = "cpu", dynamic_batching: bool = True,
-                      max_queue_delay_us: int = 0, queue_max: int = 64, queue_timeout_ms: int = 0,
+                      max_queue_delay_us: int = 0, queue_max: int = 0, queue_timeout_ms: int = 0,
                       intra_op_threads: int = 1, fused_intra_op_threads: int | None = None,
                       fused_instance_count: int = 2, precision: Precision = "fp32",
                       int8_mode: Int8Mode = DEFAULT_INT8_MODE, gate_rows: int | None = None,

@@ -58,15 +58,21 @@ class Serving:
     """One thread per session: M member sessions share the cores, spinning pools fight (design §4)."""
     fused_intra_op_threads: int | None = None
     """Threads of a fused graph's session (one session does all the work): default `intra_op_threads`."""
-    queue_max: int = 64
+    queue_max: int = 0
     """Requests a model's dynamic batcher holds; one more is rejected at once (0: unbounded)."""
     queue_timeout_ms: int = 0
-    """A request queued longer is rejected (0: none of the server's own; a client's deadline, sent as the
-    request timeout, still applies). Off by default: with a 500 ms default, Triton 2.51 rejected
-    tts-bench's ensemble requests at concurrency 1 ("Request timeout expired"), cause not yet found."""
+    """A request queued longer is rejected (0: none of the server's own)."""
     fused_instance_count: int = 2
     """A fused graph is one model doing all M members' work: with one instance it can use one core only
     (measured: 0.56x of in-process throughput at M=16, batch 256, c=4; two instances: 0.99x)."""
+
+    @property
+    def queue_policy(self) -> bool:
+        """Whether the dynamic batcher gets a `default_queue_policy` (load shedding). Off unless asked for:
+        with any queue policy, Triton 2.51's dynamic batcher (the bundled server) leaves a request queued
+        for 500 ms every second or so even at concurrency 1 (measured: one member, 10-16 such stalls in
+        10 s, p99 500 ms; none without the policy); docs/export.md, "Load shedding"."""
+        return self.dynamic_batching and (self.queue_max > 0 or self.queue_timeout_ms > 0)
 
     @property
     def fused(self) -> Serving:
@@ -109,7 +115,8 @@ def onnx_model_config(name: str, inputs: Sequence[Tensor], outputs: Sequence[Ten
     if serving.dynamic_batching:
         cfg.dynamic_batching.SetInParent()
         cfg.dynamic_batching.max_queue_delay_microseconds = serving.max_queue_delay_us
-        _set_queue_policy(cfg.dynamic_batching.default_queue_policy, serving)
+        if serving.queue_policy:
+            _set_queue_policy(cfg.dynamic_batching.default_queue_policy, serving)
     return cfg
 
 
