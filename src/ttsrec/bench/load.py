@@ -36,8 +36,10 @@ class Load(Protocol):
 class ThreadLoad:
     """N worker threads, each sending its next request as soon as the previous one returned."""
 
-    def __init__(self, send: Callable[[int], object]) -> None:
+    def __init__(self, send: Callable[[int], object], close: Callable[[], object] | None = None) -> None:
         self.send = send
+        self.close = close
+        """Called once the workers have stopped (the connection `send` uses)."""
         self.records: list[Record] = []
         self.errors: list[BaseException] = []
         self._stop = threading.Event()
@@ -71,6 +73,8 @@ class ThreadLoad:
         for thread in self._threads:
             thread.join()
         self._threads = []
+        if self.close is not None:
+            self.close()
 
 
 class AsyncLoad:

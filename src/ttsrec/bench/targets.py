@@ -3,7 +3,8 @@
 A `Target` turns pre-built request tensors into a load generator, and (for Triton) knows how to read
 the server's statistics and which models make up the request's critical path.
 
-- Triton modes (`ensemble`, `fused`, one shard alone): async gRPC/HTTP from one event-loop thread;
+- Triton modes (`ensemble`, `fused`, one shard alone): requests encoded once per batch, then sent as bytes:
+  gRPC as blocking calls from N threads on one raw channel, HTTP from one event-loop thread (aiohttp);
 - `sharded`: `ttsrec.client.ShardedClient` (its own fan-out to K servers), from N threads;
 - in-process: members one by one + numpy mean (one intra-op thread per session, like the served
   members), or the fused graph with `cores // concurrency` intra-op threads (at least one), so that
@@ -20,7 +21,7 @@ import numpy as np
 
 from ttsrec.bench.load import AsyncLoad, Load, ThreadLoad
 from ttsrec.bench.server_stats import ServerTimes, Snapshot, critical_path, model_times, statistics_reader
-from ttsrec.client.transport import Transport, async_sender
+from ttsrec.client.transport import Transport, async_sender, grpc_sender
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
 from ttsrec.utils.common import usable_cores
@@ -86,6 +87,8 @@ def triton_target(mode: str, m: int, url: str, protocol: str, model: str) -> Tar
         return model_times(before, after, model)
 
     def make_load(batches: Sequence[np.ndarray]) -> Load:
+        if protocol == "grpc":  # blocking raw calls from N threads: the lightest Python gRPC path
+            return ThreadLoad(*grpc_sender(url, model, input_name, outputs, batches, REQUEST_TIMEOUT_S))
         return AsyncLoad(lambda: async_sender(url, protocol, model, input_name, outputs, batches,
                                               timeout_s=REQUEST_TIMEOUT_S))
 
