@@ -41,6 +41,8 @@ def test_bandwidth_follows_where_the_weights_sit() -> None:
     assert r.bandwidth_for(100 * MIB + 1) == (20e9, "memory")  # over the cache
     assert roofline(cache_bytes=0).bandwidth_for(MIB) == (20e9, "memory")  # cache size unknown
     assert roofline(read_bw_cached={}).bandwidth_for(MIB) == (20e9, "memory")  # nothing measured
+    # "Fits" the reported cache but reads no faster than memory (a VM's host-sized cache figure):
+    assert roofline(read_bw_cached={80 * MIB: 25e9}).bandwidth_for(80 * MIB) == (25e9, "memory")
     floor, bandwidth, where = r.floor_us(40 * MIB)
     assert (bandwidth, where) == (40e9, "cache") and floor == pytest.approx(1e6 * 40 * MIB / 40e9)
 
@@ -78,8 +80,16 @@ def test_rows_carry_fractions_and_the_summary_the_floor() -> None:
     small, large = summary["bandwidth_floor"]
     assert (small["m"], small["weights_in"], small["bandwidth_bytes_per_s"]) == (2, "cache", 60e9)
     assert (large["m"], large["weights_in"], large["bandwidth_bytes_per_s"]) == (8, "memory", 20e9)
+    assert small["fits_reported_cache"] and not large["fits_reported_cache"]
     assert large["ratio"] == pytest.approx(4000.0 / (1e6 * 200 * MIB / 20e9))
     assert analysis.bandwidth_floor(rows, {2: MIB}, None) == []  # no roofline, no floor
+
+    from ttsrec.bench.report import beaten
+
+    (note,) = beaten(summary)  # M=8 ran at 0.38 of its floor: that floor is no bound
+    assert "1 batch-1 row(s) ran below the read-bandwidth floor" in note and "0.38" in note
+    rows[0].runtime_roof_fraction = 1.3
+    assert "above the runtime roof (up to 1.30)" in beaten(analysis.summarise(rows, [], {}, r))[0]
 
 
 def test_json_merge_and_markdown() -> None:

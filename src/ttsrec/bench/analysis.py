@@ -83,6 +83,7 @@ def bandwidth_floor(
                 "weight_bytes": weight_bytes[r.m],
                 "bandwidth_bytes_per_s": bandwidth,
                 "weights_in": where,
+                "fits_reported_cache": roofline.fits(weight_bytes[r.m]),
                 "ratio": r.p50_us / floor if floor > 0 else None,
             }
         )

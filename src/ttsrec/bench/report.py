@@ -173,6 +173,9 @@ def summary_tables(result: Any) -> list[Table]:
             t.add_column(name, justify="left" if name == "mode" else "right")
         for row in _roof_rows(roof):
             t.add_row(*row)
+        for note in beaten(summary):
+            t.caption = (t.caption + "\n" if t.caption else "") + note
+        t.caption_justify = "left"
         out.append(t)
     pinned = summary.get("parallel_servers", [])
     if pinned:
@@ -252,6 +255,7 @@ def markdown(result: Any) -> str:
                     "or memory):", FLOOR_HEADER, _floor_rows(summary["bandwidth_floor"]))
     lines += _table("Achieved fraction of the compute roof (MACs/row × rows/s / roof):",
                     ROOF_HEADER, _roof_rows(summary["compute_roof"]))
+    lines += [f"\n{note}" for note in beaten(summary)]
     lines += _table("Sharded fan-out overhead (sharded p50 − slowest shard's own p50):",
                     ["M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"],
                     [[e["m"], e["batch"], e["concurrency"], f"{e['sharded_p50_us']:,.0f}",
@@ -283,6 +287,24 @@ def _roof_rows(entries: Sequence[dict[str, Any]]) -> list[list[str]]:
     return [[e["mode"], e.get("precision", "fp32"), str(e["m"]), str(e["batch"]), str(e["concurrency"]),
              f"{e['macs_per_row'] / 1e6:.2f}", f"{e['achieved_macs_per_s'] / 1e9:,.1f}",
              _pct(e["runtime_roof_fraction"]), _pct(e["hardware_roof_fraction"])] for e in entries]
+
+
+def beaten(summary: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Warnings when a row beat the floor or a roof measured at the start of the run: that roof or
+    floor is no bound (the machine was busier when it was measured, or the weights partly stayed
+    in a cache the buffer read missed)."""
+    out = []
+    floors = [e for e in summary["bandwidth_floor"] if e["ratio"] is not None and e["ratio"] < 1]
+    if floors:
+        out.append(f"Note: {len(floors)} batch-1 row(s) ran below the read-bandwidth floor "
+                   f"(p50 / floor down to {min(e['ratio'] for e in floors):.2f}): the read rate measured "
+                   "at the start understates what the model read at (a busier machine then, or caching).")
+    roofs = [e for e in summary["compute_roof"] if (e["runtime_roof_fraction"] or 0) > 1]
+    if roofs:
+        out.append(f"Note: {len(roofs)} row(s) above the runtime roof (up to "
+                   f"{max(e['runtime_roof_fraction'] for e in roofs):.2f}): the GEMM roof was measured while "
+                   "the machine was busier than during those rows; their fractions are not reliable.")
+    return out
 
 
 def _pct(fraction: float | None) -> str:

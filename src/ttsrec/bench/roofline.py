@@ -39,6 +39,8 @@ LARGE_MIN, LARGE_MAX = 256 << 20, 2 << 30
 within these bounds and within 1/8 of free memory; faulting its pages in is most of the time taken."""
 SECONDS = 0.2
 """Best-of timing window per figure."""
+CACHE_SPEEDUP = 1.5
+"""A size counts as read from cache when it reads this much faster than the memory buffer."""
 
 
 def cache_bytes() -> int:
@@ -218,12 +220,14 @@ class Roofline:
 
     def bandwidth_for(self, nbytes: int) -> tuple[float, str]:
         """(bytes/s, "cache" or "memory") for re-reading `nbytes` of weights per request: when they
-        fit the cache, the rate measured at that size (else at the nearest size below it, which reads
-        at least as fast and so keeps the floor a floor; else above it), otherwise memory's."""
+        fit the reported cache, the rate measured at that size (else at the nearest size below it,
+        which reads at least as fast and so keeps the floor a floor; else above it), otherwise
+        memory's. The label follows the rate, not the reported size: a VM's cache figure can be the
+        host's, and a size that reads no faster than memory is in memory, whatever sysfs says."""
         if self.fits(nbytes) and self.read_bw_cached:
             below = [s for s in self.read_bw_cached if s <= nbytes]
-            size = max(below) if below else min(self.read_bw_cached)
-            return self.read_bw_cached[size], "cache"
+            rate = self.read_bw_cached[max(below) if below else min(self.read_bw_cached)]
+            return rate, "cache" if rate > CACHE_SPEEDUP * self.read_bw_memory else "memory"
         return self.read_bw_memory, "memory"
 
     def floor_us(self, nbytes: int) -> tuple[float, float, str]:
