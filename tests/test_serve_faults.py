@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from serve_fixtures import export
+from ttsrec.cli.serve import KEY_HEADER
 from ttsrec.client import Client
 from ttsrec.serve import shm
 
@@ -212,14 +213,7 @@ def test_sigkill_of_a_python_owner_leaves_no_server_stub_or_shm(repo: Path, tmp_
 
 def _listeners(pid: int) -> set[str]:
     """Local addresses this process listens on (hex from /proc/net/tcp{,6}, matched by socket inode)."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("socket:["):
-            inodes.add(target[8:-1])
+    inodes = _socket_inodes(pid)
     out = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
@@ -257,6 +251,8 @@ def test_default_listens_on_loopback_only_and_exposed_restricts_admin_apis(tts_s
         with urllib.request.urlopen(req, timeout=10) as resp:
             assert resp.status == 200
         assert _ready(url)  # health and inference stay open
+        grpc_port = json.loads(ready.read_text())["servers"][0]["grpc_url"].rsplit(":", 1)[1]
+        _check_grpc_restricted(f"127.0.0.1:{grpc_port}", "s3cret")  # bound to every address
     finally:
         exposed.send_signal(signal.SIGTERM)
         try:
@@ -264,6 +260,84 @@ def test_default_listens_on_loopback_only_and_exposed_restricts_admin_apis(tts_s
         except subprocess.TimeoutExpired:
             exposed.kill()
             exposed.wait()
+
+
+def _check_grpc_restricted(grpc_url: str, key: str) -> None:
+    """Over gRPC too: model control and shared memory need the key; health and inference do not."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(grpc_url)
+    try:
+        for call in (client.get_model_repository_index, client.get_system_shared_memory_status):
+            with pytest.raises(InferenceServerException) as err:
+                call()
+            assert "This protocol is restricted" in str(err.value), (call.__name__, err.value)
+        header = {f"triton-grpc-protocol-{KEY_HEADER}": key}  # Triton 2.51 prefixes gRPC's header name
+        assert client.get_model_repository_index(headers=header, as_json=True)["models"]
+        assert client.is_server_ready()
+        ids = grpcclient.InferInput("feat_ids", [2, 39], "INT64")
+        ids.set_data_from_numpy(_ids(2))
+        assert client.infer(MODEL, [ids]).as_numpy("logit").shape == (2, 1)
+    finally:
+        client.close()
+
+
+def test_integrity_refusal_then_grpc_only_serving_stops_cleanly_on_sighup(repo: Path, tmp_path: Path):
+    """A tampered copy is refused in one line naming the file; --skip-integrity serves it anyway; with
+    --protocol grpc nothing listens on HTTP; SIGHUP stops it like SIGTERM, leaving nothing behind."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy)
+    config = copy / MODEL / "config.pbtxt"
+    config.write_text(config.read_text() + "# edited by hand\n")
+    cmd = [sys.executable, "-m", "ttsrec.cli.serve", str(copy), "--http-port", "0", "--grpc-port", "0",
+           "--metrics-port", "0"]
+    refused = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    lines = [line for line in (refused.stdout + refused.stderr).splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1, lines
+    assert f"{MODEL}/config.pbtxt does not match its sha256" in lines[0]
+
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([*cmd, "--skip-integrity", "--protocol", "grpc", "--ready-file", str(ready)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert _wait(lambda: ready.is_file() or proc.poll() is not None, 240) is not None
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+        server = _server_pid(proc.pid)
+        stubs, (regions, prefix) = _stubs(server), _regions(server)
+        assert stubs and regions
+        grpc_url = json.loads(ready.read_text())["servers"][0]["grpc_url"]
+        grpc_port = f"{int(grpc_url.rsplit(':', 1)[1]):04X}"
+        ports = {line.split()[1].split(":")[1] for table in ("/proc/net/tcp", "/proc/net/tcp6")
+                 for line in Path(table).read_text().splitlines()[1:]
+                 if line.split()[3] == "0A" and line.split()[9] in _socket_inodes(server)}
+        assert grpc_port in ports and len(ports) == 2, ports  # gRPC and metrics; no HTTP
+        with Client(grpc_url, protocol="grpc", model=MODEL, timeout_s=30) as client:
+            assert client.predict(_ids(4))[0].shape == (4,)
+        proc.send_signal(signal.SIGHUP)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0 and "stopped" in out, out[-2000:]
+    assert _wait(lambda: not _left_behind([server, *stubs], prefix), 10) is not None, \
+        _left_behind([server, *stubs], prefix)
+    assert not ready.exists()
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
 
 
 def _post(url: str, body: bytes, headers: dict[str, str] | None = None) -> int:

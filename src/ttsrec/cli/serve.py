@@ -133,7 +133,8 @@ def serve(
         if ready_file:
             atomic_write_text(ready_file, json.dumps(_endpoints(servers), indent=1) + "\n")
         if key:
-            out.print(f"exposed on {host}: {RESTRICTED} need header {KEY_HEADER} "
+            out.print(f"exposed on {host}: {RESTRICTED} need header {KEY_HEADER} (gRPC metadata "
+                      f"triton-grpc-protocol-{KEY_HEADER}) "
                       f"(key from TTSREC_ADMIN_KEY, else this one: {key})")
         if check:
             _print_check(servers, sharded)
