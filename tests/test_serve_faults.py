@@ -88,14 +88,19 @@ def tts_serve(repo: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[byt
         assert proc.poll() is None, (tmp_path / "tts-serve.log").read_text()
         yield proc, json.loads(ready.read_text())["servers"][0]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _terminate(proc)
         log.close()
         print((tmp_path / "tts-serve.log").read_text()[-2000:])
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """SIGTERM (a clean stop), then SIGKILL if it is not gone within a minute."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _server_pid(serve_pid: int) -> int:
@@ -254,12 +259,7 @@ def test_default_listens_on_loopback_only_and_exposed_restricts_admin_apis(tts_s
         grpc_port = json.loads(ready.read_text())["servers"][0]["grpc_url"].rsplit(":", 1)[1]
         _check_grpc_restricted(f"127.0.0.1:{grpc_port}", "s3cret")  # bound to every address
     finally:
-        exposed.send_signal(signal.SIGTERM)
-        try:
-            exposed.wait(60)
-        except subprocess.TimeoutExpired:
-            exposed.kill()
-            exposed.wait()
+        _terminate(exposed)
 
 
 def _check_grpc_restricted(grpc_url: str, key: str) -> None:
