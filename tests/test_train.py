@@ -17,8 +17,9 @@ from ttsrec.models.checkpoint import load_member, load_members
 from ttsrec.train import TrainOptions, train_members
 from ttsrec.train.fit import eval_points
 from ttsrec.train.metrics import binary_metrics, predict_logits, split_labels
-from ttsrec.train.options import parse_hparams, parse_int_list
+from ttsrec.train.options import parse_hparams
 from ttsrec.train.runfile import load_run, prepare_out
+from ttsrec.utils.common import parse_int_list
 
 
 def test_parse_hparams_takes_json_values_and_bare_words() -> None:
@@ -26,9 +27,9 @@ def test_parse_hparams_takes_json_values_and_bare_words() -> None:
     assert got == {"embed_dim": 8, "mlp_dims": [64, 32], "dcnv2.num_cross_layers": 2, "name": "abc"}
     with pytest.raises(UserError, match="key=value"):
         parse_hparams(["embed_dim"])
-    assert parse_int_list("0, 1,2", "--seeds") == [0, 1, 2]
+    assert parse_int_list("0, 1,2", "--seeds", positive=False) == [0, 1, 2]
     with pytest.raises(UserError, match="--seeds"):
-        parse_int_list("0,x", "--seeds")
+        parse_int_list("0,x", "--seeds", positive=False)
 
 
 def test_hparams_apply_to_the_backbones_that_have_them() -> None:

@@ -12,6 +12,8 @@ from typing import Any
 
 import psutil
 
+from ttsrec.utils.common import usable_cores
+
 PACKAGES = (
     "ttsrec",
     "numpy",
@@ -64,7 +66,7 @@ def machine() -> dict[str, Any]:
         "cpu_model": cpu_model(),
         "logical_cores": psutil.cpu_count(logical=True),
         "physical_cores": psutil.cpu_count(logical=False),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cores(),
         "memory_bytes": psutil.virtual_memory().total,
         "platform": platform.platform(),
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,

@@ -77,7 +77,7 @@ class RepositoryInfo:
 
     @cached_property
     def member_names(self) -> list[str]:
-        return sorted(n for n in self.models if n.startswith("member_"))
+        return sorted(n for n in self.models if naming.is_member(n))
 
     def onnx_path(self, model: str) -> Path:
         path = onnx_file(self.path / model / naming.VERSION)

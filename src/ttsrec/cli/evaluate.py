@@ -43,7 +43,7 @@ def evaluate(
     """Score members on the test split; writes report.md, results.csv/json and PNG plots into --out."""
     from ttsrec.evaluate import evaluate_runs
     from ttsrec.evaluate.report import rich_table
-    from ttsrec.train.options import parse_int_list
+    from ttsrec.utils.common import parse_int_list
 
     if threads is not None:
         import torch

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ttsrec.cli.common import console, run_app
 from ttsrec.errors import UserError
+from ttsrec.utils.common import parse_int_list
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -99,13 +100,10 @@ def export(
 
 
 def parse_m_list(text: str | None) -> list[int] | None:
-    """`"1,2,4"` -> [1, 2, 4]; anything else is a one-line error."""
+    """`"1,2,4"` -> [1, 2, 4]; anything else (an empty list included) is a one-line error."""
     if text is None:
         return None
-    try:
-        values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise UserError(f"--m-list must be comma-separated integers like 1,2,4,8, got {text!r}") from None
+    values = parse_int_list(text, "--m-list")
     if not values:
         raise UserError("--m-list is empty")
     return values

@@ -59,15 +59,17 @@ def train(
 ) -> None:
     """Train members; writes member_XX_<backbone>_s<seed>.pt checkpoints and run.json into --out."""
     from ttsrec.train import TrainOptions, train_group_series, train_members
-    from ttsrec.train.options import parse_hparams, parse_int_list
+    from ttsrec.train.options import parse_hparams
     from ttsrec.train.runfile import load_run
+    from ttsrec.utils.common import parse_int_list
 
     options = TrainOptions(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
                            patience=patience, evals_per_epoch=evals_per_epoch, train_limit=train_limit,
                            precision=precision, data_order=data_order, hparams=parse_hparams(hparam))
     series = parse_int_list(group_series, "--group-series")
-    common = {"seeds": parse_int_list(seeds, "--seeds"), "threads": threads, "force": force, "resume": resume,
-              "options": options, "show_progress": not quiet, "console": console, "device": device}
+    common = {"seeds": parse_int_list(seeds, "--seeds", positive=False), "threads": threads, "force": force,
+              "resume": resume, "options": options, "show_progress": not quiet, "console": console,
+              "device": device}
     try:
         if series:
             train_group_series(data, members, out, series, **common)

@@ -21,6 +21,7 @@ from torch import nn
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.errors import UserError
 from ttsrec.export.onnx_member import ort_session
+from ttsrec.utils import common
 
 
 class ParityError(UserError):
@@ -120,4 +121,4 @@ def sum_logits(per_member: Sequence[dict[int, np.ndarray]]) -> dict[int, np.ndar
 
 
 def sigmoid(logits: dict[int, np.ndarray]) -> dict[int, np.ndarray]:
-    return {b: (1.0 / (1.0 + np.exp(-x.astype(np.float64)))).astype(np.float32) for b, x in logits.items()}
+    return {b: common.sigmoid(x) for b, x in logits.items()}

@@ -91,11 +91,3 @@ def parse_hparams(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def parse_int_list(text: str | None, flag: str) -> list[int] | None:
-    """`"0,1,2"` -> [0, 1, 2]; a one-line `UserError` naming the flag otherwise."""
-    if text is None or not text.strip():
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"{flag} expects comma-separated integers, got {text!r}") from None

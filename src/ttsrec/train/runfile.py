@@ -16,7 +16,6 @@ A `--group-series` output folder holds `series.json` (`{"format": "ttsrec.series
 from __future__ import annotations
 
 import json
-import os
 import platform
 import shutil
 from datetime import datetime, timezone
@@ -25,6 +24,7 @@ from typing import Any
 
 from ttsrec.errors import UserError
 from ttsrec.utils.atomic import atomic_write_text
+from ttsrec.utils.common import usable_cores
 
 RUN_FORMAT = "ttsrec.run/1"
 RUN_FILE = "run.json"
@@ -45,7 +45,7 @@ def environment() -> dict[str, Any]:
     import torch
 
     return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()}
+            "cpus": usable_cores()}
 
 
 def write_run(out: Path, run: dict[str, Any]) -> None:
