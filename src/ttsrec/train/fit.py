@@ -75,6 +75,14 @@ def _to_device(batches, device: str):
         yield pending
 
 
+def make_adam(params: Sequence[nn.Parameter], options: TrainOptions) -> torch.optim.Adam:
+    """Adam with torch's fused kernel (CPU and CUDA): the same update rule in one pass over each tensor
+    instead of about ten elementwise ops, which matters once bf16 has made the GEMMs cheap."""
+    device = params[0].device.type
+    fused = True if device in ("cpu", "cuda") else None
+    return torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay, fused=fused)
+
+
 def _snapshot(models: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
     return [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in models]
 
@@ -90,7 +98,7 @@ def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
     device = str(params[0].device)
     on_gpu = device.startswith("cuda")
     scaler = grad_scaler(options.precision, device)
-    optimiser = torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay)
+    optimiser = make_adam(params, options)
     n_train = data.num_rows("train")
     if options.train_limit is not None:
         n_train = min(n_train, options.train_limit)
