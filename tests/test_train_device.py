@@ -63,6 +63,19 @@ def test_cli_device_cuda_without_gpu_is_one_line_exit_2(prepared_dir: Path, tmp_
     assert code == 2 and "fp16 needs a CUDA" in one_error_line(err)
 
 
+def test_executor_ray_without_ray_is_one_line_exit_2_with_the_install_hint(prepared_dir: Path, tmp_path: Path,
+                                                                           capsys, monkeypatch) -> None:
+    """Ray is installed in the dev venv, so its absence is simulated: `import ray` raises ImportError."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    args = ["--data", prepared_dir, "--members", "fnn", "--out", tmp_path / "run", "--executor", "ray", "-q"]
+    code, _, err = cli(train_main, "tts-train", args, capsys, monkeypatch)
+    line = one_error_line(err)
+    assert code == 2 and "needs Ray" in line and "pip install 'ttsrec[ray]'" in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_data_order_fixed_is_the_same_for_every_seed() -> None:
     fixed, per_seed = TrainOptions(data_order="fixed"), TrainOptions(data_order="per-seed")
     assert fixed.shuffle_seed(0, 1) == fixed.shuffle_seed(7, 1) != fixed.shuffle_seed(7, 2)
@@ -151,3 +164,30 @@ def test_cuda_training_saves_cpu_checkpoints(prepared_dir: Path, tmp_path: Path)
     assert all(v.device.type == "cpu" for v in payload["state_dict"].values())
     member = load_member(out / record["file"])
     assert predict_logits([member.model], PreparedData(prepared_dir), "test").shape[0] == 1
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_bf16_trained_members_export_and_serve_unchanged(prepared_dir: Path, tmp_path: Path) -> None:
+    """bf16 changes only how training computes: its checkpoints hold fp32 weights, so the real
+    tritonserver serves the exported ensemble with the torch checkpoints' fp32 logits."""
+    from serve_fixtures import OrtReference, export
+    from ttsrec.client import Client
+    from ttsrec.serve import TritonServer
+
+    run = train_members(prepared_dir, "fnn*2", tmp_path / "bf16", epochs=1, precision="bf16",
+                        train_limit=4096, show_progress=False, **QUICK)
+    checkpoints = sorted(run.glob("member_*.pt"))
+    assert [load_run(run)["members"][i]["precision"] for i in range(2)] == ["bf16", "bf16"]
+    repo = export(checkpoints, tmp_path / "repo", prepared_dir, m_list=[1, 2], fused=False)
+    rows = np.asarray(PreparedData(prepared_dir).ids("test")[:64], dtype=np.int64)
+    with torch.inference_mode():
+        expected = np.mean([load_member(p).model(torch.from_numpy(rows)).reshape(-1).numpy()
+                            for p in checkpoints], axis=0)
+    ort_ref = OrtReference(repo)
+    reference = ort_ref.mean_logit(ort_ref.members_of("ensemble_m2"), rows)
+    with TritonServer(repo) as server, Client(server.grpc_url, model="ensemble_m2", timeout_s=30) as client:
+        prob, logit = client.predict(rows)
+    assert np.abs(logit - reference).max() <= 1e-6
+    np.testing.assert_allclose(logit, expected, rtol=1e-4, atol=1e-4)
+    assert np.all((prob > 0) & (prob < 1))

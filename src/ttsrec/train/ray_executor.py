@@ -15,12 +15,24 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ttsrec.errors import RuntimeFailure
+from ttsrec.errors import RuntimeFailure, UserError
 from ttsrec.train.member import MemberJob, train_member
 from ttsrec.utils.atomic import atomic_write_bytes
 
 FAIL_ONCE_ENV = "TTSREC_TEST_FAIL_ONCE"
 """Tests only: a marker-file path; the first attempt that finds it missing creates it and raises."""
+
+
+RAY_HINT = "pip install 'ttsrec[ray]'"
+
+
+def require_ray() -> None:
+    """Ray is an optional extra: without it `--executor ray` is a one-line error (exit 2) naming the
+    install command, checked before the run dir is touched."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UserError(f"--executor ray needs Ray, which is not installed here ({RAY_HINT})") from None
 
 
 def _train_remote(job: MemberJob) -> tuple[dict[str, Any], bytes]:

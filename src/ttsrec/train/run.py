@@ -65,6 +65,10 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
 
     if executor not in ("local", "ray"):
         raise UserError(f"--executor expects local or ray, got {executor!r}")
+    if executor == "ray":
+        from ttsrec.train.ray_executor import require_ray
+
+        require_ray()
     if max_retries < 0:
         raise UserError(f"--max-retries must be >= 0, got {max_retries}")
     device = "cuda" if executor == "ray" and device == "cuda" else resolve_device(device)
