@@ -211,3 +211,32 @@ def test_existing_report_needs_force(four_members: list[Path], prepared_dir: Pat
     with pytest.raises(UserError, match="--force"):
         evaluate_runs(four_members, prepared_dir, tmp_path / "report", show_progress=False)
     assert (tmp_path / "report" / "keep.txt").read_text() == "old"
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_thread")
+def test_report_shows_each_runs_precision(prepared_dir: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Two runs of the same seeds in fp32 and bf16 side by side in one table; a loose checkpoint (no
+    run.json) takes its precision from the checkpoint itself."""
+    import shutil
+
+    runs = [train_members(prepared_dir, "fnn*2", tmp_path / p, epochs=1, precision=p, train_limit=4096,
+                          show_progress=False, **QUICK) for p in ("fp32", "bf16")]
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    shutil.copy(next(runs[1].glob("member_00_*.pt")), loose / "member_00_fnn_s0.pt")
+    out = tmp_path / "report"
+    code, stdout, err = cli(eval_main, "tts-eval", [
+        *runs, loose / "member_00_fnn_s0.pt", "--data", prepared_dir, "--out", out, "--m-list", "1",
+        "--merges", "mean", "--no-soup", "-q"], capsys, monkeypatch)
+    assert code == 0, err
+    result = json.loads((out / "results.json").read_text())
+    assert [g["precision"] for g in result["groups"]] == ["fp32", "bf16", "bf16"]
+    assert all(m["precision"] == g["precision"] for g in result["groups"] for m in g["members"])
+    assert {(r["group"], r["precision"]) for r in result["rows"]} == {
+        (g["name"], g["precision"]) for g in result["groups"]}
+    header, *lines = (out / "results.csv").read_text().splitlines()
+    assert header.endswith(",precision") and {line.rsplit(",", 1)[1] for line in lines} == {"fp32", "bf16"}
+    report = (out / "report.md").read_text()
+    assert "trained in fp32)" in report and "trained in bf16)" in report
+    assert "bf16" in stdout and "fp32" in stdout  # the precision column (its header is cut at 80 columns)

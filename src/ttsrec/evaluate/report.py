@@ -17,7 +17,7 @@ SHORT = {"tts": "merge", "tts_balanced": "merge mix", "best_backbone": "merge be
          "param_module_depth": "stacked modules", "param_module_width": "parallel modules"}
 CSV_COLUMNS = ["group", "kind", "merge", "backbone", "M", "subsets", "auc", "auc_std", "logloss",
                "logloss_std", "auc_gain", "logloss_gain", "macs_per_sample", "js_mean", "best_member_auc",
-               "params", "hparams", "weights"]
+               "params", "hparams", "weights", "precision"]
 
 
 def write_outputs(out: Path, result: dict[str, Any]) -> None:
@@ -36,7 +36,7 @@ def write_outputs(out: Path, result: dict[str, Any]) -> None:
 
 
 def _dtype(column: str) -> Any:
-    if column in ("group", "kind", "merge", "backbone", "hparams", "weights"):
+    if column in ("group", "precision", "kind", "merge", "backbone", "hparams", "weights"):
         return pl.String
     return pl.Int64 if column in ("M", "subsets", "params") else pl.Float64
 
@@ -48,10 +48,12 @@ def _csv_value(value: Any) -> Any:
 def rich_table(result: dict[str, Any]) -> Table:
     """AUC vs M (and parameter scaling) for every group, as shown on screen."""
     table = Table(title=f"test split: {result['data']['test_rows']:,} rows")
-    for col in ("group", "kind", "merge", "M", "AUC", "± std", "logloss", "gain", "JS bits", "MACs"):
-        table.add_column(col, justify="left" if col in ("group", "kind", "merge") else "right")
+    for col in ("group", "precision", "kind", "merge", "M", "AUC", "± std", "logloss", "gain", "JS bits",
+                "MACs"):
+        table.add_column(col, justify="left" if col in ("group", "precision", "kind", "merge") else "right")
     for r in result["rows"]:
-        table.add_row(r["group"], SHORT.get(r["kind"], r["kind"]), r.get("merge", "mean"), str(r["M"]),
+        table.add_row(r["group"], r.get("precision", "fp32"), SHORT.get(r["kind"], r["kind"]),
+                      r.get("merge", "mean"), str(r["M"]),
                       f"{r['auc']:.4f}",
                       f"{r['auc_std']:.4f}", f"{r['logloss']:.4f}", f"{r['auc_gain']:+.4f}",
                       "" if r.get("js_mean") is None else f"{r['js_mean']:.3g}",
@@ -89,7 +91,8 @@ def markdown(result: dict[str, Any]) -> str:
 def _group_section(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     ref, gain = g["reference"], g["gain"]
     kind = "homogeneous" if g["homogeneous"] else "heterogeneous"
-    lines = [f"## {g['name']} ({kind}, {len(g['members'])} members)", "",
+    lines = [f"## {g['name']} ({kind}, {len(g['members'])} members, trained in {g.get('precision', 'fp32')})",
+             "",
              f"Reference ({ref['kind'].replace('_', ' ')}, {ref['backbone']}): AUC {ref['auc']:.4f}, "
              f"logloss {ref['logloss']:.4f}.", "",
              "| kind | merge | M | AUC | ± std | logloss | AUC gain | logloss gain | JS (bits) | MACs/sample "
@@ -103,10 +106,11 @@ def _group_section(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     lines += _merge_table(g, rows)
     lines += ["", f"Diversity: mean pairwise JS divergence {g['js_mean']:.3g} bits; merging all {gain['M']} "
               f"members changes AUC by {gain['auc']:+.4f} and logloss by {gain['logloss']:+.4f}.", "",
-              "| member | backbone | seed | test AUC | test logloss | MACs/sample | params |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+              "| member | backbone | seed | precision | test AUC | test logloss | MACs/sample | params |",
+              "|---|---|---:|---|---:|---:|---:|---:|"]
     for m in g["members"]:
-        lines.append(f"| {m['name']} | {m['backbone']} | {m['seed']} | {m['auc']:.4f} | {m['logloss']:.4f} "
+        lines.append(f"| {m['name']} | {m['backbone']} | {m['seed']} | {m.get('precision', 'fp32')} "
+                     f"| {m['auc']:.4f} | {m['logloss']:.4f} "
                      f"| {_fmt_macs(m['macs_per_sample'])} | {m['params']:,} |")
     if len(g["members"]) > 1:
         lines += ["", f"![JS matrix](js_{g['name']}.png)"]

@@ -18,7 +18,7 @@ from ttsrec.evaluate.merge import MERGE_KINDS
 from ttsrec.evaluate.param_scaling import DEFAULT_KINDS, KINDS, match_macs
 from ttsrec.evaluate.report import write_outputs
 from ttsrec.evaluate.soup import can_soup, uniform_soup
-from ttsrec.evaluate.sources import MemberGroup, collect_groups
+from ttsrec.evaluate.sources import MemberGroup, collect_groups, member_precision
 from ttsrec.train.fit import fit
 from ttsrec.train.member import build_member
 from ttsrec.train.metrics import binary_metrics, predict_logits, split_labels
@@ -101,16 +101,22 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
                               ref=ref, merges=merges)
             if soup and not g.joint and can_soup([m.model for m in g.members]):
                 rows += _soup_rows(g, data, labels, m_lists[g.name], subsets, seed, macs, ref)
+            precisions = [member_precision(m, g.run) for m in g.members]
+            precision = "+".join(dict.fromkeys(precisions))  # "fp32+bf16" for a mixed group
+            for r in rows:
+                r["precision"] = precision
             plain = ("tts", "tts_balanced", "group")
             top = max((r for r in rows if r["kind"] in plain and r["merge"] == "mean"), key=lambda r: r["M"])
             result["rows"] += rows
             result["groups"].append({
                 "name": g.name, "homogeneous": g.homogeneous, "joint": g.joint, "series": g.series,
+                "precision": precision,
                 "m_list": m_lists[g.name],
                 "members": [{"name": m.name, "path": str(m.path), "backbone": m.backbone, "seed": m.seed,
-                             "hparams": m.hparams, "params": int(c.params),
+                             "hparams": m.hparams, "precision": p, "params": int(c.params),
                              "macs_per_sample": int(c.macs_per_sample), **s, **v}
-                            for m, c, s, v in zip(g.members, costs, singles, on_valid, strict=True)],
+                            for m, c, s, v, p in zip(g.members, costs, singles, on_valid, precisions,
+                                                     strict=True)],
                 "reference": {k: v for k, v in ref.items() if k != "members"},
                 "js_matrix": js.round(6).tolist(), "js_mean": _mean_offdiag(js),
                 "gain": {"M": top["M"], "auc": top["auc_gain"], "logloss": top["logloss_gain"]},
@@ -208,7 +214,7 @@ def _param_rows(groups: list[MemberGroup], result: dict[str, Any], data, labels:
             ref = info["reference"]
             rows.append({
                 "group": g.name, "kind": f"param_{kind}", "merge": "none", "backbone": base.backbone, "M": m,
-                "subsets": 1,
+                "subsets": 1, "precision": options.precision,
                 "auc": trained["auc"], "auc_std": 0.0, "logloss": trained["logloss"], "logloss_std": 0.0,
                 "auc_gain": trained["auc"] - ref["auc"], "logloss_gain": trained["logloss"] - ref["logloss"],
                 "macs_per_sample": float(macs), "js_mean": None, "params": trained["params"],

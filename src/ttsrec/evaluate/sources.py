@@ -40,6 +40,20 @@ class MemberGroup:
         return str(self.run.get("_series", "group runs"))
 
 
+def member_precision(member: LoadedMember, run: dict[str, Any]) -> str:
+    """The precision a member was trained in (`tts-train --precision`): its run.json record, else its
+    checkpoint's `train.precision`; files from before the flag were fp32."""
+    for record in run.get("members", []):
+        if record.get("file") == member.path.name:
+            return str(record.get("precision", run.get("precision", "fp32")))
+    if run.get("precision"):
+        return str(run["precision"])
+    import torch
+
+    payload = torch.load(member.path, map_location="cpu", weights_only=True, mmap=True)
+    return str((payload.get("train") or {}).get("precision", "fp32"))
+
+
 def collect_groups(sources: list[Path]) -> list[MemberGroup]:
     """Load every member once; all of them must share one feature map (else a one-line error)."""
     if not sources:
