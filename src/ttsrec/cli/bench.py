@@ -10,11 +10,14 @@ from rich.console import Group
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ttsrec.bench.config import configs_for
 from ttsrec.bench.frontier import best_within, frontier_points, plot_frontier
 from ttsrec.bench.measure import MeasureSettings
+from ttsrec.bench.plan import Point
 from ttsrec.bench.report import markdown, plot, summary_tables, table, write_csv, write_json
+from ttsrec.bench.result import combine
 from ttsrec.bench.row import Row
-from ttsrec.bench.sweep import Point, Sweep, SweepConfig, combine
+from ttsrec.bench.sweep import Sweep
 from ttsrec.bench.targets import MODES
 from ttsrec.cli.common import console, run_app
 from ttsrec.errors import UserError
@@ -49,11 +52,8 @@ def parse_concurrency(text: str) -> list[int]:
 
 
 def parse_modes(values: list[str]) -> list[str]:
-    modes = [m for v in values for m in v.replace(" ", "").split(",") if m]
-    unknown = [m for m in modes if m not in MODES]
-    if unknown or not modes:
-        raise UserError(f"unknown mode {', '.join(unknown) or '(none)'} (choose from {', '.join(MODES)})")
-    return list(dict.fromkeys(modes))
+    """Comma lists or repeated `--mode`s, flattened; `SweepConfig` says which names it takes."""
+    return [m for v in values for m in v.replace(" ", "").split(",") if m]
 
 
 @app.command()
@@ -168,18 +168,14 @@ def bench(
     ] = None,
 ) -> None:
     """Sweep modes × M × batch × concurrency; rows in µs and inferences/s, like perf_analyzer."""
-    if measurement_interval < 10 or max_trials < 3 or stability_percentage <= 0 or warmup_request_count < 0:
-        raise UserError("-p must be >= 10 ms, --max-trials >= 3, -s > 0, --warmup-request-count >= 0")
-    if percentile is not None and percentile not in (50, 90, 95, 99):
-        raise UserError(f"--percentile must be 50, 90, 95 or 99, got {percentile}")
+    # The sweep's own options are checked by SweepConfig; these are about this command's outputs.
     if (budget_ms is not None or frontier_out is not None) and eval_data is None:
         raise UserError("--budget-ms and --frontier need --eval-data (the AUC of each configuration)")
     if budget_ms is not None and not budget_ms > 0:
         raise UserError(f"--budget-ms must be > 0, got {budget_ms}")
     repositories = [Path(p) for v in (repository or ["model_repository"]) for p in v.split(",") if p.strip()]
-    if url is not None and len(repositories) > 1:
-        raise UserError("-u/--url is one server; several --repository values need tts-bench to start them")
-    base = dict(
+    configs = configs_for(
+        repositories,
         modes=parse_modes(mode or ["ensemble,fused,inprocess"]),
         m_list=parse_int_list(m_list, "--m-list") if m_list else None,
         batches=parse_int_list(batch_size, "-b/--batch-size"),
@@ -205,7 +201,7 @@ def bench(
     for path in (latency_report_file, json_out, plot_out, markdown_out, frontier_out):
         if path is not None and path.is_dir():
             raise UserError(f"{path} is a directory, expected a file path")
-    sweeps = [Sweep(SweepConfig(repository=path, **base)) for path in repositories]  # type: ignore[arg-type]
+    sweeps = [Sweep(config) for config in configs]
 
     rows: list[Row] = []
     progress = Progress(

@@ -1,0 +1,116 @@
+"""Which rows a sweep measures: (mode, M, batch, concurrency), from the config and the models there are.
+
+Pure (no server, no file): `served` is what a server has loaded (None: no server asked), `local` the
+model names of the local repository (None: no local copy). Missing M values or models fail here, as
+one-line `UserError`s, before anything is started.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ttsrec.bench.config import SweepConfig
+from ttsrec.bench.targets import TRITON_MODES
+from ttsrec.errors import UserError
+from ttsrec.repository import naming
+
+_M_RE = re.compile(r"^(?:ensemble|fused)_m(\d+)$")
+
+
+@dataclass(frozen=True)
+class Point:
+    mode: str
+    m: int
+    batch: int
+    concurrency: int
+
+    def __str__(self) -> str:
+        return f"{self.mode} M={self.m} batch={self.batch} c={self.concurrency}"
+
+
+def _where(cfg: SweepConfig) -> str:
+    return cfg.url or str(cfg.repository)
+
+
+def _unsharded(cfg: SweepConfig) -> bool:
+    """Whether any mode's M values come from the repository or server (sharded rows use the export's)."""
+    return bool(set(cfg.modes) - {"sharded"})
+
+
+def served_m_values(served: Iterable[str]) -> set[int]:
+    """M values of the served ensemble_mM / fused_mM models."""
+    return {
+        int(n.rsplit("_m", 1)[1])
+        for n in served
+        if n.rsplit("_m", 1)[-1].isdigit() and n.startswith(("ensemble_m", "fused_m"))
+    }
+
+
+def local_m_values(local: Iterable[str]) -> set[int]:
+    """M values with an ensemble or a fused model in the local repository (as `RepositoryInfo.m_values`)."""
+    return {int(match.group(1)) for name in local if (match := _M_RE.match(name))}
+
+
+def m_values(cfg: SweepConfig, served: set[str] | None, local: set[str] | None) -> list[int]:
+    """The M values to measure: `cfg.m_list`, or all there are; in-process rows need them locally too."""
+    if not _unsharded(cfg):
+        return []
+    have = served_m_values(served) if served is not None else set()
+    if local is not None and (served is None or "inprocess" in cfg.modes):
+        have = (have & local_m_values(local)) if served is not None else local_m_values(local)
+    if not have:
+        raise UserError(f"{_where(cfg)} has no ensemble_mM or fused_mM models")
+    wanted = cfg.m_list if cfg.m_list is not None else sorted(have)
+    missing = [m for m in wanted if m not in have]
+    if missing:
+        raise UserError(
+            f"M={', '.join(map(str, missing))} not in {_where(cfg)} (it has M = "
+            f"{', '.join(map(str, sorted(have))) or 'none'})"
+        )
+    return wanted
+
+
+def check_model(cfg: SweepConfig, model: str, available: set[str] | None, mode: str) -> None:
+    if model not in (available or set()):
+        raise UserError(
+            f"--mode {mode} needs {model}, which {_where(cfg)} does not have (exported with --no-fused?)"
+        )
+
+
+def plan(
+    cfg: SweepConfig, served: set[str] | None, local: set[str] | None, shard_m: int | None
+) -> list[Point]:
+    """Rows in measuring order (mode, M, batch, concurrency); `inprocess` gives two rows per point."""
+    ms = m_values(cfg, served, local)
+    points = []
+    for mode in cfg.modes:
+        mode_ms = ([shard_m] if shard_m else []) if mode == "sharded" else ms
+        for m in mode_ms:
+            if mode in TRITON_MODES:
+                name = naming.ensemble_name(m) if mode == "ensemble" else naming.fused_name(m)
+                check_model(cfg, name, served if served is not None else local, mode)
+            labels = ["inprocess_members", "inprocess_fused"] if mode == "inprocess" else [mode]
+            for label in labels:
+                if label == "inprocess_fused":
+                    check_model(cfg, naming.fused_name(m), local, mode)
+                for batch in cfg.batches:
+                    for conc in cfg.concurrencies:
+                        points.append(Point(label, m, batch, conc))
+    return points
+
+
+def unsharded_ms(points: Iterable[Point]) -> list[int]:
+    """M values of the planned rows that measure this repository's members (not a sharded export's)."""
+    return sorted({p.m for p in points if p.mode != "sharded"})
+
+
+def shard_m(configs: Iterable[dict[str, Any]]) -> int:
+    """M of a sharded deployment: the member steps of each shard's ensemble config (at least one each)."""
+    total = 0
+    for config in configs:
+        steps = config.get("ensemble_scheduling", {}).get("step", [])
+        total += sum(1 for s in steps if s["model_name"].startswith("member_")) or 1
+    return total
