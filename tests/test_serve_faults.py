@@ -385,8 +385,36 @@ def test_malformed_http_and_grpc_requests_get_an_error_and_the_server_stays_up(t
         inp._raw_content = b"\1" * 100  # byte size that does not match the shape
         with pytest.raises(InferenceServerException):
             client.infer(MODEL, [inp], client_timeout=30)
+        inp = grpcclient.InferInput("feat_ids", [-1, 39], "INT64")
+        inp._raw_content = np.ones((1, 39), dtype=np.int64).tobytes()  # a negative dimension
+        with pytest.raises(InferenceServerException):
+            client.infer(MODEL, [inp], client_timeout=30)
+    _random_bytes_over_grpc(ep["grpc_url"])
     assert _alive(server) and _server_pid(proc.pid) == server, "no restart was needed"
     assert _ready(ep["http_url"])
     with Client(ep["grpc_url"], model=MODEL) as client:
         assert np.isfinite(client.predict(_ids())[0]).all()
-    print(f"malformed requests: HTTP {statuses} and 5 gRPC errors; same server still ready")
+    print(f"malformed requests: HTTP {statuses} and 7 gRPC error answers, bare-port garbage dropped; same server still ready")
+
+
+def _random_bytes_over_grpc(grpc_url: str) -> None:
+    """Random bytes as the ModelInfer message (an error answer), and on the bare TCP port (dropped)."""
+    import socket
+
+    import grpc
+
+    payload = np.random.default_rng(2).bytes(512)
+    with grpc.insecure_channel(grpc_url) as channel:
+        call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")  # bytes in, bytes out
+        with pytest.raises(grpc.RpcError) as err:
+            call(payload, timeout=30)
+        assert err.value.code() != grpc.StatusCode.OK
+    host, port = grpc_url.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(payload)
+        sock.settimeout(10)
+        try:
+            while sock.recv(4096):  # the server answers with an HTTP/2 GOAWAY or closes: either ends it
+                pass
+        except (ConnectionResetError, TimeoutError):
+            pass
