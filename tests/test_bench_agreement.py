@@ -62,7 +62,7 @@ def test_native_and_perf_analyzer_agree_at_batch_256(
 
         # Alternate, and compare each engine's best: the machine is shared, a window can be unlucky.
         native, pa = [], []
-        for _ in range(3):
+        for _ in range(5):  # a window on this shared machine ranged 27k-56k infer/s for the same engine
             native.append(throughput("native"))
             pa.append(throughput("perf_analyzer"))
     ratio = max(native) / max(pa)
