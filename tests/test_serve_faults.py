@@ -394,7 +394,8 @@ def test_malformed_http_and_grpc_requests_get_an_error_and_the_server_stays_up(t
     assert _ready(ep["http_url"])
     with Client(ep["grpc_url"], model=MODEL) as client:
         assert np.isfinite(client.predict(_ids())[0]).all()
-    print(f"malformed requests: HTTP {statuses} and 7 gRPC error answers, bare-port garbage dropped; same server still ready")
+    print(f"malformed requests: HTTP {statuses} and 7 gRPC error answers, bare-port garbage dropped; "
+          "same server still ready")
 
 
 def _random_bytes_over_grpc(grpc_url: str) -> None:
