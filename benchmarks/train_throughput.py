@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+from ttsrec.bench.meta import cpu_model
 from ttsrec.cli.common import console, run_app
 from ttsrec.errors import UserError
 from ttsrec.models import BACKBONES, model_cost
@@ -40,6 +41,7 @@ from ttsrec.train.fit import fit, make_adam
 from ttsrec.train.member import build_member
 from ttsrec.train.options import TrainOptions
 from ttsrec.utils.atomic import atomic_write_text
+from ttsrec.utils.common import parse_int_list
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -163,25 +165,11 @@ def measure(data_dir: Path, backbones: list[str], batch_size: int, steps: int,
     return rows
 
 
-def cpu_model() -> str:
-    """The CPU's name from /proc/cpuinfo (platform.processor() is empty on most Linux systems)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _ints(text: str, flag: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise UserError(f"{flag} expects comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
+    values = parse_int_list(text, flag)
+    if not values:
         raise UserError(f"{flag} expects integers >= 1, got {text!r}")
-    return values
+    return tuple(values)
 
 
 @app.command()
