@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,98 +121,64 @@ def plot(path: Path, rows: Sequence[Row]) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
+def _small_table(title: str, header: Sequence[str], rows: Iterable[Sequence[str]],
+                 left: tuple[str, ...] = ("mode",)) -> Table:
+    t = Table(title=title, title_justify="left")
+    for name in header:
+        t.add_column(name, justify="left" if name in left else "right")
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
 def summary_tables(result: Any) -> list[Table]:
     """The figures the sweep exists for (see `ttsrec.bench.analysis`), one small table each."""
     summary = result.summary
     out = []
-    eff = summary["scaling_efficiency"]
-    if eff:
-        t = Table(
-            title="scaling efficiency M·throughput(M)/throughput(1)  (1.0 = each member costs its share)",
-            title_justify="left",
-        )
-        for name in ("mode", "batch", "conc", "M", "efficiency"):
-            t.add_column(name, justify="left" if name == "mode" else "right")
-        for e in eff:
-            t.add_row(
-                e["mode"], str(e["batch"]), str(e["concurrency"]), str(e["m"]), f"{e['efficiency']:.2f}"
-            )
-        out.append(t)
-    ratio = summary["serving_ratio"]
-    if ratio:
-        t = Table(title="best Triton mode vs in-process fused graph (throughput ratio)", title_justify="left")
-        for name in ("M", "batch", "conc", "best mode", "ratio"):
-            t.add_column(name, justify="right")
-        for e in ratio:
-            t.add_row(
-                str(e["m"]), str(e["batch"]), str(e["concurrency"]), e["best_mode"], f"{e['ratio']:.2f}"
-            )
-        out.append(t)
+    if eff := summary["scaling_efficiency"]:
+        out.append(_small_table(
+            "scaling efficiency M·throughput(M)/throughput(1)  (1.0 = each member costs its share)",
+            ("mode", "batch", "conc", "M", "efficiency"),
+            ((e["mode"], str(e["batch"]), str(e["concurrency"]), str(e["m"]), f"{e['efficiency']:.2f}")
+             for e in eff)))
+    if ratio := summary["serving_ratio"]:
+        out.append(_small_table(
+            "best Triton mode vs in-process fused graph (throughput ratio)",
+            ("M", "batch", "conc", "best mode", "ratio"),
+            ((str(e["m"]), str(e["batch"]), str(e["concurrency"]), e["best_mode"], f"{e['ratio']:.2f}")
+             for e in ratio), left=()))
     if result.roofline is not None:
         out.append(roofline_table(result.roofline))
-    floor = summary["bandwidth_floor"]
-    if floor:
-        t = Table(
-            title="batch 1, concurrency 1: p50 vs the read-bandwidth floor (M members' dense weight bytes / "
+    if floor := summary["bandwidth_floor"]:
+        out.append(_small_table(
+            "batch 1, concurrency 1: p50 vs the read-bandwidth floor (M members' dense weight bytes / "
             "the read rate where they sit: cache when they fit the last-level cache, else memory)",
-            title_justify="left",
-        )
-        for name in FLOOR_HEADER:
-            t.add_column(name, justify="left" if name == "mode" else "right")
-        for row in _floor_rows(floor):
-            t.add_row(*row)
-        out.append(t)
-    roof = summary["compute_roof"]
-    if roof:
-        t = Table(
-            title="achieved fraction of the compute roof: MACs/row × rows/s over onnxruntime's GEMM "
+            FLOOR_HEADER, _floor_rows(floor)))
+    if roof := summary["compute_roof"]:
+        t = _small_table(
+            "achieved fraction of the compute roof: MACs/row × rows/s over onnxruntime's GEMM "
             "(runtime) and the fastest kernel at hand (hardware) in the row's precision",
-            title_justify="left",
-        )
-        for name in ROOF_HEADER:
-            t.add_column(name, justify="left" if name == "mode" else "right")
-        for row in _roof_rows(roof):
-            t.add_row(*row)
-        for note in beaten(summary):
-            t.caption = (t.caption + "\n" if t.caption else "") + note
+            ROOF_HEADER, _roof_rows(roof))
+        t.caption = "\n".join(beaten(summary)) or None
         t.caption_justify = "left"
         out.append(t)
-    pinned = summary.get("parallel_servers", [])
-    if pinned:
-        t = Table(
-            title="parallel servers (--pin-cores, µs): K pinned shards vs one pinned server, one member",
-            title_justify="left",
-        )
-        for name in ("K", "cores", "b", "c", "K p50", "K p99", "one p50", "one p99", "ratio", "fan-out"):
-            t.add_column(name, justify="right")  # ratio: of the p50s; fan-out: sharded p50 - one p50
-        for row in _pinned_cells(pinned):
-            t.add_row(*row)
-        out.append(t)
-    fan = summary["fanout_overhead"]
-    if fan:
-        t = Table(
-            title="sharded fan-out overhead: sharded p50 − slowest shard's own p50", title_justify="left"
-        )
-        for name in ("M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"):
-            t.add_column(name, justify="right")
-        for e in fan:
-            t.add_row(
-                str(e["m"]),
-                str(e["batch"]),
-                str(e["concurrency"]),
-                f"{e['sharded_p50_us']:,.0f}",
-                f"{e['slowest_shard_p50_us']:,.0f}",
-                f"{e['overhead_us']:,.0f}",
-            )
-        out.append(t)
+    if pinned := summary.get("parallel_servers", []):
+        out.append(_small_table(  # ratio: of the p50s; fan-out: sharded p50 - one p50
+            "parallel servers (--pin-cores, µs): K pinned shards vs one pinned server, one member",
+            ("K", "cores", "b", "c", "K p50", "K p99", "one p50", "one p99", "ratio", "fan-out"),
+            _pinned_cells(pinned)))
+    if fan := summary["fanout_overhead"]:
+        out.append(_small_table(
+            "sharded fan-out overhead: sharded p50 − slowest shard's own p50",
+            ("M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"),
+            ((str(e["m"]), str(e["batch"]), str(e["concurrency"]), f"{e['sharded_p50_us']:,.0f}",
+              f"{e['slowest_shard_p50_us']:,.0f}", f"{e['overhead_us']:,.0f}") for e in fan)))
     if result.accuracy:
-        t = Table(title="what each M buys (through the served models)", title_justify="left")
-        for name in ("M", "precision", "model", "rows", "AUC", "logloss"):
-            t.add_column(name, justify="right")
-        for e in result.accuracy:
-            t.add_row(str(e["m"]), e.get("precision", "fp32"), e["model"], str(e["rows"]), f"{e['auc']:.4f}",
-                      f"{e['logloss']:.4f}")
-        out.append(t)
+        out.append(_small_table(
+            "what each M buys (through the served models)",
+            ("M", "precision", "model", "rows", "AUC", "logloss"),
+            ((str(e["m"]), e.get("precision", "fp32"), e["model"], str(e["rows"]), f"{e['auc']:.4f}",
+              f"{e['logloss']:.4f}") for e in result.accuracy), left=()))
     return out
 
 
