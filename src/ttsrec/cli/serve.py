@@ -121,6 +121,7 @@ def serve(
         verify_files(server.repo) for server in servers]
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _raise_stop)
+    clean = False  # "stopped" only after a clean stop: after a failure its one error line says it all
     try:
         with console.status(f"starting {len(servers)} tritonserver(s) on {repository} ..."):
             for server in servers:
@@ -138,11 +139,13 @@ def serve(
                       f"(key from TTSREC_ADMIN_KEY, else this one: {key})")
         if check:
             _print_check(servers, sharded)
+            clean = True
             return
         out.print("[bold green]ready[/]: Ctrl-C or SIGTERM stops")
         _supervise(servers, supervise_every)
     except _Stop:
         console.print("shutting down ...")
+        clean = True
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not cut it short
             signal.signal(sig, signal.SIG_IGN)
@@ -152,7 +155,8 @@ def serve(
             server.stop()
         if ready_file:
             ready_file.unlink(missing_ok=True)
-    console.print("[green]stopped[/]")  # not after a failure: its one error line says it all
+        if clean:
+            console.print("[green]stopped[/]")
 
 
 def _supervise(servers: list[TritonServer], every_s: float) -> None:
