@@ -34,7 +34,7 @@ def child(tsv: Path, out: Path) -> None:
     from ttsrec.data.prepare import prepare
 
     wall, cpu = time.perf_counter(), time.process_time()
-    summary = prepare("criteo", [tsv], out, force=True, progress=False)
+    summary = prepare("criteo", [tsv], out, force=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     print(
         json.dumps(

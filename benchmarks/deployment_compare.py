@@ -36,7 +36,7 @@ def main(
     eval_rows: Annotated[int, typer.Option(help="Test rows scored through the server.")] = 20_000,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output dir.")] = False,
 ) -> None:
-    from ttsrec.evaluate.deployment import compare_deployment, markdown
+    from ttsrec.experiments.deployment import compare_deployment, markdown
     from ttsrec.utils.common import parse_int_list
 
     result = compare_deployment(

@@ -20,6 +20,8 @@ from typing import Annotated, Any
 import typer
 
 from ttsrec.cli.common import console, run_app
+from ttsrec.export.writer import ExportConfig
+from ttsrec.repository.config import Serving
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -43,7 +45,8 @@ def _repository(root: Path, data: Path, backbone: str, hparams: dict[str, Any]) 
     member = save_member(root / f"member_00_{backbone}_s0.pt", model, backbone=backbone,
                          hparams=model.hparams, seed=0, vocab_sizes=fmap.vocab_sizes,
                          feature_map_hash=fmap.hash)
-    return export_repository([member], root / "repo", m_list=[1], data=data, show=False, queue_timeout_ms=0)
+    return export_repository([member], root / "repo", serving=Serving(queue_timeout_ms=0),
+                             config=ExportConfig(m_list=[1]), data=data)
 
 
 def _best(rows: list[Any]) -> dict[str, float]:

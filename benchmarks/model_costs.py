@@ -52,7 +52,8 @@ def cost_table(fmap: FeatureMap, backbones: list[str], latency: bool) -> pl.Data
 
 def ort_latency(model: torch.nn.Module, path: Path) -> dict[str, float]:
     """Median onnxruntime time per call (one thread, no spinning) at batch 1 and 256."""
-    from ttsrec.export.onnx_member import export_member_onnx, ort_session, run_session
+    from ttsrec.ensemble.session import ort_session, run_session
+    from ttsrec.export.onnx_member import export_member_onnx
 
     session = ort_session(export_member_onnx(model, path), intra_op_threads=1)
     rng = np.random.default_rng(0)

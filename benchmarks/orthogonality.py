@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from ttsrec.cli.common import console, run_app
+from ttsrec.cli.reporter import RichReporter
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -40,7 +41,7 @@ def main(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from ttsrec.evaluate.orthogonality import markdown, run_orthogonality
+    from ttsrec.experiments.orthogonality import markdown, run_orthogonality
     from ttsrec.train.options import parse_hparams, parse_int_list
 
     if threads is not None:
@@ -50,7 +51,9 @@ def main(
     summary = run_orthogonality(
         data, out, backbone=backbone, members=members, m_list=parse_int_list(m_list, "--m-list"),
         hparams=parse_hparams(hparam), depth_add=depth_add, width_modules=width_modules,
-        train_options={"epochs": epochs, "batch_size": batch_size}, force=force, show_progress=not quiet,
+        train_options={"epochs": epochs,
+                       "batch_size": batch_size}, force=force, reporter=RichReporter(console,
+                                                                                     show_progress=not quiet),
         on_stage=lambda s: console.print(f"[cyan]{s}[/]"))
     Console().print(Markdown(markdown(summary)))
     console.print(f"[green]wrote[/] {out}")

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from ttsrec.export.writer import ExportConfig
+
 MATMUL_OPS = ("MatMul", "Gemm", "MatMulInteger", "QLinearMatMul", "QGemm", "MatMulIntegerToFloat",
               "DynamicQuantizeMatMul", "FusedMatMul", "FusedGemm")
 
@@ -71,8 +73,8 @@ def export(work: Path, data: Path, checkpoints: list[Path], m: int, precision: s
     out = work / f"repo_m{m}_{precision}"
     if (out / "manifest.json").is_file():
         return out
-    return export_repository(checkpoints, out, m_list=[m], data=data, show=False, precision=precision,
-                             max_auc_drop=1.0, gate_rows=2000, force=True)
+    config = ExportConfig(m_list=[m], precision=precision, max_auc_drop=1.0, gate_rows=2000)
+    return export_repository(checkpoints, out, config=config, data=data, force=True)
 
 
 def profile(onnx_path: Path, ids: np.ndarray, macs_per_row: int, runs: int = 10) -> dict[str, Any]:
@@ -121,7 +123,7 @@ def paired(repos: dict[str, Path], m: int, ids: np.ndarray, rounds: int) -> dict
     """Rounds of (every roof, then the fused graph per precision), each the best of a short burst:
     on a shared machine the best of each, measured side by side, is the fairest ratio."""
     from ttsrec.bench.roofline import ort_gemm_macs, torch_gemm_macs
-    from ttsrec.export.onnx_member import ort_session
+    from ttsrec.ensemble.session import ort_session
     from ttsrec.repository import naming
     from ttsrec.repository.graphs import onnx_file
     from ttsrec.utils.common import usable_cores

@@ -207,7 +207,7 @@ def main(
 
             tsv = write_synthetic_criteo(Path(tmp) / "synth.tsv", rows=synth_rows, seed=0)
             data = Path(tmp) / "data"
-            prepare("criteo", [tsv], data, progress=False)
+            prepare("criteo", [tsv], data)
         rows = measure(data, names, batch_size, steps, chosen, job_counts, total_threads, repeat)
     machine = {"python": platform.python_version(), "torch": torch.__version__, "threads": total_threads,
                "cpus": os.cpu_count(), "cpu_model": cpu_model(), "cpu_bf16_units": cpu_bf16_units(),

@@ -19,8 +19,9 @@ import onnx
 from sklearn.metrics import roc_auc_score
 
 from ttsrec.data.prepared import PreparedData
+from ttsrec.ensemble.session import ort_session
 from ttsrec.export.gate import calibration_rows
-from ttsrec.export.onnx_member import export_member_onnx, ort_session
+from ttsrec.export.onnx_member import export_member_onnx
 from ttsrec.export.precision import reduce_precision
 from ttsrec.export.sources import load_sources
 from ttsrec.repository.graphs import fused_graph

@@ -4,21 +4,29 @@ onnxruntime reference (members' `model.onnx` run directly, their logits averaged
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from ttsrec.repository import naming
+from ttsrec.repository.config import Serving
 
 MAX_BATCH = 256
 
 
-def export(checkpoints: list[Path], out: Path, data: Path, **kwargs: object) -> Path:
+def export(checkpoints: list[Path], out: Path, data: Path, **options: object) -> Path:
+    """`export_repository` in the python flavour at MAX_BATCH; `options` are fields of `Serving` or
+    `ExportConfig`."""
     from ttsrec.export import export_repository
+    from ttsrec.export.writer import ExportConfig
 
-    return export_repository(checkpoints, out, backend="python", max_batch_size=MAX_BATCH, data=data,
-                             show=False, **kwargs)
+    scheduling = {f.name for f in fields(Serving)}
+    serving = Serving(**{"backend": "python", "max_batch_size": MAX_BATCH,
+                         **{k: v for k, v in options.items() if k in scheduling}})
+    config = ExportConfig(**{k: v for k, v in options.items() if k not in scheduling})
+    return export_repository(checkpoints, out, serving, config, data=data)
 
 
 def onnx_path(repo: Path, model: str) -> Path:

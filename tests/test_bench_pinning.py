@@ -14,6 +14,7 @@ from ttsrec.bench import pinning
 from ttsrec.bench.row import Row
 from ttsrec.bench.sweep import Sweep, SweepConfig
 from ttsrec.errors import UserError
+from ttsrec.export.writer import ExportConfig
 from ttsrec.serve.server import parse_cpu_list, process_cpus
 
 SHORT = "-p 200 --max-trials 3 -s 90 --warmup-request-count 5"
@@ -80,7 +81,8 @@ def shards(member_checkpoints: list[Path], prepared_dir: Path, tmp_path_factory:
     from ttsrec.export import export_repository
 
     root = tmp_path_factory.mktemp("pinning")
-    return export_repository(member_checkpoints[:2], root / "shards", shards=2, data=prepared_dir, show=False)
+    return export_repository(member_checkpoints[:2], root / "shards", config=ExportConfig(shards=2),
+                             data=prepared_dir)
 
 
 @pytest.mark.slow

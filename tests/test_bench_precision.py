@@ -10,6 +10,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from ttsrec.export.writer import ExportConfig
+from ttsrec.repository.config import Serving
+
 pytestmark = pytest.mark.slow
 
 SHORT = "-p 200 --max-trials 3 -s 80 --warmup-request-count 5"
@@ -22,19 +25,11 @@ def exports(member_checkpoints: list[Path], prepared_dir: Path, tmp_path_factory
     root = tmp_path_factory.mktemp("precision")
     two = member_checkpoints[:2]
     # No queue timeout: on a shared machine a stalled server process can hold a request past 500 ms.
-    fp32 = export_repository(
-        two, root / "fp32", m_list=[1, 2], data=prepared_dir, show=False, queue_timeout_ms=0
-    )
-    int8 = export_repository(
-        two,
-        root / "int8",
-        m_list=[1, 2],
-        data=prepared_dir,
-        show=False,
-        precision="int8",
-        max_auc_drop=0.05,
-        queue_timeout_ms=0,
-    )
+    fp32 = export_repository(two, root / "fp32", serving=Serving(queue_timeout_ms=0),
+                             config=ExportConfig(m_list=[1, 2]), data=prepared_dir)
+    int8 = export_repository(two, root / "int8", serving=Serving(queue_timeout_ms=0),
+                             config=ExportConfig(m_list=[1, 2], precision="int8",
+                                                 max_auc_drop=0.05), data=prepared_dir)
     return fp32, int8
 
 

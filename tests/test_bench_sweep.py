@@ -10,6 +10,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from ttsrec.export.writer import ExportConfig
+
 pytestmark = pytest.mark.slow
 
 SHORT = "-p 250 --max-trials 4 -s 50 --warmup-request-count 5"
@@ -22,8 +24,8 @@ def repos(member_checkpoints: list[Path], prepared_dir: Path, tmp_path_factory: 
 
     root = tmp_path_factory.mktemp("bench")
     two = member_checkpoints[:2]
-    repo = export_repository(two, root / "repo", m_list=[1, 2], data=prepared_dir, show=False)
-    shards = export_repository(two, root / "shards", shards=2, data=prepared_dir, show=False)
+    repo = export_repository(two, root / "repo", config=ExportConfig(m_list=[1, 2]), data=prepared_dir)
+    shards = export_repository(two, root / "shards", config=ExportConfig(shards=2), data=prepared_dir)
     return repo, shards
 
 

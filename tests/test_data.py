@@ -143,7 +143,7 @@ def test_log_square_buckets(tmp_path: Path) -> None:
     lines = [criteo_line(ints=[v, *["1"] * 12]) for v in values]
     src = tmp_path / "in.tsv"
     src.write_text("\n".join(lines * 20) + "\n")
-    prepare("criteo", [src], tmp_path / "out", spec=criteo_spec(), progress=False)
+    prepare("criteo", [src], tmp_path / "out", spec=criteo_spec())
     vocab = FeatureMap.load(tmp_path / "out").fields[0].vocab
     assert sorted(vocab) == sorted(set(expected))
 
@@ -160,7 +160,7 @@ def test_prepare_same_output_for_any_chunking(
     tmp_path: Path, synthetic_tsv: Path, prepared_dir: Path
 ) -> None:
     small = tmp_path / "small"
-    prepare("criteo", [synthetic_tsv], small, chunk_bytes=250_000, progress=False)
+    prepare("criteo", [synthetic_tsv], small, chunk_bytes=250_000)
     assert FeatureMap.load(small).hash == FeatureMap.load(prepared_dir).hash
     for split in ("train", "valid", "test"):
         np.testing.assert_array_equal(PreparedData(small).ids(split), PreparedData(prepared_dir).ids(split))
@@ -168,7 +168,7 @@ def test_prepare_same_output_for_any_chunking(
             PreparedData(small).labels(split), PreparedData(prepared_dir).labels(split)
         )
     other = tmp_path / "seed1"
-    prepare("criteo", [synthetic_tsv], other, seed=1, progress=False)
+    prepare("criteo", [synthetic_tsv], other, seed=1)
     assert PreparedData(other).num_rows("test") != PreparedData(prepared_dir).num_rows(
         "test"
     ) or not np.array_equal(PreparedData(other).labels("test"), PreparedData(prepared_dir).labels("test"))
@@ -187,7 +187,7 @@ def test_bad_rows_skip_and_fail(tmp_path: Path) -> None:
     ]
     src = tmp_path / "bad.tsv"
     src.write_text("\n".join(lines) + "\n")
-    summary = prepare("criteo", [src], tmp_path / "skip", spec=criteo_spec(), progress=False)
+    summary = prepare("criteo", [src], tmp_path / "skip", spec=criteo_spec())
     assert (summary.rows_read, summary.rows_kept, summary.rows_skipped) == (33, 30, 3)
     reasons = summary.skipped_by_reason
     assert reasons == {
@@ -197,7 +197,7 @@ def test_bad_rows_skip_and_fail(tmp_path: Path) -> None:
     }
     assert json.loads((tmp_path / "skip" / "summary.json").read_text())["rows_skipped"] == 3
     with pytest.raises(UserError, match=r"bad\.tsv:6: wrong number of columns"):
-        prepare("criteo", [src], tmp_path / "fail", spec=criteo_spec(), on_bad_row="fail", progress=False)
+        prepare("criteo", [src], tmp_path / "fail", spec=criteo_spec(), on_bad_row="fail")
     assert not (tmp_path / "fail").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [], "no temp folder left behind"
 
@@ -214,7 +214,7 @@ def test_prepare_refuses_bad_input(tmp_path: Path, synthetic_tsv: Path, prepared
     junk = tmp_path / "junk.tsv"
     junk.write_text("a\tb\n")
     with pytest.raises(UserError, match="no usable rows"):
-        prepare("criteo", [junk], tmp_path / "o", progress=False)
+        prepare("criteo", [junk], tmp_path / "o")
     assert not (tmp_path / "o").exists()
     with pytest.raises(UserError, match="not a prepared dataset"):
         PreparedData(tmp_path)
@@ -270,7 +270,6 @@ def test_gzip_crlf_and_no_final_newline_read_the_same(tmp_path: Path) -> None:
             tmp_path / src.name.replace(".", "_"),
             spec=criteo_spec(),
             chunk_bytes=1000,
-            progress=False,
         )
     assert {s.rows_kept for s in outs.values()} == {60}
     assert len({s.feature_map_hash for s in outs.values()}) == 1

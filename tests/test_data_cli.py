@@ -145,7 +145,7 @@ def test_sigkill_during_prepare_keeps_the_old_output(tmp_path: Path) -> None:
     small = write_synthetic_criteo(tmp_path / "small.tsv", rows=2000)
     big = write_synthetic_criteo(tmp_path / "big.tsv", rows=400_000, seed=1)
     out = tmp_path / "data"
-    prepare("criteo", [small], out, progress=False)
+    prepare("criteo", [small], out)
     before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     for attempt in range(2):
         args = ["prepare", "--input", str(big), "--out", str(out), "--force"]
@@ -162,7 +162,7 @@ def test_sigkill_during_prepare_keeps_the_old_output(tmp_path: Path) -> None:
         assert proc.wait(timeout=10) == -signal.SIGKILL, "prepare finished before the kill: use more rows"
         assert list(tmp_path.glob(".data.tmp-*")), "the dead writer left its temp folder"
         assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
-    summary = prepare("criteo", [small], out, force=True, progress=False, seed=3)
+    summary = prepare("criteo", [small], out, force=True, seed=3)
     assert summary.seed == 3 and json.loads((out / "summary.json").read_text())["seed"] == 3
     assert not list(tmp_path.glob(".data.*")), "leftovers of the killed writers are cleaned"
 

@@ -24,7 +24,7 @@ INVALID_UTF8 = b"\xff\xfe\xc3"
 
 
 def run(inputs: list[Path], out: Path, **kw: object) -> dict:
-    prepare(kw.pop("preset", "criteo"), inputs, out, progress=False, **kw)  # type: ignore[arg-type]
+    prepare(kw.pop("preset", "criteo"), inputs, out, **kw)  # type: ignore[arg-type]
     return json.loads((out / "summary.json").read_text())
 
 

@@ -54,7 +54,7 @@ def encoder() -> RecordEncoder:
         raw = Path(tmp) / "raw.tsv"
         raw.write_text("\n".join(rows) + "\n")
         spec = DatasetSpec.from_dict({**preset_dict("criteo"), "min_count": 1})
-        prepare("criteo", [raw], Path(tmp) / "out", spec=spec, progress=False)
+        prepare("criteo", [raw], Path(tmp) / "out", spec=spec)
         return RecordEncoder(FeatureMap.load(Path(tmp) / "out"))
 
 
@@ -164,7 +164,7 @@ def test_prepare_on_random_lines(lines: list[bytes]) -> None:
         path.write_bytes(b"y,a,n\n" + b"\n".join(lines) + b"\n")
         spec = DatasetSpec.from_dict({"label": "y", "fields": ["a", {"name": "n", "preprocess": "int"}]})
         try:
-            summary = prepare("csv", [path], Path(tmp) / "out", spec=spec, progress=False)
+            summary = prepare("csv", [path], Path(tmp) / "out", spec=spec)
         except UserError as err:
             assert "\n" not in str(err)
             return

@@ -49,7 +49,7 @@ def test_avazu(tmp_path: Path) -> None:
     rows.append(avazu_row(62, 0, "14102100")[:-3])  # one column short
     src = tmp_path / "train.csv"
     src.write_text("\n".join([AVAZU_HEADER, *rows]) + "\n")
-    summary = prepare("avazu", [src], tmp_path / "out", progress=False)
+    summary = prepare("avazu", [src], tmp_path / "out")
     assert (summary.rows_read, summary.rows_kept) == (63, 61)
     assert summary.skipped_by_reason == {
         "unreadable value in column hour (hour_of_day)": 1,
@@ -88,7 +88,7 @@ def test_kdd12(tmp_path: Path) -> None:
     src = tmp_path / "training.txt"
     src.write_text("\n".join(lines) + "\n")
     spec = DatasetSpec.from_dict({**preset_dict("kdd12"), "min_count": 1})
-    summary = prepare("kdd12", [src], tmp_path / "out", spec=spec, progress=False)
+    summary = prepare("kdd12", [src], tmp_path / "out", spec=spec)
     assert summary.rows_kept == 40 and summary.rows_skipped == 1 and summary.num_fields == 11
     data = PreparedData(tmp_path / "out")
     labels = np.concatenate([data.labels(s) for s in ("train", "valid", "test")])
@@ -116,7 +116,7 @@ def write_ml100k(folder: Path) -> None:
 
 def test_movielens(tmp_path: Path) -> None:
     write_ml100k(tmp_path / "ml-100k")
-    summary = prepare("movielens", [tmp_path / "ml-100k"], tmp_path / "out", progress=False)
+    summary = prepare("movielens", [tmp_path / "ml-100k"], tmp_path / "out")
     assert summary.rows_read == 51 and summary.rows_kept == 50 and summary.num_fields == 8
     out = tmp_path / "out"
     assert sorted(vocab(out, "genres")) == ["Animation|Children's|Comedy", "Drama"]
@@ -133,7 +133,7 @@ def test_movielens(tmp_path: Path) -> None:
     )
     with pytest.raises(UserError, match=r"ml-100k folder: missing u\.user"):
         (tmp_path / "ml-100k" / "u.user").unlink()
-        prepare("movielens", [tmp_path / "ml-100k"], tmp_path / "out2", progress=False)
+        prepare("movielens", [tmp_path / "ml-100k"], tmp_path / "out2")
 
 
 SPEC = """
@@ -168,9 +168,9 @@ def test_csv_spec_text_and_parquet_agree(tmp_path: Path) -> None:
     frame = shop_frame()
     frame.write_csv(tmp_path / "log.csv")
     frame.write_parquet(tmp_path / "log.parquet")
-    a = prepare("csv", [tmp_path / "log.csv"], tmp_path / "a", spec=tmp_path / "shop.yaml", progress=False)
+    a = prepare("csv", [tmp_path / "log.csv"], tmp_path / "a", spec=tmp_path / "shop.yaml")
     b = prepare(
-        "csv", [tmp_path / "log.parquet"], tmp_path / "b", spec=tmp_path / "shop.yaml", progress=False
+        "csv", [tmp_path / "log.parquet"], tmp_path / "b", spec=tmp_path / "shop.yaml"
     )
     assert a.rows_kept == b.rows_kept == 40 and a.feature_map_hash == b.feature_map_hash
     for split in ("train", "valid", "test"):
@@ -185,7 +185,7 @@ def test_csv_spec_text_and_parquet_agree(tmp_path: Path) -> None:
     tsv = tmp_path / "log.tsv"
     frame.write_csv(tsv, separator="\t")
     (tmp_path / "tab.yaml").write_text(SPEC + 'separator: "\\t"\n')
-    c = prepare("csv", [tsv], tmp_path / "c", spec=tmp_path / "tab.yaml", progress=False)
+    c = prepare("csv", [tsv], tmp_path / "c", spec=tmp_path / "tab.yaml")
     np.testing.assert_array_equal(
         PreparedData(tmp_path / "c").ids("train"), PreparedData(tmp_path / "a").ids("train")
     )
@@ -210,7 +210,7 @@ def test_spec_errors(tmp_path: Path, text: str, message: str) -> None:
     shop_frame().write_csv(tmp_path / "log.csv")
     (tmp_path / "s.yaml").write_text(text)
     with pytest.raises(UserError, match=message):
-        prepare("csv", [tmp_path / "log.csv"], tmp_path / "out", spec=tmp_path / "s.yaml", progress=False)
+        prepare("csv", [tmp_path / "log.csv"], tmp_path / "out", spec=tmp_path / "s.yaml")
     assert not (tmp_path / "out").exists()
 
 

@@ -15,11 +15,12 @@ from scipy.spatial.distance import jensenshannon
 from train_fixtures import QUICK, SMALL, cli, one_error_line, one_thread  # noqa: F401
 from ttsrec.cli.evaluate import main as eval_main
 from ttsrec.data.prepared import PreparedData
+from ttsrec.ensemble.order import balanced_order
 from ttsrec.errors import UserError
 from ttsrec.evaluate import evaluate_runs
 from ttsrec.evaluate.diversity import js_matrix, mean_pairwise
-from ttsrec.evaluate.merge import balanced_order, choose_subsets
 from ttsrec.evaluate.param_scaling import deeper, macs_of, match_macs, wider
+from ttsrec.evaluate.subsets import choose_subsets
 from ttsrec.models import build_model
 from ttsrec.models.checkpoint import save_member
 from ttsrec.train import train_members
@@ -34,7 +35,7 @@ def homogeneous_run(prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory
     torch.set_num_threads(1)
     try:
         return train_members(prepared_dir, "fnn*8", tmp_path_factory.mktemp("eval") / "fnn8", epochs=4,
-                             show_progress=False, **QUICK)
+                             **QUICK)
     finally:
         torch.set_num_threads(threads)
 
@@ -90,7 +91,7 @@ def test_parameter_scaling_matches_the_macs_of_m_members() -> None:
 def test_merging_eight_members_beats_the_mean_single_member(homogeneous_run: Path, prepared_dir: Path,
                                                             tmp_path: Path) -> None:
     """The issue's done criterion, with margin: deterministic data, seeds and training."""
-    result = evaluate_runs([homogeneous_run], prepared_dir, tmp_path / "report", show_progress=False)
+    result = evaluate_runs([homogeneous_run], prepared_dir, tmp_path / "report")
     rows = {r["M"]: r for r in result["rows"] if r["kind"] == "tts" and r["merge"] == "mean"}
     assert sorted(rows) == [1, 2, 4, 8]
     singles = [m["auc"] for m in result["groups"][0]["members"]]
@@ -140,7 +141,7 @@ def test_report_outputs_are_written_and_consistent(homogeneous_run: Path, prepar
 @pytest.mark.slow
 def test_heterogeneous_members_get_a_balanced_curve_and_best_backbone(
         member_checkpoints: list[Path], prepared_dir: Path, tmp_path: Path) -> None:
-    result = evaluate_runs(member_checkpoints, prepared_dir, tmp_path / "report", show_progress=False)
+    result = evaluate_runs(member_checkpoints, prepared_dir, tmp_path / "report")
     group = result["groups"][0]
     assert not group["homogeneous"] and group["reference"]["kind"] == "best_backbone"
     singles = {}
@@ -209,7 +210,7 @@ def test_existing_report_needs_force(four_members: list[Path], prepared_dir: Pat
     (tmp_path / "report").mkdir()
     (tmp_path / "report" / "keep.txt").write_text("old")
     with pytest.raises(UserError, match="--force"):
-        evaluate_runs(four_members, prepared_dir, tmp_path / "report", show_progress=False)
+        evaluate_runs(four_members, prepared_dir, tmp_path / "report")
     assert (tmp_path / "report" / "keep.txt").read_text() == "old"
 
 
@@ -221,7 +222,7 @@ def test_report_shows_each_runs_precision(prepared_dir: Path, tmp_path: Path, ca
     import shutil
 
     runs = [train_members(prepared_dir, "fnn*2", tmp_path / p, epochs=1, precision=p, train_limit=4096,
-                          show_progress=False, **QUICK) for p in ("fp32", "bf16")]
+                          **QUICK) for p in ("fp32", "bf16")]
     loose = tmp_path / "loose"
     loose.mkdir()
     shutil.copy(next(runs[1].glob("member_00_*.pt")), loose / "member_00_fnn_s0.pt")

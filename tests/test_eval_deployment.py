@@ -10,7 +10,7 @@ import torch
 
 from ttsrec.data.prepared import PreparedData
 from ttsrec.errors import UserError
-from ttsrec.evaluate.deployment import compare_deployment
+from ttsrec.experiments.deployment import compare_deployment
 from ttsrec.models import build_model
 from ttsrec.models.checkpoint import save_member
 

@@ -47,7 +47,7 @@ def group_series(prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train_group_series(prepared_dir, "fnn+dcnv2+fnn+dcnv2", series, [2, 4], epochs=1, show_progress=False,
+        train_group_series(prepared_dir, "fnn+dcnv2+fnn+dcnv2", series, [2, 4], epochs=1,
                            **QUICK)
     finally:
         torch.set_num_threads(threads)
@@ -57,7 +57,7 @@ def group_series(prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.slow
 def test_group_runs_are_each_their_own_m_never_subsets(group_series: Path, prepared_dir: Path,
                                                        tmp_path: Path) -> None:
-    result = evaluate_runs([group_series], prepared_dir, tmp_path / "report", subsets=3, show_progress=False)
+    result = evaluate_runs([group_series], prepared_dir, tmp_path / "report", subsets=3)
     assert [g["name"] for g in result["groups"]] == ["hetero_groups-m2", "hetero_groups-m4"]
     assert all(g["joint"] and g["series"] == "hetero_groups" for g in result["groups"])
     rows = [(r["group"], r["kind"], r["merge"], r["M"]) for r in result["rows"]]
@@ -67,15 +67,14 @@ def test_group_runs_are_each_their_own_m_never_subsets(group_series: Path, prepa
     report = (tmp_path / "report" / "report.md").read_text()
     assert "group runs (trained jointly)" in report and "Mean vs fitted merges" in report
     # One group run given directly is one group too, at its own size, even with --m-list style limits unset.
-    alone = evaluate_runs([group_series / "m4"], prepared_dir, tmp_path / "alone", merges=["mean"],
-                          show_progress=False)
+    alone = evaluate_runs([group_series / "m4"], prepared_dir, tmp_path / "alone", merges=["mean"])
     assert [(r["kind"], r["M"]) for r in alone["rows"]] == [("group", 4)]
     assert alone["groups"][0]["members"][1]["backbone"] == "dcnv2"
     # A plain folder of group runs (no series.json) is a series too, in order of size.
     plain = tmp_path / "plain"
     for name in ("m4", "m2"):
         shutil.copytree(group_series / name, plain / name)
-    loose = evaluate_runs([plain], prepared_dir, tmp_path / "loose", merges=["mean"], show_progress=False)
+    loose = evaluate_runs([plain], prepared_dir, tmp_path / "loose", merges=["mean"])
     assert [(r["group"], r["M"]) for r in loose["rows"]] == [("plain-m2", 2), ("plain-m4", 4)]
 
 
@@ -103,7 +102,7 @@ def weak_mix(member_checkpoints: list[Path], prepared_dir: Path, tmp_path_factor
 def test_fitted_merges_next_to_the_mean_for_every_m_and_never_far_below_the_best_member(
         weak_mix: list[Path], prepared_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "report"
-    result = evaluate_runs(weak_mix, prepared_dir, out, show_progress=False)
+    result = evaluate_runs(weak_mix, prepared_dir, out)
     rows = [r for r in result["rows"] if r["kind"] == "tts_balanced"]
     members = result["groups"][0]["members"]
     picked = max(members, key=lambda m: m["valid_auc"])  # the single member one would deploy
@@ -128,7 +127,7 @@ def test_fitted_merges_next_to_the_mean_for_every_m_and_never_far_below_the_best
 def test_soup_row_for_same_architecture_seeds(member_checkpoints: list[Path], prepared_dir: Path,
                                               tmp_path: Path) -> None:
     fnn = [p for p in member_checkpoints if "fnn" in p.name]
-    result = evaluate_runs(fnn, prepared_dir, tmp_path / "report", merges=["mean"], show_progress=False)
+    result = evaluate_runs(fnn, prepared_dir, tmp_path / "report", merges=["mean"])
     soup = [r for r in result["rows"] if r["kind"] == "soup"]
     merged = next(r for r in result["rows"] if r["kind"] == "tts" and r["M"] == 2)
     member = result["groups"][0]["members"][0]

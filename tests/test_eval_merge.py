@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ttsrec.ensemble.merge import MERGE_KINDS, calibrated_logloss, fit_merge, merged_logits
+from ttsrec.ensemble.metrics import binary_metrics
 from ttsrec.errors import UserError
-from ttsrec.evaluate.merge import MERGE_KINDS, calibrated_logloss, fit_merge, merged_logits
-from ttsrec.train.metrics import binary_metrics
 
 
 def synthetic_mix(seed: int, n: int = 4000, weak: int = 3) -> tuple[np.ndarray, np.ndarray]:

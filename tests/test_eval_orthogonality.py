@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ttsrec.errors import UserError
-from ttsrec.evaluate.orthogonality import run_orthogonality, variants
+from ttsrec.experiments.orthogonality import run_orthogonality, variants
 
 SMALL = {"embed_dim": 8, "mlp_dims": [32], "num_cross_layers": 1}
 
@@ -32,8 +32,7 @@ def test_one_command_trains_merges_and_tabulates_three_variants(prepared_dir: Pa
     try:
         summary = run_orthogonality(prepared_dir, tmp_path / "ortho", backbone="dcnv2", members=2,
                                     hparams=SMALL, depth_add=2, width_modules=2,
-                                    train_options={"epochs": 1, "batch_size": 1024, "lr": 3e-3},
-                                    show_progress=False)
+                                    train_options={"epochs": 1, "batch_size": 1024, "lr": 3e-3})
     finally:
         torch.set_num_threads(threads)
     out = tmp_path / "ortho"

@@ -48,8 +48,7 @@ def test_eval_reports_the_papers_scaling_next_to_the_merge(member_checkpoints, p
 
     dcnv2 = [p for p in member_checkpoints if "dcnv2" in p.name]
     result = evaluate_runs(dcnv2, prepared_dir, tmp_path / "report", merges=["mean"], soup=False,
-                           param_scaling=True, scaling_kinds=["module_depth", "module_width"],
-                           show_progress=False)
+                           param_scaling=True, scaling_kinds=["module_depth", "module_width"])
     rows = {r["kind"]: r for r in result["rows"] if r["kind"].startswith("param")}
     assert sorted(rows) == ["param_module_depth", "param_module_width"]
     member = result["groups"][0]["members"][0]

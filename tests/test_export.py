@@ -20,8 +20,9 @@ from export_fixtures import EnsembleRunner, torch_logits
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.data.prepared import PreparedData
 from ttsrec.export import export_repository, parity
+from ttsrec.export.writer import ExportConfig
 from ttsrec.repository import naming, read_manifest, read_shards
-from ttsrec.repository.config import get_parameters, read_config
+from ttsrec.repository.config import Serving, get_parameters, read_config
 
 pytestmark = pytest.mark.slow
 
@@ -50,21 +51,21 @@ def reference(checkpoints: list[Path], ids: np.ndarray) -> dict[str, np.ndarray]
 @pytest.fixture(scope="module")
 def py_repo(checkpoints: list[Path], prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("export") / "py"
-    return export_repository(checkpoints, out, data=prepared_dir, fused_intra_op_threads=2, show=False)
+    return export_repository(checkpoints, out, serving=Serving(fused_intra_op_threads=2), data=prepared_dir)
 
 
 @pytest.fixture(scope="module")
 def ort_repo(checkpoints: list[Path], prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three members (fnn s0, fnn s1, dcnv2 s0 -> interleaved fnn, dcnv2, fnn)."""
     out = tmp_path_factory.mktemp("export") / "ort"
-    return export_repository(checkpoints[:3], out, backend="onnxruntime", m_list=[1, 3], max_batch_size=64,
-                             instance_count=2, dynamic_batching=False, data=prepared_dir, show=False)
+    serving = Serving(backend="onnxruntime", max_batch_size=64, instance_count=2, dynamic_batching=False)
+    return export_repository(checkpoints[:3], out, serving, ExportConfig(m_list=[1, 3]), data=prepared_dir)
 
 
 @pytest.fixture(scope="module")
 def shard_root(checkpoints: list[Path], prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export_repository(checkpoints, tmp_path_factory.mktemp("export") / "shards", shards=2,
-                             max_batch_size=128, data=prepared_dir, show=False)
+    return export_repository(checkpoints, tmp_path_factory.mktemp("export") / "shards",
+                             Serving(max_batch_size=128), ExportConfig(shards=2), data=prepared_dir)
 
 
 def mean_of(reference: dict[str, np.ndarray], manifest: dict, members: list[str]) -> np.ndarray:
@@ -240,7 +241,7 @@ def test_failed_export_leaves_nothing_and_keeps_the_old_repository(
     (out / "old.txt").write_text("previous export")
     (out / naming.MANIFEST_FILE).write_text("{}")  # what makes it an export --force may replace
     with pytest.raises(parity.ParityError, match=r"member_00_fnn.*off by up to"):
-        export_repository(checkpoints[:1], out, data=prepared_dir, force=True, show=False)
+        export_repository(checkpoints[:1], out, data=prepared_dir, force=True)
     assert sorted(p.name for p in out.iterdir()) == ["old.txt", naming.MANIFEST_FILE]
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no temp folder left behind
 
@@ -320,8 +321,9 @@ def test_shards_layout_and_sum(shard_root: Path, reference: dict[str, np.ndarray
 
 
 def test_fp16_export(checkpoints: list[Path], prepared_dir: Path, tmp_path: Path, ids: np.ndarray) -> None:
-    repo = export_repository([checkpoints[0], checkpoints[2]], tmp_path / "fp16", fp16=True, m_list=[2],
-                             max_batch_size=64, data=prepared_dir, max_auc_drop=1e-3, show=False)
+    repo = export_repository([checkpoints[0], checkpoints[2]], tmp_path / "fp16",
+                             Serving(max_batch_size=64),
+                             ExportConfig(precision="fp16", m_list=[2], max_auc_drop=1e-3), data=prepared_dir)
     manifest = read_manifest(repo)
     assert manifest["fp16"] is True and manifest["precision"] == "fp16"
     assert manifest["parity"]["atol"] == parity.REDUCED.atol

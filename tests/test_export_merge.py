@@ -12,7 +12,7 @@ import pytest
 
 from serve_fixtures import OrtReference, export
 from ttsrec.data.prepared import PreparedData
-from ttsrec.export.onnx_member import ort_session
+from ttsrec.ensemble.session import ort_session
 from ttsrec.repository import naming, read_manifest
 from ttsrec.repository.config import get_parameters, read_config
 from ttsrec.repository.graphs import merge_graph

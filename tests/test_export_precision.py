@@ -16,7 +16,8 @@ from models_fixtures import small_model, valid_ids
 from serve_fixtures import export, onnx_path
 from test_export_cli import assert_one_line_error, cli
 from ttsrec.data.prepared import PreparedData
-from ttsrec.export.onnx_member import export_member_onnx, ort_session
+from ttsrec.ensemble.session import ort_session
+from ttsrec.export.onnx_member import export_member_onnx
 from ttsrec.export.precision import reduce_precision
 from ttsrec.models import BACKBONES
 from ttsrec.repository import naming, read_manifest, read_shards

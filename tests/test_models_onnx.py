@@ -11,8 +11,10 @@ import pytest
 import torch
 
 from models_fixtures import VOCAB_SIZES, oov_path, small_model, valid_ids, wild_ids
-from ttsrec.export.onnx_member import MAX_IR_VERSION, export_member_onnx, ort_session, parity, run_session
+from ttsrec.ensemble.session import ort_session, run_session
+from ttsrec.export.onnx_member import export_member_onnx, parity
 from ttsrec.models import BACKBONES
+from ttsrec.repository.graphs import IR_VERSION
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +26,7 @@ def test_onnx_export_matches_torch_at_batch_1_7_256(name, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # one file, nothing left behind
 
     proto = onnx.load(path)
-    assert proto.ir_version <= MAX_IR_VERSION
+    assert proto.ir_version <= IR_VERSION
     (inp,), (out,) = proto.graph.input, proto.graph.output
     assert (inp.name, inp.type.tensor_type.elem_type) == ("feat_ids", onnx.TensorProto.INT64)
     assert (out.name, out.type.tensor_type.elem_type) == ("logit", onnx.TensorProto.FLOAT)

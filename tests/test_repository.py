@@ -14,10 +14,10 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper, numpy_helper
 from tritonclient.grpc import model_config_pb2 as pb
 
+from ttsrec.ensemble.order import balanced_order, default_m_list, shard_members
+from ttsrec.ensemble.session import ort_session
 from ttsrec.errors import UserError
 from ttsrec.export import parity
-from ttsrec.export.onnx_member import ort_session
-from ttsrec.export.order import balanced_order, default_m_list, shard_members
 from ttsrec.repository import graphs, naming
 from ttsrec.repository.config import (
     Serving,
@@ -217,8 +217,6 @@ def test_python_backend_model_source_is_self_contained() -> None:
 
 
 def test_layout_tree_one_line_per_model(tmp_path: Path) -> None:
-    from rich.console import Console
-
     from ttsrec.repository.tree import layout_tree
 
     for name in ("member_00_fnn", "ensemble_m1"):
@@ -227,9 +225,7 @@ def test_layout_tree_one_line_per_model(tmp_path: Path) -> None:
     (tmp_path / "shard_00" / "member_00_fnn" / "1" / "model.onnx").write_bytes(b"x" * 2000)
     (tmp_path / "shard_00" / "member_00_fnn" / "1" / "__pycache__").mkdir()
     (tmp_path / "shards.json").write_text("{}")
-    console = Console(width=200, record=True)
-    console.print(layout_tree(tmp_path))
-    lines = console.export_text().splitlines()
+    lines = layout_tree(tmp_path).splitlines()
     assert any("member_00_fnn/" in line and "1/model.onnx 2.0 kB" in line and "config.pbtxt" in line
                for line in lines)
     assert any("ensemble_m1/" in line and " 1/ " in line for line in lines)

@@ -12,13 +12,15 @@ import torch
 from train_fixtures import QUICK, SMALL, cli, one_error_line, one_thread  # noqa: F401
 from ttsrec.cli.train import main as train_main
 from ttsrec.data.prepared import PreparedData
+from ttsrec.ensemble.metrics import binary_metrics
+from ttsrec.ensemble.runs import load_run
 from ttsrec.errors import UserError
 from ttsrec.models.checkpoint import load_member, load_members
 from ttsrec.train import TrainOptions, train_members
 from ttsrec.train.fit import eval_points
-from ttsrec.train.metrics import binary_metrics, predict_logits, split_labels
+from ttsrec.train.metrics import predict_logits, split_labels
 from ttsrec.train.options import parse_hparams
-from ttsrec.train.runfile import load_run, prepare_out
+from ttsrec.train.runfile import prepare_out
 from ttsrec.utils.common import parse_int_list
 
 
@@ -133,7 +135,7 @@ def test_cli_trains_members_and_writes_run_json(prepared_dir: Path, tmp_path: Pa
 def test_early_stopping_keeps_the_best_state(prepared_dir: Path, tmp_path: Path) -> None:
     """A big learning rate on 2k rows overfits fast; the checkpoint must hold the best-valid state."""
     out = train_members(prepared_dir, "fnn", tmp_path / "run", epochs=12, lr=0.02, batch_size=256,
-                        patience=2, evals_per_epoch=1, train_limit=2048, hparams=SMALL, show_progress=False)
+                        patience=2, evals_per_epoch=1, train_limit=2048, hparams=SMALL)
     record = load_run(out)["members"][0]
     train = torch.load(out / record["file"], weights_only=True)["train"]
     aucs = [point["valid_auc"] for point in train["history"]]
@@ -150,8 +152,7 @@ def test_early_stopping_keeps_the_best_state(prepared_dir: Path, tmp_path: Path)
 @pytest.mark.slow
 @pytest.mark.usefixtures("one_thread")
 def test_group_training_saves_members_at_the_merged_best(prepared_dir: Path, tmp_path: Path) -> None:
-    out = train_members(prepared_dir, "fnn+dcnv2", tmp_path / "group", group=True, epochs=2,
-                        show_progress=False, **QUICK)
+    out = train_members(prepared_dir, "fnn+dcnv2", tmp_path / "group", group=True, epochs=2, **QUICK)
     run = load_run(out)
     assert run["group"] and run["status"] == "complete" and len(run["members"]) == 2
     members = load_members([out / m["file"] for m in run["members"]])
@@ -202,7 +203,7 @@ def test_interrupted_run_keeps_finished_members_and_resumes(prepared_dir: Path, 
 def test_parallel_jobs_train_each_member_in_its_own_process(prepared_dir: Path, tmp_path: Path) -> None:
     """Two spawned workers; each member must come back recorded, saved and reproducible from its file."""
     out = train_members(prepared_dir, "fnn*2", tmp_path / "parallel", jobs=2, epochs=1, train_limit=4096,
-                        show_progress=False, **QUICK)
+                        **QUICK)
     run = load_run(out)
     assert run["status"] == "complete" and run["jobs"] == 2
     assert [(m["index"], m["seed"]) for m in run["members"]] == [(0, 0), (1, 1)]

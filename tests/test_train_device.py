@@ -17,12 +17,14 @@ import torch
 from train_fixtures import QUICK, SMALL, cli, one_error_line, one_thread  # noqa: F401
 from ttsrec.cli.train import main as train_main
 from ttsrec.data.prepared import PreparedData
+from ttsrec.ensemble.runs import SERIES_FILE, load_run
 from ttsrec.errors import UserError
+from ttsrec.export.writer import ExportConfig
 from ttsrec.models.checkpoint import load_member
+from ttsrec.repository.config import Serving
 from ttsrec.train import TrainOptions, train_group_series, train_members
 from ttsrec.train.device import check_precision, cpu_bf16_units, resolve_device
 from ttsrec.train.metrics import predict_logits
-from ttsrec.train.runfile import SERIES_FILE, load_run
 
 NO_CUDA = not torch.cuda.is_available()
 
@@ -86,7 +88,8 @@ def _onnx_matches_torch(checkpoint: Path, prepared_dir: Path, tmp_path: Path) ->
     """Export through the real writer and compare onnxruntime with the checkpoint's torch logits."""
     from ttsrec.export.writer import export_repository
 
-    repo = export_repository([checkpoint], tmp_path / "repo", backend="onnxruntime", fused=False, show=False)
+    repo = export_repository([checkpoint], tmp_path / "repo", serving=Serving(backend="onnxruntime"),
+                             config=ExportConfig(fused=False))
     onnx_files = sorted(repo.glob("member_*/1/model.onnx"))
     assert len(onnx_files) == 1
     data = PreparedData(prepared_dir)
@@ -105,7 +108,7 @@ def test_bf16_training_on_cpu_is_recorded_close_to_fp32_and_exports(prepared_dir
                                                                     tmp_path: Path) -> None:
     """bf16 autocast runs on any CPU torch supports (emulated without bf16 units: correctness only here)."""
     runs = {p: train_members(prepared_dir, "fnn", tmp_path / p, epochs=1, precision=p, train_limit=8192,
-                             show_progress=False, **QUICK) for p in ("fp32", "bf16")}
+                             **QUICK) for p in ("fp32", "bf16")}
     records = {p: load_run(out)["members"][0] for p, out in runs.items()}
     assert load_run(runs["bf16"])["precision"] == "bf16" and records["bf16"]["precision"] == "bf16"
     payload = torch.load(runs["bf16"] / records["bf16"]["file"], weights_only=True)
@@ -132,7 +135,7 @@ def test_still_improving_at_the_epoch_cap_is_flagged(prepared_dir: Path, tmp_pat
     assert record["still_improving"] and "still improving at the epoch cap" in err
     assert "1.0*" in stdout
     early = train_members(prepared_dir, "fnn", tmp_path / "early", epochs=12, lr=0.02, batch_size=256,
-                          patience=2, evals_per_epoch=1, train_limit=2048, hparams=SMALL, show_progress=False)
+                          patience=2, evals_per_epoch=1, train_limit=2048, hparams=SMALL)
     assert not load_run(early)["members"][0]["still_improving"]
 
 
@@ -140,7 +143,7 @@ def test_still_improving_at_the_epoch_cap_is_flagged(prepared_dir: Path, tmp_pat
 @pytest.mark.usefixtures("one_thread")
 def test_group_series_trains_one_joint_run_per_m(prepared_dir: Path, tmp_path: Path) -> None:
     out = train_group_series(prepared_dir, "fnn+deepfm+dcn", tmp_path / "series", [1, 2], epochs=1,
-                             train_limit=4096, show_progress=False, **QUICK)
+                             train_limit=4096, **QUICK)
     series = json.loads((out / SERIES_FILE).read_text())
     assert series["format"] == "ttsrec.series/1" and series["runs"] == {"1": "m1", "2": "m2"}
     for m in (1, 2):
@@ -148,16 +151,16 @@ def test_group_series_trains_one_joint_run_per_m(prepared_dir: Path, tmp_path: P
         assert run["group"] and run["group_series_m"] == m and run["status"] == "complete"
         assert [r["backbone"] for r in run["members"]] == ["fnn", "deepfm"][:m]
     with pytest.raises(UserError, match=r"1\.\.3"):
-        train_group_series(prepared_dir, "fnn+deepfm+dcn", tmp_path / "bad", [4], show_progress=False)
+        train_group_series(prepared_dir, "fnn+deepfm+dcn", tmp_path / "bad", [4])
     with pytest.raises(UserError, match="--force"):
-        train_group_series(prepared_dir, "fnn+deepfm+dcn", out, [1], show_progress=False, **QUICK)
+        train_group_series(prepared_dir, "fnn+deepfm+dcn", out, [1], **QUICK)
 
 
 @pytest.mark.skipif(NO_CUDA, reason="no CUDA GPU here: the GPU training path was not run on this machine")
 @pytest.mark.usefixtures("one_thread")
 def test_cuda_training_saves_cpu_checkpoints(prepared_dir: Path, tmp_path: Path) -> None:
     out = train_members(prepared_dir, "fnn", tmp_path / "gpu", epochs=1, device="cuda", precision="fp16",
-                        train_limit=4096, show_progress=False, **QUICK)
+                        train_limit=4096, **QUICK)
     record = load_run(out)["members"][0]
     assert record["device"] == "cuda:0"
     payload = torch.load(out / record["file"], weights_only=True)
@@ -176,7 +179,7 @@ def test_bf16_trained_members_export_and_serve_unchanged(prepared_dir: Path, tmp
     from ttsrec.serve import TritonServer
 
     run = train_members(prepared_dir, "fnn*2", tmp_path / "bf16", epochs=1, precision="bf16",
-                        train_limit=4096, show_progress=False, **QUICK)
+                        train_limit=4096, **QUICK)
     checkpoints = sorted(run.glob("member_*.pt"))
     assert [load_run(run)["members"][i]["precision"] for i in range(2)] == ["bf16", "bf16"]
     repo = export(checkpoints, tmp_path / "repo", prepared_dir, m_list=[1, 2], fused=False)

@@ -42,7 +42,7 @@ def evaluate_served(
 
 
 def evaluate_session(path: Path, ids: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    from ttsrec.export.onnx_member import ort_session
+    from ttsrec.ensemble.session import ort_session
 
     session = ort_session(path, intra_op_threads=1)
     probs = [

@@ -15,9 +15,7 @@ from typing import Any
 
 from ttsrec.bench.roofline import Roofline
 from ttsrec.bench.row import Row
-
-TRITON_MODES = ("ensemble", "fused", "sharded")
-INPROCESS_FUSED = "inprocess_fused"
+from ttsrec.ensemble.modes import SERVED_MODES, Mode
 
 
 def _index(rows: Sequence[Row]) -> dict[tuple[str, int, int, int], Row]:
@@ -46,9 +44,9 @@ def serving_ratio(rows: Sequence[Row]) -> list[dict[str, Any]]:
     index = _index(rows)
     out = []
     for (mode, m, batch, conc), ref in index.items():
-        if mode != INPROCESS_FUSED or ref.throughput <= 0:
+        if mode != Mode.INPROCESS_FUSED or ref.throughput <= 0:
             continue
-        served = [index[(t, m, batch, conc)] for t in TRITON_MODES if (t, m, batch, conc) in index]
+        served = [index[(t, m, batch, conc)] for t in SERVED_MODES if (t, m, batch, conc) in index]
         if served:
             best = max(served, key=lambda r: r.throughput)
             out.append(
@@ -122,7 +120,7 @@ def fanout_overhead(rows: Sequence[Row], shard_rows: Sequence[Row]) -> list[dict
     """`shard_rows`: each shard alone (mode "shard", model = its name) at the sharded rows' points."""
     out = []
     for r in rows:
-        if r.mode != "sharded":
+        if r.mode != Mode.SHARDED:
             continue
         alone = [s for s in shard_rows if (s.m, s.batch, s.concurrency) == (r.m, r.batch, r.concurrency)]
         if alone:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from ttsrec.bench.measure import MeasureSettings
-from ttsrec.bench.targets import MODES, check_modes
+from ttsrec.bench.targets import check_modes
 from ttsrec.client.transport import PROTOCOLS
+from ttsrec.ensemble.modes import CLI_MODES, Mode
 from ttsrec.errors import UserError
 
 ENGINES = ("native", "perf_analyzer", "auto")
@@ -52,7 +53,7 @@ class SweepConfig:
         check_settings(self.settings)
         self.modes = check_modes(self.modes)
         if not self.modes:
-            raise UserError(f"unknown mode (none) (choose from {', '.join(MODES)})")
+            raise UserError(f"unknown mode (none) (choose from {', '.join(CLI_MODES)})")
         if self.engine not in ENGINES:
             raise UserError(f"unknown engine {self.engine!r} (choose from {', '.join(ENGINES)})")
         if self.protocol not in PROTOCOLS:
@@ -65,12 +66,12 @@ class SweepConfig:
             raise UserError("M values: expected at least one (None: every M there is)")
         if self.m_list is not None and any(m < 1 for m in self.m_list):
             raise UserError("M values must be >= 1")
-        if "sharded" in self.modes and not (self.shards_repository or self.shard_urls):
+        if Mode.SHARDED in self.modes and not (self.shards_repository or self.shard_urls):
             raise UserError(
                 "--mode sharded needs --shards-repository (a `tts-export --shards K` output) "
                 "or --shard-url for each running shard server"
             )
-        if self.pin_cores and ("sharded" not in self.modes or self.shard_urls):
+        if self.pin_cores and (Mode.SHARDED not in self.modes or self.shard_urls):
             raise UserError("--pin-cores needs --mode sharded with --shards-repository (servers it starts)")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import psutil
 
 from ttsrec.bench.row import Row
+from ttsrec.ensemble.modes import Mode
 from ttsrec.errors import RuntimeFailure, UserError
 from ttsrec.serve.server import STUB_NAME, process_cpus
 
@@ -87,7 +88,7 @@ def compare(rows: Sequence[Row], shard_rows: Sequence[Row], cores_per_server: in
     shard alone, the one the fan-out waits for), and the fan-out overhead between them."""
     out = []
     for r in rows:
-        if r.mode != "sharded":
+        if r.mode != Mode.SHARDED:
             continue
         alone = [s for s in shard_rows if (s.m, s.batch, s.concurrency) == (r.m, r.batch, r.concurrency)]
         if not alone:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ttsrec.bench.config import SweepConfig
-from ttsrec.bench.targets import TRITON_MODES
+from ttsrec.ensemble.modes import INPROCESS_MODES, TRITON_MODES, Mode
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
 
@@ -37,7 +37,7 @@ def _where(cfg: SweepConfig) -> str:
 
 def _unsharded(cfg: SweepConfig) -> bool:
     """Whether any mode's M values come from the repository or server (sharded rows use the export's)."""
-    return bool(set(cfg.modes) - {"sharded"})
+    return bool(set(cfg.modes) - {Mode.SHARDED})
 
 
 def served_m_values(served: Iterable[str]) -> set[int]:
@@ -59,7 +59,7 @@ def m_values(cfg: SweepConfig, served: set[str] | None, local: set[str] | None) 
     if not _unsharded(cfg):
         return []
     have = served_m_values(served) if served is not None else set()
-    if local is not None and (served is None or "inprocess" in cfg.modes):
+    if local is not None and (served is None or Mode.INPROCESS in cfg.modes):
         have = (have & local_m_values(local)) if served is not None else local_m_values(local)
     if not have:
         raise UserError(f"{_where(cfg)} has no ensemble_mM or fused_mM models")
@@ -87,14 +87,14 @@ def plan(
     ms = m_values(cfg, served, local)
     points = []
     for mode in cfg.modes:
-        mode_ms = ([shard_m] if shard_m else []) if mode == "sharded" else ms
+        mode_ms = ([shard_m] if shard_m else []) if mode == Mode.SHARDED else ms
         for m in mode_ms:
             if mode in TRITON_MODES:
-                name = naming.ensemble_name(m) if mode == "ensemble" else naming.fused_name(m)
+                name = naming.ensemble_name(m) if mode == Mode.ENSEMBLE else naming.fused_name(m)
                 check_model(cfg, name, served if served is not None else local, mode)
-            labels = ["inprocess_members", "inprocess_fused"] if mode == "inprocess" else [mode]
+            labels = list(INPROCESS_MODES) if mode == Mode.INPROCESS else [Mode(mode)]
             for label in labels:
-                if label == "inprocess_fused":
+                if label == Mode.INPROCESS_FUSED:
                     check_model(cfg, naming.fused_name(m), local, mode)
                 for batch in cfg.batches:
                     for conc in cfg.concurrencies:
@@ -104,7 +104,7 @@ def plan(
 
 def unsharded_ms(points: Iterable[Point]) -> list[int]:
     """M values of the planned rows that measure this repository's members (not a sharded export's)."""
-    return sorted({p.m for p in points if p.mode != "sharded"})
+    return sorted({p.m for p in points if p.mode != Mode.SHARDED})
 
 
 def shard_m(configs: Iterable[dict[str, Any]]) -> int:

@@ -100,7 +100,7 @@ def ort_gemm(
     (uint8 activations × int8 constant weights → int32, what int8 MatMul nodes run on MLAS)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    from ttsrec.export.onnx_member import ort_session
+    from ttsrec.ensemble.session import ort_session
 
     rng = np.random.default_rng(0)
     if precision == "int8":

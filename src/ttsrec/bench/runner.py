@@ -24,6 +24,7 @@ from ttsrec.bench.targets import (
     triton_target,
 )
 from ttsrec.data.feature_map import FeatureMap
+from ttsrec.ensemble.modes import Mode
 from ttsrec.repository import naming
 
 TargetCache = dict[tuple[str, int, int], Target]
@@ -33,17 +34,17 @@ TargetCache = dict[tuple[str, int, int], Target]
 def target_for(
     point: Point, cfg: SweepConfig, src: Sources, url: str | None, shard_urls: list[str], cache: TargetCache
 ) -> Target:
-    key = (point.mode, point.m, point.concurrency if point.mode == "inprocess_fused" else 0)
+    key = (point.mode, point.m, point.concurrency if point.mode == Mode.INPROCESS_FUSED else 0)
     if key in cache:
         return cache[key]
     mode, m = point.mode, point.m
-    if mode == "ensemble":
+    if mode == Mode.ENSEMBLE:
         target = triton_target(mode, m, url, cfg.protocol, naming.ensemble_name(m))  # type: ignore[arg-type]
-    elif mode == "fused":
+    elif mode == Mode.FUSED:
         target = triton_target(mode, m, url, cfg.protocol, naming.fused_name(m))  # type: ignore[arg-type]
-    elif mode == "sharded":
+    elif mode == Mode.SHARDED:
         target = sharded_target(m, shard_urls, cfg.protocol)
-    elif mode == "inprocess_members":
+    elif mode == Mode.INPROCESS_MEMBERS:
         assert src.repo is not None
         target = inprocess_members_target(m, [src.repo.onnx_path(n) for n in src.repo.members(m)])
     else:
@@ -56,7 +57,7 @@ def target_for(
 def use_perf_analyzer(engine: str, target: Target, point: Point) -> bool:
     """perf_analyzer for served rows; with `auto` only at batch 1, where the native client's own
     per-request overhead is a visible share of the latency, and only when it is installed."""
-    if target.url is None or target.mode == "sharded":
+    if target.url is None or target.mode == Mode.SHARDED:
         return False
     if engine == "auto":
         return point.batch == 1 and perf_analyzer.locate() is not None

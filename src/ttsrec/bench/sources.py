@@ -18,6 +18,7 @@ from ttsrec.bench.repo_info import RepositoryInfo
 from ttsrec.bench.server_info import ServedInfo, served_info
 from ttsrec.bench.targets import server_models
 from ttsrec.data.feature_map import FeatureMap
+from ttsrec.ensemble.modes import Mode
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
 from ttsrec.repository.manifest import read_shards
@@ -38,7 +39,7 @@ class Sources:
 
     @classmethod
     def load(cls, cfg: SweepConfig) -> Sources:
-        needs_repo = cfg.url is None or "inprocess" in cfg.modes
+        needs_repo = cfg.url is None or Mode.INPROCESS in cfg.modes
         repo = RepositoryInfo.load(cfg.repository) if needs_repo or cfg.repository.is_dir() else None
         if cfg.shards_repository is not None and not cfg.shard_urls:
             if not Path(cfg.shards_repository).is_dir():

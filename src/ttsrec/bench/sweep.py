@@ -22,8 +22,9 @@ from ttsrec.bench.row import Row
 from ttsrec.bench.runner import TargetCache, evaluate, measure_point, target_for
 from ttsrec.bench.servers import server, shard_servers
 from ttsrec.bench.sources import Sources
-from ttsrec.bench.targets import TRITON_MODES, model_config, server_models, triton_target, usable_cores
+from ttsrec.bench.targets import model_config, server_models, triton_target, usable_cores
 from ttsrec.data.feature_map import FeatureMap
+from ttsrec.ensemble.modes import INPROCESS_MODES, TRITON_MODES, Mode
 from ttsrec.repository import naming
 
 __all__ = ["ENGINES", "PROTOCOLS", "Point", "Sweep", "SweepConfig", "SweepResult", "combine"]
@@ -39,7 +40,7 @@ class Sweep:
             perf_analyzer.find_perf_analyzer()
         self.sources = Sources.load(config)
         # Bad M values or missing models fail here, before anything starts.
-        if set(config.modes) - {"sharded"}:
+        if set(config.modes) - {Mode.SHARDED}:
             self.plan(self.sources.served, 1)
 
     @property
@@ -79,7 +80,7 @@ class Sweep:
         with ExitStack() as stack:
             url, main_pids, shard_pids = cfg.url, [], []
             needs_server = bool(set(cfg.modes) & set(TRITON_MODES)) or (
-                cfg.eval_data is not None and "inprocess" not in cfg.modes
+                cfg.eval_data is not None and Mode.INPROCESS not in cfg.modes
             )
             if url is None and needs_server:
                 on_status(f"starting tritonserver on {cfg.repository}")
@@ -88,7 +89,7 @@ class Sweep:
                 main_pids = [pid]
             served = src.served if cfg.url else server_models(url, cfg.protocol) if url else None
             shard_urls = list(cfg.shard_urls)
-            if "sharded" in cfg.modes and not shard_urls:
+            if Mode.SHARDED in cfg.modes and not shard_urls:
                 on_status(f"starting shard servers on {cfg.shards_repository}")
                 shard_urls, shard_pids = stack.enter_context(
                     shard_servers(cfg.shards_repository, cfg.protocol, src.core_sets)
@@ -99,25 +100,26 @@ class Sweep:
                     notes["pinning"] = pinning.plan_notes(
                         src.core_sets, find_shards(cfg.shards_repository)  # type: ignore[arg-type]
                     ) | {"affinity": pinning.check_affinity(shard_pids, src.core_sets)}
-            sharded_m = self._shard_m(shard_urls) if "sharded" in cfg.modes else None
+            sharded_m = self._shard_m(shard_urls) if Mode.SHARDED in cfg.modes else None
             points = self.plan(served, sharded_m)
             on_plan(points)
             targets: TargetCache = {}
             for point in points:
                 on_start(point)
                 target = target_for(point, cfg, src, url, shard_urls, targets)
-                target.server_pids = shard_pids if point.mode == "sharded" else main_pids
-                if point.mode.startswith("inprocess"):
+                target.server_pids = shard_pids if point.mode == Mode.SHARDED else main_pids
+                if point.mode in INPROCESS_MODES:
                     target.server_pids = []
                 row = measure_point(target, point, cfg, src.pool)
                 row.precision, row.repository = src.precision, src.source
-                if point.mode != "sharded":  # a sharded export's members may differ from this one's
+                if point.mode != Mode.SHARDED:  # a sharded export's members may differ from this one's
                     analysis.set_roof_fractions(row, src.macs_per_row(point.m), roofline)
                 rows.append(row)
-                key = f"{point.mode}_m{point.m}" + (f"_c{point.concurrency}" if "fused" in point.mode else "")
+                fused = point.mode in (Mode.FUSED, Mode.INPROCESS_FUSED)
+                key = f"{point.mode}_m{point.m}" + (f"_c{point.concurrency}" if fused else "")
                 notes["targets"][key] = {"model": target.model, **target.notes}
                 on_row(point, row)
-                if point.mode == "sharded":
+                if point.mode == Mode.SHARDED:
                     shard_rows += self._each_shard_alone(point, shard_urls, shard_pids)
                 targets = {k: v for k, v in targets.items() if k[1] == point.m}  # free other M's sessions
             if cfg.eval_data is not None:
@@ -138,7 +140,7 @@ class Sweep:
         """The sharded point again on each shard server by itself: the fan-out's baseline."""
         out = []
         for i, shard_url in enumerate(shard_urls):
-            alone = triton_target("shard", point.m, shard_url, self.cfg.protocol, naming.SHARD_ENSEMBLE)
+            alone = triton_target(Mode.SHARD, point.m, shard_url, self.cfg.protocol, naming.SHARD_ENSEMBLE)
             alone.server_pids = shard_pids[i : i + 1]
             row = measure_point(alone, point, self.cfg, self.sources.pool)
             row.model = f"shard {i} ({shard_url})"

@@ -22,19 +22,17 @@ import numpy as np
 from ttsrec.bench.load import AsyncLoad, Load, ThreadLoad
 from ttsrec.bench.server_stats import ServerTimes, Snapshot, critical_path, model_times, statistics_reader
 from ttsrec.client.transport import Transport, async_sender, grpc_sender
+from ttsrec.ensemble.modes import CLI_MODES, Mode
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
 from ttsrec.utils.common import usable_cores
 
-__all__ = ["MODES", "REQUEST_TIMEOUT_S", "TRITON_MODES", "Target", "check_modes", "inprocess_fused_target",
+__all__ = ["REQUEST_TIMEOUT_S", "Target", "check_modes", "inprocess_fused_target",
            "inprocess_members_target", "model_config", "server_models", "sharded_target", "triton_target",
            "usable_cores"]
 
-TRITON_MODES = ("ensemble", "fused")
 REQUEST_TIMEOUT_S = 120.0
 METADATA_TIMEOUT_S = 10.0
-MODES = ("ensemble", "fused", "sharded", "inprocess")
-"""`--mode` choices; `inprocess` gives two rows per point: `inprocess_members` and `inprocess_fused`."""
 
 
 @dataclass
@@ -141,7 +139,7 @@ def sharded_target(m: int, urls: Sequence[str], protocol: str, model: str = nami
         return ThreadLoad(lambda k: client.predict(batches[k % len(batches)]))
 
     return Target(
-        mode="sharded",
+        mode=Mode.SHARDED,
         m=m,
         model=f"{model} x{len(urls)}",
         make_load=make_load,
@@ -156,7 +154,7 @@ def sharded_target(m: int, urls: Sequence[str], protocol: str, model: str = nami
 
 
 def inprocess_members_target(m: int, onnx_paths: Sequence[Any]) -> Target:
-    from ttsrec.export.onnx_member import ort_session
+    from ttsrec.ensemble.session import ort_session
 
     sessions = [ort_session(path, intra_op_threads=1) for path in onnx_paths]
     names = [s.get_inputs()[0].name for s in sessions]
@@ -170,7 +168,7 @@ def inprocess_members_target(m: int, onnx_paths: Sequence[Any]) -> Target:
         return ThreadLoad(lambda k: send(batches[k % len(batches)]))
 
     return Target(
-        mode="inprocess_members",
+        mode=Mode.INPROCESS_MEMBERS,
         m=m,
         model=f"{m} onnxruntime sessions",
         make_load=make_load,
@@ -179,7 +177,7 @@ def inprocess_members_target(m: int, onnx_paths: Sequence[Any]) -> Target:
 
 
 def inprocess_fused_target(m: int, onnx_path: Any, concurrency: int) -> Target:
-    from ttsrec.export.onnx_member import ort_session
+    from ttsrec.ensemble.session import ort_session
 
     threads = max(1, usable_cores() // max(1, concurrency))
     session = ort_session(onnx_path, intra_op_threads=threads)
@@ -189,7 +187,7 @@ def inprocess_fused_target(m: int, onnx_path: Any, concurrency: int) -> Target:
         return ThreadLoad(lambda k: session.run([out], {name: batches[k % len(batches)]}))
 
     return Target(
-        mode="inprocess_fused",
+        mode=Mode.INPROCESS_FUSED,
         m=m,
         model=naming.fused_name(m),
         make_load=make_load,
@@ -198,7 +196,7 @@ def inprocess_fused_target(m: int, onnx_path: Any, concurrency: int) -> Target:
 
 
 def check_modes(modes: Sequence[str]) -> list[str]:
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if m not in CLI_MODES]
     if unknown:
-        raise UserError(f"unknown mode {', '.join(unknown)} (choose from {', '.join(MODES)})")
+        raise UserError(f"unknown mode {', '.join(unknown)} (choose from {', '.join(CLI_MODES)})")
     return list(dict.fromkeys(modes))

@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ttsrec.data.encode import LABEL, Lookup, describe_bad, tokens
 from ttsrec.data.feature_map import FeatureMap, Field
@@ -32,6 +31,7 @@ from ttsrec.data.transforms import MISSING
 from ttsrec.errors import UserError
 from ttsrec.repository.naming import FEATURE_MAP_FILE
 from ttsrec.utils.atomic import atomic_dir, atomic_write_text
+from ttsrec.utils.report import SILENT, Board, Reporter
 
 ON_BAD_ROW = ("skip", "fail")
 SPLIT = "_split"
@@ -72,7 +72,7 @@ def prepare(
     spec: Path | DatasetSpec | None = None,
     on_bad_row: str = "skip",
     chunk_bytes: int = CHUNK_BYTES,
-    progress: bool = True,
+    reporter: Reporter = SILENT,
 ) -> PrepareSummary:
     """Prepare `inputs` with a preset (or a spec file for `csv`) into `out`; see the module docstring."""
     started = time.perf_counter()
@@ -83,7 +83,7 @@ def prepare(
     check_inputs(ds, inputs)
     total_bytes = input_size(ds, inputs)
     with atomic_dir(Path(out), force=force, marker="summary.json", tool="tts-data prepare",
-                    inputs=inputs) as tmp, _progress(progress) as bar:
+                    inputs=inputs) as tmp, reporter.progress("bytes", transient=True) as bar:
         seen = _read_and_count(ds, inputs, seed, chunk_bytes, on_bad_row, tmp / ".tokens", bar, total_bytes)
         if seen.per_split.sum() == 0:
             raise UserError(
@@ -150,11 +150,11 @@ def _read_and_count(
     chunk_bytes: int,
     on_bad_row: str,
     cache: Path,
-    bar: Progress,
+    bar: Board,
     total_bytes: int,
 ) -> _Seen:
     """Pass 1: parse + tokenise once, count train tokens, cache the kept rows' tokens as Arrow IPC."""
-    task = bar.add_task("pass 1/2 read + count", total=total_bytes)
+    task = bar.task("pass 1/2 read + count", total=total_bytes)
     cache.mkdir()
     seen = _Seen(_TokenCounts([f.name for f in ds.fields]), Counter(), np.zeros(len(SPLITS), np.int64), 0, [])
     with closing(_token_chunks(ds, inputs, seed, chunk_bytes)) as chunks:  # closing stops the reader thread
@@ -163,7 +163,7 @@ def _read_and_count(
             part = cache / f"{len(seen.parts):06d}.arrow"
             kept.write_ipc(part, compression="uncompressed")
             seen.parts.append(part)
-            bar.advance(task, chunk.nbytes)
+            task.update(advance=chunk.nbytes)
     return seen
 
 
@@ -187,9 +187,9 @@ def _see(seen: _Seen, toks: pl.DataFrame, chunk: RawChunk, ds: DatasetSpec, on_b
     return toks.drop(BAD, LINE)
 
 
-def _encode(fmap: FeatureMap, seen: _Seen, tmp: Path, bar: Progress) -> None:
+def _encode(fmap: FeatureMap, seen: _Seen, tmp: Path, bar: Board) -> None:
     """Pass 2: look the cached tokens up in the vocabulary, append them to the per-split `.npy` files."""
-    task = bar.add_task("pass 2/2 encode", total=sum(p.stat().st_size for p in seen.parts))
+    task = bar.task("pass 2/2 encode", total=sum(p.stat().st_size for p in seen.parts))
     lookup = Lookup(fmap)
     ids, labels = [], []
     for s, name in enumerate(SPLITS):
@@ -205,7 +205,7 @@ def _encode(fmap: FeatureMap, seen: _Seen, tmp: Path, bar: Progress) -> None:
             mask = chunk_split == s
             ids[s].write(chunk_ids[mask])
             labels[s].write(chunk_labels[mask])
-        bar.advance(task, part.stat().st_size)
+        task.update(advance=part.stat().st_size)
         part.unlink()
     (tmp / ".tokens").rmdir()
     for writer in [*ids, *labels]:
@@ -293,17 +293,3 @@ def _vocab(counts: pl.DataFrame | None, name: str, min_count: int) -> list[str]:
 
 def _top(reasons: Counter[str]) -> str:
     return "; ".join(f"{n} x {r}" for r, n in reasons.most_common(3)) or "no rows"
-
-
-def _progress(enabled: bool) -> Progress:
-    from ttsrec.cli.common import console
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not enabled,
-    )

@@ -11,10 +11,12 @@ from typing import Any
 
 import numpy as np
 
+from ttsrec.ensemble.merge import fit_merge, merged_logits
+from ttsrec.ensemble.metrics import binary_metrics
+from ttsrec.ensemble.order import balanced_order
 from ttsrec.evaluate.diversity import mean_pairwise
-from ttsrec.evaluate.merge import balanced_order, choose_subsets, fit_merge, merged_logits, summarise
 from ttsrec.evaluate.sources import MemberGroup
-from ttsrec.train.metrics import binary_metrics
+from ttsrec.evaluate.subsets import choose_subsets, summarise
 
 
 def reference(group: MemberGroup, singles: list[dict[str, float]]) -> dict[str, Any]:

@@ -8,23 +8,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import track
 
+from ttsrec.ensemble.merge import MERGE_KINDS
+from ttsrec.ensemble.metrics import binary_metrics
 from ttsrec.errors import UserError
 from ttsrec.evaluate.curves import Scorer, curve_rows, reference, single_metrics
 from ttsrec.evaluate.diversity import js_matrix
-from ttsrec.evaluate.merge import MERGE_KINDS
 from ttsrec.evaluate.param_scaling import DEFAULT_KINDS, KINDS, match_macs
 from ttsrec.evaluate.report import write_outputs
 from ttsrec.evaluate.soup import can_soup, uniform_soup
 from ttsrec.evaluate.sources import MemberGroup, collect_groups, member_precision
 from ttsrec.train.fit import fit
 from ttsrec.train.member import build_member
-from ttsrec.train.metrics import binary_metrics, predict_logits, split_labels
+from ttsrec.train.metrics import predict_logits, split_labels
 from ttsrec.train.options import TrainOptions
-from ttsrec.train.progress import TrainProgress
+from ttsrec.train.progress import train_progress
 from ttsrec.utils.atomic import atomic_dir, check_not_input, check_replaceable
+from ttsrec.utils.report import SILENT, Reporter
 
 DEFAULT_M = (1, 2, 4, 8, 16)
 EVAL_FORMAT = "ttsrec.eval/1"
@@ -34,7 +34,7 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
                   subsets: int = 10, seed: int = 0, param_scaling: bool = False,
                   scaling_m: Sequence[int] | None = None, scaling_kinds: Sequence[str] = DEFAULT_KINDS,
                   merges: Sequence[str] = MERGE_KINDS, soup: bool = True, force: bool = False,
-                  show_progress: bool = True, console: Console | None = None) -> dict:
+                  reporter: Reporter = SILENT) -> dict:
     """Evaluate run dirs / checkpoints on `data_dir`'s test split and write the report into `out`.
 
     Returns the content of results.json. `m_list=None` takes 1, 2, 4, 8, 16 as far as each group
@@ -44,7 +44,6 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
     from ttsrec.data.prepared import PreparedData
     from ttsrec.models import model_cost
 
-    console = console or Console(stderr=True)
     check_not_input(Path(out), [*sources, data_dir])
     check_replaceable(Path(out), force, "results.json", "tts-eval")
     if subsets < 1:
@@ -81,13 +80,8 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
     with atomic_dir(Path(out), force=force, marker="results.json", tool="tts-eval",
                     inputs=[*sources, data_dir]) as tmp:
         for g in groups:
-            logits = np.stack([predict_logits([m.model], data, "test")[0] for m in track(
-                g.members, description=f"test logits {g.name}", console=console, disable=not show_progress)])
-            valid = None
-            if fitted and len(g.members) > 1:
-                valid = np.stack([predict_logits([m.model], data, "valid")[0] for m in track(
-                    g.members, description=f"valid logits {g.name}", console=console,
-                    disable=not show_progress)])
+            logits = _member_logits(g, data, "test", reporter)
+            valid = _member_logits(g, data, "valid", reporter) if fitted and len(g.members) > 1 else None
             singles = single_metrics(logits, labels)
             on_valid: list[dict[str, float]] = [{} for _ in g.members] if valid is None else [
                 {"valid_auc": v["auc"], "valid_logloss": v["logloss"]}
@@ -123,7 +117,7 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
             })
         if param_scaling:
             result["rows"] += _param_rows(groups, result, data, labels, m_lists, scaling_m, scaling_kinds,
-                                          tmp, console, show_progress)
+                                          tmp, reporter)
         write_outputs(tmp, result)
     return result
 
@@ -160,7 +154,7 @@ def _m_list(m_list: Sequence[int] | None, group: MemberGroup) -> list[int]:
 def _soup_rows(g: MemberGroup, data, labels: np.ndarray, m_list: list[int], subsets: int, seed: int,
                macs: list[int], ref: dict[str, Any]) -> list[dict[str, Any]]:
     """One uniform weight-averaged soup per M > 1 (the first of that M's member subsets): costs one member."""
-    from ttsrec.evaluate.merge import choose_subsets
+    from ttsrec.evaluate.subsets import choose_subsets
 
     rows = []
     for m in (m for m in m_list if m > 1):
@@ -180,9 +174,20 @@ def _mean_offdiag(js: np.ndarray) -> float:
     return float(js.sum() / (n * (n - 1))) if n > 1 else 0.0
 
 
+def _member_logits(group: MemberGroup, data, split: str, reporter: Reporter) -> np.ndarray:
+    """float32 [M, N]: each member's logits on a split, one member at a time (one bar)."""
+    rows = []
+    with reporter.progress(transient=True) as board:
+        task = board.task(f"{split} logits {group.name}", len(group.members))
+        for member in group.members:
+            rows.append(predict_logits([member.model], data, split)[0])
+            task.update(advance=1)
+    return np.stack(rows)
+
+
 def _param_rows(groups: list[MemberGroup], result: dict[str, Any], data, labels: np.ndarray,
                 m_lists: dict[str, list[int]], scaling_m: Sequence[int] | None, kinds: Sequence[str],
-                out: Path, console: Console, show_progress: bool) -> list[dict[str, Any]]:
+                out: Path, reporter: Reporter) -> list[dict[str, Any]]:
     """Train one deeper and one wider model per M (cached across groups that share a base)."""
     plans = []
     for g, info in zip(groups, result["groups"], strict=True):
@@ -201,7 +206,7 @@ def _param_rows(groups: list[MemberGroup], result: dict[str, Any], data, labels:
     cache: dict[str, dict[str, Any]] = {}
     rows = []
     num_fields = data.feature_map.num_fields
-    with TrainProgress(console, len(plans), enabled=show_progress) as progress:
+    with train_progress(reporter, len(plans)) as progress:
         for key, (g, info, base, options, m, kind, base_macs) in enumerate(plans):
             hparams, macs = match_macs(base.backbone, base.hparams, num_fields, kind, m * base_macs)
             cache_key = json.dumps([base.backbone, hparams, options.to_dict(), base.seed], sort_keys=True)

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ttsrec.ensemble.runs import MEMBER_GLOB, RUN_FILE, SERIES_FILE, load_run, run_checkpoints
 from ttsrec.errors import UserError
 from ttsrec.models.checkpoint import LoadedMember, load_members
-from ttsrec.train.runfile import MEMBER_GLOB, RUN_FILE, SERIES_FILE, load_run, run_checkpoints
 
 
 @dataclass

@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 import onnx
-from rich.progress import Progress, TaskID
 from tritonclient.grpc import model_config_pb2 as pb
 
 from ttsrec.data.feature_map import FeatureMap
+from ttsrec.ensemble.session import ort_session
 from ttsrec.export import gate, parity
-from ttsrec.export.onnx_member import export_member_onnx, ort_session
+from ttsrec.export.onnx_member import export_member_onnx
 from ttsrec.export.precision import Int8Mode, Precision, reduce_precision
 from ttsrec.export.records import cost_record, file_hashes, onnx_record
 from ttsrec.models.checkpoint import LoadedMember
@@ -32,6 +32,7 @@ from ttsrec.repository.config import (
 )
 from ttsrec.repository.graphs import MergeKind, fused_graph, merge_graph, merge_outputs, save_onnx
 from ttsrec.repository.manifest import FORMAT, library_versions, write_json
+from ttsrec.utils.report import Task
 
 Logits = dict[int, np.ndarray]
 REPOSITORY_README = resources.files("ttsrec.repository") / "repository_readme.md"
@@ -76,8 +77,8 @@ class Job:
     fused: bool
     opset: int
     workdir: Path
-    progress: Progress
-    task: TaskID
+    task: Task
+    """The export's progress bar (a silent one without a reporter)."""
 
     @property
     def tolerance(self) -> parity.Tolerance:
@@ -92,10 +93,10 @@ class Job:
                 "weight_bytes": sum(m.record["onnx"]["bytes"] for m in members)}
 
     def step(self, description: str) -> None:
-        self.progress.update(self.task, description=description)
+        self.task.update(description=description)
 
     def done(self) -> None:
-        self.progress.advance(self.task)
+        self.task.update(advance=1)
 
 
 def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
@@ -185,11 +186,9 @@ def _run(path: Path, ids: np.ndarray) -> np.ndarray:
 def _fit_merges(root: Path, members: list[Member], ms: list[int], job: Job) -> dict[int, dict[str, Any]]:
     """Per M, member weights fitted on the shipped members' validation logits, with the validation
     AUC and logloss of the plain mean and of the fitted merge."""
-    from sklearn.metrics import log_loss, roc_auc_score
-
-    from ttsrec.evaluate.merge import fit_merge
+    from ttsrec.ensemble.merge import fit_merge
+    from ttsrec.ensemble.metrics import binary_metrics
     from ttsrec.repository.graphs import onnx_file
-    from ttsrec.utils.common import sigmoid
 
     assert job.validation is not None
     ids, labels = job.validation
@@ -197,12 +196,11 @@ def _fit_merges(root: Path, members: list[Member], ms: list[int], job: Job) -> d
     fits = {}
     for m in ms:
         weights = fit_merge(job.merge, logits[:m], labels)
-        mean, fitted = logits[:m].mean(axis=0), weights @ logits[:m]
-        fits[m] = {"weights": [float(w) for w in weights],
-                   "valid_auc_mean": float(roc_auc_score(labels, mean)),
-                   "valid_auc": float(roc_auc_score(labels, fitted)),
-                   "valid_logloss_mean": float(log_loss(labels, sigmoid(mean), labels=[0, 1])),
-                   "valid_logloss": float(log_loss(labels, sigmoid(fitted), labels=[0, 1]))}
+        mean = binary_metrics(labels, logits[:m].mean(axis=0))
+        fitted = binary_metrics(labels, weights @ logits[:m])
+        fits[m] = {"weights": [float(w) for w in weights], "valid_auc_mean": mean["auc"],
+                   "valid_auc": fitted["auc"], "valid_logloss_mean": mean["logloss"],
+                   "valid_logloss": fitted["logloss"]}
     return fits
 
 

@@ -1,5 +1,5 @@
 """One member -> one ONNX file (input `feat_ids` int64 [batch, F], output `logit` float32 [batch, 1]),
-and the onnxruntime session settings every stage uses to run it."""
+checked against torch (`parity`)."""
 
 from __future__ import annotations
 
@@ -18,12 +18,10 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from ttsrec.repository.graphs import reinfer_shapes
+from ttsrec.ensemble.session import run_session
+from ttsrec.repository import naming
+from ttsrec.repository.graphs import IR_VERSION, reinfer_shapes
 
-INPUT_NAME = "feat_ids"
-OUTPUT_NAME = "logit"
-MAX_IR_VERSION = 10
-"""onnx 1.23 writes IR 11+ by default; onnxruntime 1.31 reads up to 13, older servers less: 10 is safe."""
 _TWO_GB = 2**31
 
 
@@ -47,14 +45,14 @@ def export_member_onnx(model: nn.Module, path: Path, *, opset: int = 18, example
         with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
             warnings.simplefilter("ignore")  # exporter chatter (deprecations, onnxscript notices)
             program = torch.onnx.export(
-                model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                model, (example,), input_names=[naming.FEAT_IDS], output_names=[naming.LOGIT],
                 dynamic_shapes={"feat_ids": {0: batch}}, opset_version=opset, dynamo=True,
                 external_data=False, verbose=False,
             )
     finally:
         model.train(was_training)
     graph = program.model
-    graph.ir_version = min(graph.ir_version, MAX_IR_VERSION)
+    graph.ir_version = min(graph.ir_version, IR_VERSION)
     graph.metadata_props["ttsrec.num_fields"] = str(num_fields)
     if getattr(model, "backbone", None):
         graph.metadata_props["ttsrec.backbone"] = model.backbone
@@ -90,25 +88,6 @@ def _quiet_exporter() -> Iterator[None]:
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
-
-
-def ort_session(path: Path | str | bytes, intra_op_threads: int = 1) -> ort.InferenceSession:
-    """A CPU session that does not spin: M sessions share the cores, and spinning threads fight."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    source = str(path) if isinstance(path, Path) else path
-    return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
-
-
-def run_session(session: ort.InferenceSession, feat_ids: np.ndarray) -> np.ndarray:
-    """Logits [B, 1] float32 for int64 ids [B, F]."""
-    ids = np.ascontiguousarray(feat_ids, dtype=np.int64)
-    return session.run([OUTPUT_NAME], {INPUT_NAME: ids})[0]
 
 
 def parity(model: nn.Module, session: ort.InferenceSession, *, batch_sizes: Sequence[int] = (1, 7, 256),

@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from ttsrec.data.feature_map import FeatureMap
+from ttsrec.ensemble.session import ort_session
 from ttsrec.errors import UserError
-from ttsrec.export.onnx_member import ort_session
 from ttsrec.utils import common
 
 

@@ -3,34 +3,15 @@ the prepared data when it can be found (real rows for the parity gate, labels fo
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ttsrec.data.feature_map import FeatureMap
+from ttsrec.ensemble.runs import expand_checkpoints, run_data_dir
 from ttsrec.errors import UserError
 from ttsrec.models.checkpoint import LoadedMember, load_members
-
-FEATURE_MAP_FILE = "feature_map.json"
-
-
-def expand_checkpoints(paths: Sequence[Path]) -> list[Path]:
-    """Files as given; a folder (a `tts-train` run) stands for its `member_*.pt` in member order."""
-    files: list[Path] = []
-    for path in map(Path, paths):
-        if path.is_dir():
-            found = sorted(path.glob("member_*.pt"))
-            if not found:
-                raise UserError(f"{path} holds no member checkpoints (member_*.pt)")
-            files.extend(found)
-        else:
-            files.append(path)
-    if not files:
-        raise UserError("no checkpoints given")
-    if len({f.resolve() for f in files}) != len(files):
-        raise UserError("the same checkpoint is given twice")
-    return files
+from ttsrec.repository.naming import FEATURE_MAP_FILE
 
 
 @dataclass
@@ -73,14 +54,9 @@ def _discover(files: Sequence[Path]) -> tuple[Path, Path | None]:
     for folder in dict.fromkeys(f.parent for f in files):
         if (folder / FEATURE_MAP_FILE).is_file():
             return _from_given(folder / FEATURE_MAP_FILE)
-        run_file = folder / "run.json"
-        if run_file.is_file():
-            try:
-                data_dir = json.loads(run_file.read_text()).get("data", {}).get("dir")
-            except (json.JSONDecodeError, AttributeError):
-                data_dir = None
-            if isinstance(data_dir, str) and (Path(data_dir) / FEATURE_MAP_FILE).is_file():
-                return _from_given(Path(data_dir))
+        data_dir = run_data_dir(folder)
+        if data_dir is not None and (data_dir / FEATURE_MAP_FILE).is_file():
+            return _from_given(data_dir)
     raise UserError("cannot find the members' feature_map.json: pass --data with the prepared data folder")
 
 

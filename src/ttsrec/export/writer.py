@@ -16,16 +16,15 @@ from __future__ import annotations
 import tempfile
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ttsrec.ensemble.order import balanced_order, default_m_list, shard_members
 from ttsrec.errors import UserError
 from ttsrec.export import gate, parity
 from ttsrec.export.assemble import REPOSITORY_README, Job, Member, write_repository
-from ttsrec.export.order import balanced_order, default_m_list, shard_members
 from ttsrec.export.precision import DEFAULT_INT8_MODE, Int8Mode, Precision, check_precision
 from ttsrec.export.records import serving_record
 from ttsrec.export.sources import load_sources
@@ -35,6 +34,7 @@ from ttsrec.repository.graphs import OPSET
 from ttsrec.repository.manifest import SHARDS_FORMAT, write_json
 from ttsrec.repository.tree import layout_tree
 from ttsrec.utils.atomic import atomic_dir, check_not_input, check_replaceable
+from ttsrec.utils.report import SILENT, Reporter
 
 
 def written_by_export(path: Path) -> bool:
@@ -46,42 +46,51 @@ def written_by_export(path: Path) -> bool:
     return only_readme and (path / "README.md").read_text() == REPOSITORY_README.read_text()
 
 
-def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, backend: str = "python",
-                      m_list: Sequence[int] | None = None, max_batch_size: int = 4096,
-                      instance_count: int = 1, instance_kind: str = "cpu", dynamic_batching: bool = True,
-                      max_queue_delay_us: int = 0, queue_max: int = 0, queue_timeout_ms: int = 0,
-                      intra_op_threads: int = 1, fused_intra_op_threads: int | None = None,
-                      fused_instance_count: int = 2, precision: Precision = "fp32",
-                      int8_mode: Int8Mode = DEFAULT_INT8_MODE, gate_rows: int | None = None,
-                      max_auc_drop: float = gate.DEFAULT_MAX_AUC_DROP, merge: str = "mean",
-                      fp16: bool = False, fused: bool = True,
-                      shards: int = 1, force: bool = False, data: Path | str | None = None,
-                      opset: int = OPSET, console: Console | None = None, show: bool = True) -> Path:
+@dataclass(frozen=True)
+class ExportConfig:
+    """What a repository holds, besides how its models are scheduled (`Serving`); the defaults are
+    `tts-export`'s."""
+
+    m_list: Sequence[int] | None = None
+    """Ensemble sizes (each within 1..N members); None: 1, 2, 4, 8, 16 capped at N."""
+    precision: Precision = "fp32"
+    """fp16 / int8 reduce every member (and so every fused graph), each scored against its fp32 graph."""
+    int8_mode: Int8Mode = DEFAULT_INT8_MODE
+    gate_rows: int | None = None
+    """Test rows the accuracy gate scores (None: the whole test split)."""
+    max_auc_drop: float = gate.DEFAULT_MAX_AUC_DROP
+    merge: str = "mean"
+    """mean (the paper), or weighted / selection: member weights fitted per M on the validation split."""
+    fused: bool = True
+    """Also write `fused_mM` graphs (all members and the merge in one ONNX)."""
+    shards: int = 1
+    """K > 1: `out/shard_XX/` repositories with a `shard_sum` ensemble each, plus `out/shards.json`."""
+    opset: int = OPSET
+
+    def validate(self) -> None:
+        check_precision(self.precision, self.int8_mode)
+        if self.shards < 1:
+            raise UserError(f"--shards must be at least 1, got {self.shards}")
+        if self.shards > 1 and self.m_list is not None:
+            raise UserError("--m-list does not apply to --shards (each shard sums all of its members)")
+
+
+def export_repository(checkpoints: Sequence[Path | str], out: Path | str, serving: Serving | None = None,
+                      config: ExportConfig | None = None, *, data: Path | str | None = None,
+                      force: bool = False, reporter: Reporter = SILENT) -> Path:
     """Export member checkpoints (files or `tts-train` run folders) into a Triton repository at `out`.
 
     `data` is the prepared data folder (or its feature_map.json); without it the feature map is
-    looked up next to the checkpoints and through their `run.json`. `shards > 1` writes
-    `out/shard_XX/` repositories with a `shard_sum` ensemble each, plus `out/shards.json`.
-    `precision` fp16/int8 reduces every member (and so every fused graph) and scores each against
-    its fp32 graph on the test split (`gate_rows` of it): a |ΔAUC| above `max_auc_drop` stops the
-    export. `fp16=True` is the old spelling of `precision="fp16"`. `merge` weighted / selection fits
-    member weights per M on the validation split (`ttsrec.evaluate.merge.fit_merge`) and writes them
-    into the merge steps and fused graphs (the ensembles then average logits with those weights).
-    `show` draws the progress bar and the final layout tree. Returns `out`. Bad input, parity and
-    accuracy-gate failures raise `UserError`, and `out` is then left as it was.
+    looked up next to the checkpoints and through their `run.json`. Its test split feeds the parity and
+    accuracy gates, its validation split the fitted merges. Progress and the final layout go to
+    `reporter`. Returns `out`. Bad input, parity and accuracy-gate failures raise `UserError`, and `out`
+    is then left as it was.
     """
-    if fp16:
-        if precision not in ("fp32", "fp16"):
-            raise UserError(f"--fp16 contradicts --precision {precision}")
-        precision = "fp16"
-    check_precision(precision, int8_mode)
-    serving = Serving(backend=backend, max_batch_size=max_batch_size, instance_count=instance_count,
-                      instance_kind=instance_kind, dynamic_batching=dynamic_batching,
-                      max_queue_delay_us=max_queue_delay_us, queue_max=queue_max,
-                      queue_timeout_ms=queue_timeout_ms, intra_op_threads=intra_op_threads,
-                      fused_intra_op_threads=fused_intra_op_threads,
-                      fused_instance_count=fused_instance_count)
+    serving = serving or Serving()
+    config = config or ExportConfig()
     serving.validate()
+    config.validate()
+    precision, shards = config.precision, config.shards
     out = Path(out)
     inputs = [Path(c) for c in checkpoints] + ([] if data is None else [Path(data)])
     check_not_input(out, inputs)
@@ -91,34 +100,30 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
     members = [Member(k, m, naming.member_name(k, m.backbone)) for k, m in enumerate(loaded)]
     if not 1 <= shards <= len(members):
         raise UserError(f"--shards must be within 1..{len(members)} (the number of members), got {shards}")
-    if shards > 1 and m_list is not None:
-        raise UserError("--m-list does not apply to --shards (each shard sums all of its members)")
-    ms = resolve_m_list(m_list, len(members)) if shards == 1 else []
-    sample = parity.build_sample(sources.feature_map, max_batch_size, sources.data_dir)
-    gate_set = None if precision == "fp32" else gate.load_gate_rows(sources.data_dir, gate_rows, max_auc_drop,
-                                                                     precision)
+    ms = resolve_m_list(config.m_list, len(members)) if shards == 1 else []
+    sample = parity.build_sample(sources.feature_map, serving.max_batch_size, sources.data_dir)
+    gate_set = None if precision == "fp32" else gate.load_gate_rows(sources.data_dir, config.gate_rows,
+                                                                     config.max_auc_drop, precision)
     calibration = gate.calibration_rows(sources.data_dir) if precision == "int8" else None
-    validation = _validation(merge, shards, sources.data_dir)
+    validation = _validation(config.merge, shards, sources.data_dir)
     groups = shard_members(len(members), shards)
-    steps = len(members) + (1 + fused) * (len(ms) if shards == 1 else shards)
-    console = console or Console(stderr=True)
-    progress = Progress(TextColumn("[bold]tts-export[/] {task.description:<20}"), BarColumn(),
-                        MofNCompleteColumn(), TimeElapsedColumn(), console=console, disable=not show)
+    steps = len(members) + (1 + config.fused) * (len(ms) if shards == 1 else shards)
 
-    with (atomic_dir(out, force, marker=written_by_export, tool="tts-export", inputs=inputs) as tmp, progress,
-          tempfile.TemporaryDirectory(prefix="tts-export-") as work):
-        job = Job(sources.feature_map, serving, sample, precision, int8_mode, gate_set, calibration,
-                  uuid.uuid4().hex, merge, validation, fused, opset, Path(work), progress,
-                  progress.add_task("members", total=steps))
+    with (atomic_dir(out, force, marker=written_by_export, tool="tts-export", inputs=inputs) as tmp,
+          reporter.progress() as board, tempfile.TemporaryDirectory(prefix="tts-export-") as work):
+        job = Job(sources.feature_map, serving, sample, precision, config.int8_mode, gate_set, calibration,
+                  uuid.uuid4().hex, config.merge, validation, config.fused, config.opset, Path(work),
+                  board.task("tts-export members", total=steps))
         tolerance = {"rtol": job.tolerance.rtol, "atol": job.tolerance.atol}
         common = {"flavour": serving.backend, "serving": serving_record(serving), "fp16": precision == "fp16",
-                  "opset": opset, "parity": {**sample.describe(), **tolerance}}
+                  "opset": config.opset, "parity": {**sample.describe(), **tolerance}}
         if precision == "int8":
             rows = 0 if calibration is None else len(calibration)
-            common["int8"] = {"mode": int8_mode, "calibration_rows": rows, "calibration_split": "train"}
+            common["int8"] = {"mode": config.int8_mode, "calibration_rows": rows,
+                              "calibration_split": "train"}
         if gate_set is not None:
-            common["gate"] = {"rows": len(gate_set.labels), "split": "test", "max_auc_drop": max_auc_drop,
-                              "reference": "fp32 graph"}
+            common["gate"] = {"rows": len(gate_set.labels), "split": "test",
+                              "max_auc_drop": config.max_auc_drop, "reference": "fp32 graph"}
         if shards == 1:
             write_repository(tmp, members, ms, job, common)
         else:
@@ -134,15 +139,14 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, *, bac
                             "members": [members[p].name for p in positions]}
                            for k, positions in enumerate(groups)],
             })
-        progress.update(job.task, description="done")
-    if show:
-        console.print(layout_tree(out))
+        job.step("done")
+    reporter.lines(layout_tree(out))
     return out
 
 
 def _validation(merge: str, shards: int, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
     """Validation ids and labels for a fitted merge (None for the plain mean)."""
-    from ttsrec.evaluate.merge import MERGE_KINDS
+    from ttsrec.ensemble.merge import MERGE_KINDS
 
     if merge not in MERGE_KINDS:
         raise UserError(f"unknown --merge {merge!r} (choose from {', '.join(MERGE_KINDS)})")

@@ -1,29 +1,31 @@
-"""A rich tree of an exported repository (printed at the end of `tts-export`): one line per model."""
+"""A text tree of an exported repository (shown at the end of `tts-export`): one line per model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rich.filesize import decimal
-from rich.tree import Tree
 
-
-def layout_tree(root: Path) -> Tree:
-    """Model folders as one line each (their files and sizes), other folders (shards) expanded."""
+def layout_tree(root: Path) -> str:
+    """Model folders as one line each (their files, ONNX sizes), other folders (shards) expanded."""
     root = Path(root)
-    tree = Tree(f"[bold]{root}[/]")
-    _fill(tree, root)
-    return tree
+    return "\n".join([str(root), *_lines(root, "")])
 
 
-def _fill(node: Tree, folder: Path) -> None:
-    for path in sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name)):
+def _lines(folder: Path, indent: str) -> list[str]:
+    entries = sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name))
+    lines: list[str] = []
+    for k, path in enumerate(entries):
+        last = k == len(entries) - 1
+        branch, below = ("└── ", "    ") if last else ("├── ", "│   ")
         if path.is_dir() and (path / "config.pbtxt").is_file():
-            node.add(f"[cyan]{path.name}/[/]  " + "  ".join(_describe(f, path) for f in _entries(path)))
+            files = "  ".join(_describe(f, path) for f in _entries(path))
+            lines.append(f"{indent}{branch}{path.name}/  {files}")
         elif path.is_dir():
-            _fill(node.add(f"[cyan]{path.name}/[/]"), path)
+            lines.append(f"{indent}{branch}{path.name}/")
+            lines.extend(_lines(path, indent + below))
         else:
-            node.add(f"{path.name} [dim]{decimal(path.stat().st_size)}[/]")
+            lines.append(f"{indent}{branch}{path.name} {size(path.stat().st_size)}")
+    return lines
 
 
 def _entries(model_dir: Path) -> list[Path]:
@@ -36,4 +38,14 @@ def _describe(path: Path, model_dir: Path) -> str:
     name = path.relative_to(model_dir).as_posix()
     if path.is_dir():
         return f"{name}/"
-    return f"{name} [dim]{decimal(path.stat().st_size)}[/]" if "model.onnx" in name else name
+    return f"{name} {size(path.stat().st_size)}" if "model.onnx" in name else name
+
+
+def size(num_bytes: int) -> str:
+    """Decimal units, as `ls -h --si` and rich print them: 1.2 MB."""
+    value = float(num_bytes)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")

@@ -15,24 +15,14 @@ from pathlib import Path
 from queue import Empty
 from typing import Any
 
-from rich.console import Console
-
+from ttsrec.ensemble.runs import RUN_FORMAT, SERIES_FILE, SERIES_FORMAT, load_run
 from ttsrec.errors import UserError
 from ttsrec.train.member import MemberJob, train_group, train_member
 from ttsrec.train.options import TrainOptions
-from ttsrec.train.progress import TrainProgress
-from ttsrec.train.runfile import (
-    RUN_FORMAT,
-    SERIES_FILE,
-    SERIES_FORMAT,
-    environment,
-    load_run,
-    member_filename,
-    now,
-    prepare_out,
-    write_run,
-)
+from ttsrec.train.progress import TrainProgress, train_progress
+from ttsrec.train.runfile import environment, member_filename, now, prepare_out, write_run
 from ttsrec.utils.atomic import atomic_write_text
+from ttsrec.utils.report import SILENT, Reporter
 
 _QUEUE: Any = None
 _DEVICE = "cpu"
@@ -40,8 +30,8 @@ _DEVICE = "cpu"
 
 def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | Sequence[int] | None = None,
                   group: bool = False, jobs: int = 1, threads: int | None = None, force: bool = False,
-                  resume: bool = False, options: TrainOptions | None = None, show_progress: bool = True,
-                  console: Console | None = None, device: str = "cpu", extra: dict[str, Any] | None = None,
+                  resume: bool = False, options: TrainOptions | None = None, reporter: Reporter = SILENT,
+                  device: str = "cpu", extra: dict[str, Any] | None = None,
                   executor: str = "local", ray_address: str | None = None, max_retries: int = 2,
                   **option_fields: Any) -> Path:
     """Train the members of `members_spec` on prepared data into `out`; returns `out`.
@@ -103,15 +93,13 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
     run["device"] = device  # a resumed run may continue on another device
     write_run(out, run)
 
-    console = console or Console(stderr=True)
     if precision_note and todo:
-        console.print(f"[yellow]note:[/] {precision_note}")
+        reporter.note(precision_note, "note")
     if group and jobs > 1:
-        console.print("[yellow]note:[/] --jobs is ignored with --group (one optimiser trains all members)")
+        reporter.note("--jobs is ignored with --group (one optimiser trains all members)", "note")
     started = time.perf_counter()
     try:
-        with TrainProgress(console, len(all_jobs), enabled=show_progress) as progress:
-            progress.progress.advance(progress.overall, len(done))
+        with train_progress(reporter, len(all_jobs), len(done)) as progress:
             for job in all_jobs:
                 progress.label(job.index, f"{job.index:02d} {job.backbone} s{job.seed}")
 

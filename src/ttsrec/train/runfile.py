@@ -1,4 +1,5 @@
-"""`run.json`: what a training run is and how far it got, rewritten after every finished member.
+"""Writing `run.json` (`ttsrec.ensemble.runs` reads it): what a training run is and how far it got,
+rewritten after every finished member.
 
 Fields other stages read (format `ttsrec.run/1`):
 - `group` (bool): members trained jointly (one loss on the merged logit).
@@ -22,15 +23,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ttsrec.ensemble.runs import RUN_FILE
 from ttsrec.errors import UserError
 from ttsrec.utils.atomic import atomic_write_text
 from ttsrec.utils.common import usable_cores
-
-RUN_FORMAT = "ttsrec.run/1"
-RUN_FILE = "run.json"
-SERIES_FILE = "series.json"
-SERIES_FORMAT = "ttsrec.series/1"
-MEMBER_GLOB = "member_*.pt"
 
 
 def member_filename(index: int, backbone: str, seed: int) -> str:
@@ -50,30 +46,6 @@ def environment() -> dict[str, Any]:
 
 def write_run(out: Path, run: dict[str, Any]) -> None:
     atomic_write_text(Path(out) / RUN_FILE, json.dumps(run, indent=1) + "\n")
-
-
-def load_run(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / RUN_FILE
-    try:
-        run = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UserError(f"cannot read {path}: {err}") from err
-    if not isinstance(run, dict) or run.get("format") != RUN_FORMAT:
-        raise UserError(f"{path} is not a ttsrec run file (expected format {RUN_FORMAT})")
-    return run
-
-
-def run_checkpoints(run_dir: Path) -> list[Path]:
-    """The member checkpoints of a run dir in member order (run.json's, else file names)."""
-    run_dir = Path(run_dir)
-    if (run_dir / RUN_FILE).is_file():
-        files = [run_dir / m["file"] for m in load_run(run_dir).get("members", [])]
-        files = [f for f in files if f.is_file()]
-    else:
-        files = sorted(run_dir.glob(MEMBER_GLOB))
-    if not files:
-        raise UserError(f"{run_dir} holds no member checkpoints ({MEMBER_GLOB})")
-    return files
 
 
 def prepare_out(out: Path, *, force: bool, resume: bool) -> None:

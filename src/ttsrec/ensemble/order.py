@@ -1,5 +1,5 @@
-"""Member order of a repository: `ensemble_mM` uses the first M members, so for a heterogeneous
-run the order must keep backbones balanced at every M."""
+"""Member order: `ensemble_mM` (served) and the M-member curves (evaluated) use the first M members of
+this order, so for a heterogeneous run it keeps backbones balanced at every M."""
 
 from __future__ import annotations
 

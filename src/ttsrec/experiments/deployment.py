@@ -13,25 +13,27 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ttsrec.ensemble.modes import TRITON_MODES, Mode
 from ttsrec.errors import UserError
+from ttsrec.export.writer import ExportConfig
 from ttsrec.utils.atomic import atomic_dir, atomic_write_text
 
 MARKER = "deployment.json"
 
 
 def compare_deployment(members: Sequence[Path], scaled: Path, data_dir: Path, out: Path, *,
-                       mode: str = "fused", batches: Sequence[int] = (1, 256),
+                       mode: str = Mode.FUSED, batches: Sequence[int] = (1, 256),
                        concurrencies: Sequence[int] = (1,), window_ms: int = 1000, max_trials: int = 10,
                        eval_rows: int = 20_000, protocol: str = "grpc", force: bool = False,
                        on_status: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Export and bench `members` (merged as one ensemble of all of them) and the single `scaled` model."""
     from ttsrec.bench import MeasureSettings, Sweep, SweepConfig
+    from ttsrec.ensemble.runs import run_checkpoints
     from ttsrec.export.writer import export_repository
     from ttsrec.models import model_cost
     from ttsrec.models.checkpoint import load_members
-    from ttsrec.train.runfile import run_checkpoints
 
-    if mode not in ("fused", "ensemble"):
+    if mode not in TRITON_MODES:
         raise UserError(f"--mode must be fused or ensemble, got {mode!r}")
     files = [f for p in map(Path, members) for f in (run_checkpoints(p) if p.is_dir() else [p])]
     if len(files) < 2:
@@ -46,7 +48,8 @@ def compare_deployment(members: Sequence[Path], scaled: Path, data_dir: Path, ou
             m = len(paths)
             costs = [model_cost(x.model) for x in models]
             on_status(f"exporting the {name} side (M={m})")
-            repo = export_repository(paths, tmp / f"repo_{name}", m_list=[m], data=data_dir, show=False)
+            repo = export_repository(paths, tmp / f"repo_{name}", config=ExportConfig(m_list=[m]),
+                                     data=data_dir)
             on_status(f"benching the {name} side on tritonserver")
             sweep = Sweep(SweepConfig(
                 modes=[mode], m_list=[m], batches=list(batches), concurrencies=list(concurrencies),

@@ -15,6 +15,7 @@ from typing import Any
 
 from ttsrec.errors import UserError
 from ttsrec.utils.atomic import atomic_dir, atomic_write_text
+from ttsrec.utils.report import SILENT, Reporter
 
 MARKER = "orthogonality.json"
 
@@ -37,7 +38,7 @@ def variants(backbone: str, base: dict[str, Any], depth_add: int,
 def run_orthogonality(data_dir: Path, out: Path, *, backbone: str = "wukong", members: int = 4,
                       m_list: Sequence[int] | None = None, hparams: dict[str, Any] | None = None,
                       depth_add: int = 3, width_modules: int = 2, train_options: dict[str, Any] | None = None,
-                      force: bool = False, show_progress: bool = True,
+                      force: bool = False, reporter: Reporter = SILENT,
                       on_stage: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train `members` seeds of each variant, evaluate each run, write a table, a plot and JSON into `out`."""
     from ttsrec.evaluate import evaluate_runs
@@ -52,11 +53,11 @@ def run_orthogonality(data_dir: Path, out: Path, *, backbone: str = "wukong", me
             if on_stage:
                 on_stage(f"train {members} x {name} {backbone}")
             run = train_members(data_dir, f"{backbone}*{members}", tmp / "runs" / name, hparams=hp,
-                                show_progress=show_progress, **(train_options or {}))
+                                reporter=reporter, **(train_options or {}))
             if on_stage:
                 on_stage(f"evaluate {name}")
             result = evaluate_runs([run], data_dir, tmp / "eval" / name, m_list=m_list, merges=["mean"],
-                                   soup=False, show_progress=show_progress)
+                                   soup=False, reporter=reporter)
             member = result["groups"][0]["members"][0]
             for r in (r for r in result["rows"] if r["kind"] == "tts"):
                 rows.append({"variant": name, "M": r["M"], "auc": r["auc"], "auc_std": r["auc_std"],
