@@ -135,7 +135,8 @@ def test_report_outputs_are_written_and_consistent(homogeneous_run: Path, prepar
     assert "| merge M members | mean | 8 |" in report
     assert "Parameter scaling at equal inference cost" in report
     assert "equal-cost comparisons" in report
-    assert "fnn8" in stdout and "merge" in stdout
+    assert "fnn8 (homogeneous, 8 members, fp32)" in stdout  # the group's table, its precision in the title
+    assert ["mean", "8"] in [line.split()[:2] for line in stdout.splitlines()] and "deeper MLP" in stdout
 
 
 @pytest.mark.slow
@@ -240,4 +241,4 @@ def test_report_shows_each_runs_precision(prepared_dir: Path, tmp_path: Path, ca
     assert header.endswith(",precision") and {line.rsplit(",", 1)[1] for line in lines} == {"fp32", "bf16"}
     report = (out / "report.md").read_text()
     assert "trained in fp32)" in report and "trained in bf16)" in report
-    assert "bf16" in stdout and "fp32" in stdout  # the precision column (its header is cut at 80 columns)
+    assert "bf16" in stdout and "fp32" in stdout  # each group's table says its precision in its title

@@ -1,4 +1,9 @@
-"""Results out: the live rich table, a perf_analyzer-like CSV, the JSON report and the PNG plot."""
+"""Results out: the tables a person reads (plain `ttsrec.utils.report.Table`s: the live rows, the derived
+figures; the CLI draws them), a perf_analyzer-like CSV, the JSON report, the markdown and the PNG plot.
+
+Every table says its rows' precision: in its title when they share one, else in a `prec` column (a
+combined run of an fp32 and an int8 export gives each figure twice, once per precision).
+"""
 
 from __future__ import annotations
 
@@ -9,42 +14,33 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from rich import box
-from rich.table import Table
 
 from ttsrec.bench.roofline import Roofline
 from ttsrec.bench.row import Row
 from ttsrec.utils.atomic import atomic_write_bytes, atomic_write_text
+from ttsrec.utils.report import Column, Table
+
+CAPTION = "* not stable within -s over the last 3 windows; cli%, srv%: CPU of the bench, of the server"
 
 
-def table(rows: Sequence[Row], title: str = "tts-bench (µs; server = queue + compute per request)") -> Table:
-    """Compact live view that fits 80 columns; the CSV and JSON carry every column."""
-    out = Table(
-        title=title,
-        title_justify="left",
-        box=box.SIMPLE_HEAD,
-        padding=(0, 0),
-        pad_edge=False,
-        show_edge=False,
-        caption="* not stable within -s over the last 3 windows",
-        caption_justify="left",
-    )
-    for name in ("mode", "M", "b", "c", "infer/s", "p50", "p99", "server", "cli%", "srv%"):
-        out.add_column(name, justify="left" if name == "mode" else "right", no_wrap=True)
+def table(rows: Sequence[Row], precisions: Sequence[str] | None = None) -> Table:
+    """The rows as they come in, compact enough for 80 columns; the CSV and JSON carry every column.
+    `precisions`: those of the whole run, when known before its rows (else the rows' own)."""
+    title, column = _precision(
+        "tts-bench", "µs; server = queue + compute per request", precisions or [r.precision for r in rows])
+    out = Table(title, [Column("mode", numeric=False), *_prec(column),
+                        *map(Column, ("M", "b", "c", "infer/s", "p50", "p99", "server", "cli%", "srv%"))],
+                caption=CAPTION)
     for r in rows:
-        server = (
-            r.server_queue_us
-            + r.server_compute_input_us
-            + r.server_compute_infer_us
-            + r.server_compute_output_us
-        )
-        label = r.mode + ("" if r.precision == "fp32" else f" {r.precision}")
+        server = r.server_queue_us + r.server_compute_input_us + r.server_compute_infer_us
+        server += r.server_compute_output_us
         out.add_row(
-            label + (" (pa)" if r.engine == "perf_analyzer" else ""),
-            str(r.m),
-            str(r.batch),
-            str(r.concurrency),
-            f"{r.throughput:,.0f}" + ("" if r.stable else "[yellow]*[/]"),
+            r.mode + (" (pa)" if r.engine == "perf_analyzer" else ""),
+            *([r.precision] if column else []),
+            r.m,
+            r.batch,
+            r.concurrency,
+            f"{r.throughput:,.0f}" + ("" if r.stable else "*"),
             f"{r.p50_us:,.0f}",
             f"{r.p99_us:,.0f}",
             f"{server:,.0f}" if server else "-",
@@ -52,6 +48,18 @@ def table(rows: Sequence[Row], title: str = "tts-bench (µs; server = queue + co
             "-" if r.server_cpu is None else f"{r.server_cpu:.0f}",
         )
     return out
+
+
+def _precision(name: str, detail: str, precisions: Iterable[str]) -> tuple[str, bool]:
+    """(title, whether the table needs a precision column): one precision is said in the title."""
+    found = list(dict.fromkeys(precisions))
+    if len(found) > 1:
+        return f"{name}: {detail}", True
+    return f"{name}{', ' + found[0] if found else ''}: {detail}", False
+
+
+def _prec(column: bool) -> list[Column]:
+    return [Column("prec", numeric=False)] if column else []
 
 
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
@@ -121,14 +129,24 @@ def plot(path: Path, rows: Sequence[Row]) -> None:
     atomic_write_bytes(Path(path), buffer.getvalue())
 
 
-def _small_table(title: str, header: Sequence[str], rows: Iterable[Sequence[str]],
-                 left: tuple[str, ...] = ("mode",)) -> Table:
-    t = Table(title=title, title_justify="left")
-    for name in header:
-        t.add_column(name, justify="left" if name in left else "right")
-    for row in rows:
-        t.add_row(*row)
-    return t
+def _figure_table(name: str, detail: str, entries: Sequence[dict[str, Any]], columns: Sequence[Column],
+                  cells: Iterable[Sequence[Any]], at: int = 1) -> Table:
+    """A derived figure's table: a `prec` column inserted at `at` when its entries differ in precision."""
+    title, column = _precision(name, detail, (e.get("precision", "fp32") for e in entries))
+    columns = list(columns)
+    out = Table(title, columns[:at] + _prec(column) + columns[at:])
+    for e, row in zip(entries, cells, strict=True):
+        row = list(row)
+        out.add_row(*row[:at], *([e.get("precision", "fp32")] if column else []), *row[at:])
+    return out
+
+
+def _text(*headers: str) -> list[Column]:
+    return [Column(h, numeric=False) for h in headers]
+
+
+def _numbers(*headers: str) -> list[Column]:
+    return [Column(h) for h in headers]
 
 
 def summary_tables(result: Any) -> list[Table]:
@@ -136,84 +154,86 @@ def summary_tables(result: Any) -> list[Table]:
     summary = result.summary
     out = []
     if eff := summary["scaling_efficiency"]:
-        out.append(_small_table(
-            "scaling efficiency M·throughput(M)/throughput(1)  (1.0 = each member costs its share)",
-            ("mode", "batch", "conc", "M", "efficiency"),
-            ((e["mode"], str(e["batch"]), str(e["concurrency"]), str(e["m"]), f"{e['efficiency']:.2f}")
-             for e in eff)))
+        out.append(_figure_table(
+            "scaling efficiency", "M·throughput(M) / throughput(1) (1.0: each member costs its share)", eff,
+            [*_text("mode"), *_numbers("batch", "conc", "M", "efficiency")],
+            ((e["mode"], e["batch"], e["concurrency"], e["m"], f"{e['efficiency']:.2f}") for e in eff)))
     if ratio := summary["serving_ratio"]:
-        out.append(_small_table(
-            "best Triton mode vs in-process fused graph (throughput ratio)",
-            ("M", "batch", "conc", "best mode", "ratio"),
-            ((str(e["m"]), str(e["batch"]), str(e["concurrency"]), e["best_mode"], f"{e['ratio']:.2f}")
-             for e in ratio), left=()))
+        out.append(_figure_table(
+            "best Triton mode", "its throughput / the in-process fused graph's", ratio,
+            [*_numbers("M", "batch", "conc"), *_text("best mode"), *_numbers("ratio")],
+            ((e["m"], e["batch"], e["concurrency"], e["best_mode"], f"{e['ratio']:.2f}") for e in ratio),
+            at=0))
     if result.roofline is not None:
         out.append(roofline_table(result.roofline))
     if floor := summary["bandwidth_floor"]:
-        out.append(_small_table(
-            "batch 1, concurrency 1: p50 vs the read-bandwidth floor (M members' dense weight bytes / "
-            "the read rate where they sit: cache when they fit the last-level cache, else memory)",
-            FLOOR_HEADER, _floor_rows(floor)))
+        out.append(_figure_table(
+            "batch-1 floor", "p50 at batch 1, concurrency 1 vs the read-bandwidth floor (µs): the M members' "
+            "dense weight MB / the read rate where they sit (cache when they fit the last-level cache, else "
+            "memory)", floor,
+            [*_text("mode"), *_numbers("M", "MB"), *_text("weights"),
+             *_numbers("GB/s", "floor", "p50", "ratio")],
+            _floor_cells(floor)))
     if roof := summary["compute_roof"]:
-        t = _small_table(
-            "achieved fraction of the compute roof: MACs/row × rows/s over onnxruntime's GEMM "
-            "(runtime) and the fastest kernel at hand (hardware) in the row's precision",
-            ROOF_HEADER, _roof_rows(roof))
-        t.caption = "\n".join(beaten(summary)) or None
-        t.caption_justify = "left"
+        t = _figure_table(
+            "compute roof", "achieved fraction: MACs/row × rows/s over onnxruntime's GEMM (runtime) and the "
+            "fastest kernel at hand (hardware) in the row's precision", roof,
+            [*_text("mode"), *_numbers("M", "b", "c", "MMAC/row", "GMAC/s", "runtime", "hardware")],
+            _roof_cells(roof))
+        t.caption = "\n".join(beaten(summary))
         out.append(t)
     if pinned := summary.get("parallel_servers", []):
-        out.append(_small_table(  # ratio: of the p50s; fan-out: sharded p50 - one p50
-            "parallel servers (--pin-cores, µs): K pinned shards vs one pinned server, one member",
-            ("K", "cores", "b", "c", "K p50", "K p99", "one p50", "one p99", "ratio", "fan-out"),
-            _pinned_cells(pinned)))
+        out.append(_figure_table(  # ratio: of the p50s; fan-out: sharded p50 - one p50
+            "parallel servers", "--pin-cores, µs: K pinned shards vs one pinned server, one member", pinned,
+            _numbers("K", "cores", "b", "c", "K p50", "K p99", "one p50", "one p99", "ratio", "fan-out"),
+            _pinned_cells(pinned), at=0))
     if fan := summary["fanout_overhead"]:
-        out.append(_small_table(
-            "sharded fan-out overhead: sharded p50 − slowest shard's own p50",
-            ("M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"),
-            ((str(e["m"]), str(e["batch"]), str(e["concurrency"]), f"{e['sharded_p50_us']:,.0f}",
-              f"{e['slowest_shard_p50_us']:,.0f}", f"{e['overhead_us']:,.0f}") for e in fan)))
+        out.append(_figure_table(
+            "sharded fan-out overhead", "sharded p50 − the slowest shard's own p50 (µs)", fan,
+            _numbers("M", "batch", "conc", "sharded p50", "slowest shard p50", "overhead"),
+            ((e["m"], e["batch"], e["concurrency"], f"{e['sharded_p50_us']:,.0f}",
+              f"{e['slowest_shard_p50_us']:,.0f}", f"{e['overhead_us']:,.0f}") for e in fan), at=0))
     if result.accuracy:
-        out.append(_small_table(
-            "what each M buys (through the served models)",
-            ("M", "precision", "model", "rows", "AUC", "logloss"),
-            ((str(e["m"]), e.get("precision", "fp32"), e["model"], str(e["rows"]), f"{e['auc']:.4f}",
-              f"{e['logloss']:.4f}") for e in result.accuracy), left=()))
+        out.append(_figure_table(
+            "what each M buys", "through the served models", result.accuracy,
+            [*_numbers("M"), *_text("model"), *_numbers("rows", "AUC", "logloss")],
+            ((e["m"], e["model"], f"{e['rows']:,}", f"{e['auc']:.4f}", f"{e['logloss']:.4f}")
+             for e in result.accuracy)))
     return out
 
 
 def markdown(result: Any) -> str:
     """The rows and the derived figures as markdown tables (for a README's performance section)."""
     machine = result.metadata["machine"]
+    rows = Table("rows", [*_text("mode", "precision", "engine"), *_numbers(
+        "M", "batch", "conc", "infer/s", "p50 µs", "p90 µs", "p99 µs", "server queue µs", "server compute µs",
+        "client overhead µs", "client CPU %", "server CPU %"), *_text("stable")])
+    for r in result.rows:
+        compute = r.server_compute_input_us + r.server_compute_infer_us + r.server_compute_output_us
+        queue, comp = (f"{r.server_queue_us:,.0f}", f"{compute:,.0f}") if compute else ("-", "-")
+        overhead = "-" if r.client_overhead_us is None else f"{r.client_overhead_us:,.0f}"
+        rows.add_row(r.mode, r.precision, r.engine, r.m, r.batch, r.concurrency, f"{r.throughput:,.0f}",
+                     f"{r.p50_us:,.0f}", f"{r.p90_us:,.0f}", f"{r.p99_us:,.0f}", queue, comp, overhead,
+                     f"{r.client_cpu:.0f}", "-" if r.server_cpu is None else f"{r.server_cpu:.0f}",
+                     "yes" if r.stable else "no")
     lines = [
         f"Machine: {machine['cpu_model']}, {machine['usable_cores']} cores; "
         f"{_roofline_brief(result.roofline)}; engine {result.config.engine}, "
         f"{result.config.protocol}; windows of {result.config.settings.window_ms} ms, "
         f"stability {result.config.settings.stability_pct:g} %.",
         "",
-        "| mode | precision | engine | M | batch | conc | infer/s | p50 µs | p90 µs | p99 µs "
-        "| server queue µs | server compute µs | client overhead µs | client CPU % | server CPU % | stable |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        rows.markdown(),
     ]
-    for r in result.rows:
-        compute = r.server_compute_input_us + r.server_compute_infer_us + r.server_compute_output_us
-        queue, comp = (f"{r.server_queue_us:,.0f}", f"{compute:,.0f}") if compute else ("-", "-")
-        overhead = "-" if r.client_overhead_us is None else f"{r.client_overhead_us:,.0f}"
-        lines.append(
-            f"| {r.mode} | {r.precision} | {r.engine} | {r.m} | {r.batch} | {r.concurrency} "
-            f"| {r.throughput:,.0f} | {r.p50_us:,.0f} "
-            f"| {r.p90_us:,.0f} | {r.p99_us:,.0f} | {queue} | {comp} | {overhead} | {r.client_cpu:.0f} "
-            f"| {'-' if r.server_cpu is None else f'{r.server_cpu:.0f}'} | {'yes' if r.stable else 'no'} |"
-        )
     summary = result.summary
     lines += _table("Scaling efficiency M·throughput(M)/throughput(1):",
-                    ["mode", "batch", "conc", "M", "efficiency"],
-                    [[e["mode"], e["batch"], e["concurrency"], e["m"], f"{e['efficiency']:.2f}"]
-                     for e in summary["scaling_efficiency"]])
+                    [*_text("mode", "precision"), *_numbers("batch", "conc", "M", "efficiency")],
+                    [[e["mode"], e.get("precision", "fp32"), e["batch"], e["concurrency"], e["m"],
+                      f"{e['efficiency']:.2f}"] for e in summary["scaling_efficiency"]])
     lines += _table("Best Triton mode vs in-process fused graph (throughput ratio):",
-                    ["M", "batch", "conc", "best mode", "ratio"],
-                    [[e["m"], e["batch"], e["concurrency"], e["best_mode"], f"{e['ratio']:.2f}"]
-                     for e in summary["serving_ratio"]])
+                    [*_numbers("M"), *_text("precision"), *_numbers("batch", "conc"), *_text("best mode"),
+                     *_numbers("ratio")],
+                    [[e["m"], e.get("precision", "fp32"), e["batch"], e["concurrency"], e["best_mode"],
+                      f"{e['ratio']:.2f}"] for e in summary["serving_ratio"]])
     if result.roofline is not None:
         lines += ["", "Roofline measured in this run (before the rows):", "",
                   *roofline_markdown(result.roofline)]
@@ -223,36 +243,49 @@ def markdown(result: Any) -> str:
                     ROOF_HEADER, _roof_rows(summary["compute_roof"]))
     lines += [f"\n{note}" for note in beaten(summary)]
     lines += _table("Sharded fan-out overhead (sharded p50 − slowest shard's own p50):",
-                    ["M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"],
+                    _numbers("M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"),
                     [[e["m"], e["batch"], e["concurrency"], f"{e['sharded_p50_us']:,.0f}",
                       f"{e['slowest_shard_p50_us']:,.0f}", f"{e['overhead_us']:,.0f}"]
                      for e in summary["fanout_overhead"]])
     lines += _table("Parallel servers (--pin-cores): K shards on their own cores against one server "
                     "holding one member (the slowest shard alone) on as many cores:",
-                    list(_PINNED_HEADER), _pinned_cells(summary.get("parallel_servers", [])))
-    lines += _table("What each M buys:", ["M", "precision", "model", "rows", "AUC", "logloss"],
+                    _numbers(*_PINNED_HEADER), _pinned_cells(summary.get("parallel_servers", [])))
+    lines += _table("What each M buys:", [*_numbers("M"), *_text("precision", "model"),
+                                          *_numbers("rows", "AUC", "logloss")],
                     [[a["m"], a.get("precision", "fp32"), a["model"], a["rows"], f"{a['auc']:.4f}",
                       f"{a['logloss']:.4f}"]
                      for a in result.accuracy or []])
     return "\n".join(lines) + "\n"
 
 
-FLOOR_HEADER = ["mode", "precision", "M", "dense MB", "weights in", "read GB/s", "floor µs", "p50 µs",
-                "p50 / floor"]
-ROOF_HEADER = ["mode", "precision", "M", "batch", "conc", "MMAC/row", "GMAC/s", "of runtime roof",
-               "of hardware roof"]
+FLOOR_HEADER = [*_text("mode", "precision"), *_numbers("M", "dense MB"), *_text("weights in"),
+                *_numbers("read GB/s", "floor µs", "p50 µs", "p50 / floor")]
+ROOF_HEADER = [*_text("mode", "precision"), *_numbers("M", "batch", "conc", "MMAC/row", "GMAC/s",
+                                                      "of runtime roof", "of hardware roof")]
+
+
+def _floor_cells(entries: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """mode, M, dense MB, weights in, read GB/s, floor µs, p50 µs, p50 / floor."""
+    return [[e["mode"], str(e["m"]), f"{e['weight_bytes'] / 1e6:.1f}", e["weights_in"],
+             f"{e['bandwidth_bytes_per_s'] / 1e9:.1f}", f"{e['floor_us']:,.0f}", f"{e['p50_us']:,.0f}",
+             f"{e['ratio']:.2f}" if e["ratio"] else "-"] for e in entries]
 
 
 def _floor_rows(entries: Sequence[dict[str, Any]]) -> list[list[str]]:
-    return [[e["mode"], e.get("precision", "fp32"), str(e["m"]), f"{e['weight_bytes'] / 1e6:.1f}",
-             e["weights_in"], f"{e['bandwidth_bytes_per_s'] / 1e9:.1f}", f"{e['floor_us']:,.0f}",
-             f"{e['p50_us']:,.0f}", f"{e['ratio']:.2f}" if e["ratio"] else "-"] for e in entries]
+    return [[c[0], e.get("precision", "fp32"), *c[1:]] for e, c in zip(entries, _floor_cells(entries),
+                                                                       strict=True)]
+
+
+def _roof_cells(entries: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """mode, M, batch, conc, MMAC/row, GMAC/s, of runtime roof, of hardware roof."""
+    return [[e["mode"], str(e["m"]), str(e["batch"]), str(e["concurrency"]),
+             f"{e['macs_per_row'] / 1e6:.2f}", f"{e['achieved_macs_per_s'] / 1e9:,.1f}",
+             _pct(e["runtime_roof_fraction"]), _pct(e["hardware_roof_fraction"])] for e in entries]
 
 
 def _roof_rows(entries: Sequence[dict[str, Any]]) -> list[list[str]]:
-    return [[e["mode"], e.get("precision", "fp32"), str(e["m"]), str(e["batch"]), str(e["concurrency"]),
-             f"{e['macs_per_row'] / 1e6:.2f}", f"{e['achieved_macs_per_s'] / 1e9:,.1f}",
-             _pct(e["runtime_roof_fraction"]), _pct(e["hardware_roof_fraction"])] for e in entries]
+    return [[c[0], e.get("precision", "fp32"), *c[1:]] for e, c in zip(entries, _roof_cells(entries),
+                                                                       strict=True)]
 
 
 def beaten(summary: dict[str, list[dict[str, Any]]]) -> list[str]:
@@ -290,7 +323,7 @@ def _roofline_brief(roofline: Roofline | None) -> str:
 
 
 def _roofline_figures(roofline: Roofline) -> list[tuple[str, str]]:
-    """(figure, value) pairs: what the rich and the markdown tables both show."""
+    """(figure, value) pairs: what the screen and the markdown tables both show."""
     cache = f"{roofline.cache_bytes / (1 << 20):,.0f} MiB" if roofline.cache_bytes else "unknown"
     out = [
         ("threads", str(roofline.threads)),
@@ -308,7 +341,11 @@ def _roofline_figures(roofline: Roofline) -> list[tuple[str, str]]:
          f"{roofline.hardware_roof('int8') / 1e9:,.0f} GMAC/s"),
         ("measured in", f"{roofline.seconds:.1f} s"),
     ]
-    return out + [(f"note: {k}", v) for k, v in roofline.notes.items()]
+    return out
+
+
+def _roofline_notes(roofline: Roofline) -> list[tuple[str, str]]:
+    return [(f"note: {k}", v) for k, v in roofline.notes.items()]
 
 
 def _gbs(bytes_per_s: float) -> str:
@@ -320,25 +357,29 @@ def _gmacs(macs_per_s: float) -> str:
 
 
 def roofline_table(roofline: Roofline) -> Table:
-    t = Table(title="roofline measured in this run (before the rows)", title_justify="left")
-    t.add_column("figure")
-    t.add_column("value", justify="right")
+    """The figures measured, the machine's notes (a figure to doubt, and why) below them."""
+    t = Table("roofline measured in this run (before the rows)", [*_text("figure"), *_numbers("value")],
+              caption="\n".join(f"note: {k}: {v}" for k, v in roofline.notes.items()))
     for name, value in _roofline_figures(roofline):
         t.add_row(name, value)
     return t
 
 
 def roofline_markdown(roofline: Roofline) -> list[str]:
-    return ["| figure | value |", "|---|---|",
-            *(f"| {name} | {value} |" for name, value in _roofline_figures(roofline))]
+    t = Table("roofline", [*_text("figure"), *_numbers("value")])
+    for name, value in [*_roofline_figures(roofline), *_roofline_notes(roofline)]:
+        t.add_row(name, value)
+    return t.markdown().splitlines()
 
 
-def _table(title: str, header: list[str], rows: list[list[Any]]) -> list[str]:
+def _table(title: str, columns: Sequence[Column], rows: list[list[Any]]) -> list[str]:
     """A titled markdown table, or nothing when there are no rows."""
     if not rows:
         return []
-    return ["", title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(str(c) for c in row) + " |" for row in rows)]
+    t = Table(title, list(columns))
+    for row in rows:
+        t.add_row(*row)
+    return ["", title, "", t.markdown()]
 
 
 _PINNED_HEADER = ("K", "cores/server", "batch", "conc", "sharded p50 µs", "sharded p99 µs", "single p50 µs",

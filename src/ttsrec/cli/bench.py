@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -11,18 +13,18 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ttsrec.bench.config import configs_for
-from ttsrec.bench.frontier import best_within, frontier_points, plot_frontier
 from ttsrec.bench.measure import MeasureSettings
+from ttsrec.bench.outputs import OutputPaths, finish
 from ttsrec.bench.plan import Point
-from ttsrec.bench.report import markdown, plot, summary_tables, table, write_csv, write_json
+from ttsrec.bench.report import table
 from ttsrec.bench.result import combine
 from ttsrec.bench.row import Row
 from ttsrec.bench.sweep import Sweep
-from ttsrec.bench.targets import MODES
-from ttsrec.cli.common import console, run_app
+from ttsrec.cli.common import console, reporter, run_app
+from ttsrec.cli.reporter import render_table
+from ttsrec.ensemble.modes import CLI_MODES
 from ttsrec.errors import UserError
 from ttsrec.utils import common
-from ttsrec.utils.atomic import atomic_write_text
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -101,7 +103,7 @@ def bench(
         list[str] | None,
         typer.Option(
             "--mode",
-            help=f"Any of {', '.join(MODES)} (comma list or repeated); default ensemble,fused,inprocess.",
+            help=f"Any of {', '.join(CLI_MODES)} (comma list or repeated); default ensemble,fused,inprocess.",
         ),
     ] = None,
     repository: Annotated[
@@ -198,10 +200,11 @@ def bench(
             warmup_requests=warmup_request_count,
         ),
     )
-    for path in (latency_report_file, json_out, plot_out, markdown_out, frontier_out):
-        if path is not None and path.is_dir():
-            raise UserError(f"{path} is a directory, expected a file path")
+    paths = OutputPaths(csv=latency_report_file, json=json_out, plot=plot_out, markdown=markdown_out,
+                        frontier=frontier_out)
+    paths.check()
     sweeps = [Sweep(config) for config in configs]
+    precisions = [s.precision for s in sweeps]
 
     rows: list[Row] = []
     progress = Progress(
@@ -213,7 +216,14 @@ def bench(
         transient=False,
     )
     task = progress.add_task("preparing", total=None)
-    with Live(Group(progress, table(rows)), console=console, refresh_per_second=4) as live:
+
+    def view() -> Group:
+        """The bar and, in a terminal, the rows so far (a log gets them once, see `_rows_in_logs`)."""
+        if not console.is_terminal:
+            return Group(progress)
+        return Group(progress, render_table(table(rows, precisions), console.width)[0])
+
+    with _rows_in_logs(rows, precisions), Live(view(), console=console, refresh_per_second=4) as live:
 
         def on_status(text: str) -> None:
             progress.update(task, description=text)
@@ -231,49 +241,28 @@ def bench(
         def on_row(point: Point, row: Row) -> None:
             rows.append(row)
             progress.advance(task)
-            live.update(Group(progress, table(rows)))
+            live.update(view())
 
         result = combine(
             [s.run(on_plan=on_plan, on_start=on_start, on_row=on_row, on_status=on_status) for s in sweeps]
         )
         progress.update(task, description="done")
 
-    console.print()
-    for part in summary_tables(result):
-        console.print(part)
-    pinned = result.notes.get("pinning")
-    if pinned:
-        console.print(
-            f"pinned: shard servers on cores {pinned['core_sets']} (servers and stubs checked in /proc); "
-            f"the bench client unpinned on {pinned['client_cpus']}"
-            + (f"; warning: {pinned['warning']}" if pinned.get("warning") else "")
-        )
-    if latency_report_file is not None:
-        write_csv(latency_report_file, result.rows)
-        console.print(f"wrote {latency_report_file}")
-    if json_out is not None:
-        write_json(json_out, result.to_json())
-        console.print(f"wrote {json_out}")
-    if plot_out is not None:
-        plot(plot_out, result.rows)
-        console.print(f"wrote {plot_out}")
-    if markdown_out is not None:
-        atomic_write_text(markdown_out, markdown(result))
-        console.print(f"wrote {markdown_out}")
-    points = frontier_points(result.rows, result.accuracy)
-    if frontier_out is not None:
-        plot_frontier(frontier_out, points)
-        console.print(f"wrote {frontier_out}")
-    if budget_ms is not None:
-        best = best_within(points, budget_ms)
-        if not best:
-            console.print(f"no configuration keeps p99 under {budget_ms:g} ms")
-        for p in best:
-            console.print(
-                f"budget {budget_ms:g} ms, batch {p['batch']}, concurrency {p['concurrency']}: {p['mode']} "
-                f"M={p['m']} {p['precision']} (AUC {p['auc']:.4f}, p99 {p['p99_ms']:.2f} ms, "
-                f"{p['throughput']:,.0f} infer/s) from {p['repository']}"
-            )
+    if console.is_terminal:
+        console.print()  # after the live rows (a log's are drawn by the reporter, a blank line after them)
+    finish(result, paths, reporter, budget_ms)
+
+
+@contextlib.contextmanager
+def _rows_in_logs(rows: list[Row], precisions: list[str]) -> Iterator[None]:
+    """Where the live view is not drawn (a log, a pipe), the rows table once the sweep ends or stops."""
+    try:
+        yield
+    finally:
+        if not console.is_terminal:
+            console.line()  # ends the bar's last line (a terminal gets it from Live)
+            if rows:
+                reporter.table(table(rows, precisions))
 
 
 def main() -> None:

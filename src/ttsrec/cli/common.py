@@ -8,9 +8,14 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ttsrec.cli.reporter import RichReporter
 from ttsrec.errors import RuntimeFailure, UserError
 
 console = Console(stderr=True)
+reporter = RichReporter(console)
+"""What the CLIs hand to the libraries: progress, notes and tables drawn on stderr."""
+results = RichReporter(Console(highlight=False))
+"""A command's result tables (tts-train's members, tts-eval's AUC per M, tts-serve's models): stdout."""
 
 
 def run_app(app: typer.Typer) -> None:

@@ -7,9 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 
-from ttsrec.cli.common import console, run_app
+from ttsrec.cli.common import console, reporter, run_app
+from ttsrec.utils.report import Column, Table
 
 app = typer.Typer(
     help="Data: synthetic Criteo TSV, dataset presets, preparation into id splits.",
@@ -61,8 +61,9 @@ def prepare(
     """Two streaming passes (count, encode): id splits + feature_map.json + summary.json in OUT."""
     from ttsrec.data.prepare import prepare as run_prepare
 
-    summary = run_prepare(preset, inputs, out, force=force, seed=seed, spec=spec, on_bad_row=on_bad_row)
-    console.print(summary_table(summary.to_dict()))
+    summary = run_prepare(preset, inputs, out, force=force, seed=seed, spec=spec, on_bad_row=on_bad_row,
+                          reporter=reporter)
+    reporter.table(summary_table(summary.to_dict()))
 
 
 @app.command()
@@ -70,7 +71,7 @@ def summary(data: Annotated[Path, typer.Argument(help="Prepared dataset folder."
     """Show the summary of a prepared dataset."""
     from ttsrec.data.prepared import PreparedData
 
-    console.print(summary_table(PreparedData(data).summary))
+    reporter.table(summary_table(PreparedData(data).summary))
 
 
 @app.command()
@@ -78,9 +79,8 @@ def presets() -> None:
     """List the dataset presets and their fields."""
     from ttsrec.data.spec import preset_names, resolve_spec
 
-    table = Table(title="dataset presets")
-    for col in ("preset", "format", "fields", "label", "min count"):
-        table.add_column(col)
+    text = [Column(h, numeric=False) for h in ("preset", "format", "fields", "label")]
+    table = Table("dataset presets", [*text, Column("min count")])
     for name in preset_names():
         ds = resolve_spec(name)
         table.add_row(
@@ -91,13 +91,12 @@ def presets() -> None:
             str(ds.min_count),
         )
     table.add_row("csv", "any", "from --spec FILE.yaml", "", "")
-    console.print(table)
+    reporter.table(table)
 
 
 def summary_table(s: dict) -> Table:
-    table = Table(title=f"prepared {s.get('dataset_id', '?')} -> {s.get('out', '')}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
+    table = Table(f"prepared {s.get('dataset_id', '?')} -> {s.get('out', '')}",
+                  [Column("", numeric=False), Column("")])
     table.add_row("rows read", f"{s.get('rows_read', 0):,}")
     table.add_row("rows kept", f"{s.get('rows_kept', 0):,}")
     table.add_row("rows skipped", f"{s.get('rows_skipped', 0):,}")

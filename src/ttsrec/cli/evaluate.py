@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from ttsrec.cli.common import console, run_app
+from ttsrec.cli.common import console, results, run_app
+from ttsrec.cli.reporter import RichReporter
 from ttsrec.errors import UserError
 
 app = typer.Typer(add_completion=False, help=__doc__)
@@ -42,7 +42,7 @@ def evaluate(
 ) -> None:
     """Score members on the test split; writes report.md, results.csv/json and PNG plots into --out."""
     from ttsrec.evaluate import evaluate_runs
-    from ttsrec.evaluate.report import rich_table
+    from ttsrec.evaluate.report import tables
     from ttsrec.utils.common import parse_int_list
 
     if threads is not None:
@@ -56,8 +56,9 @@ def evaluate(
         param_scaling=param_scaling, scaling_m=parse_int_list(scaling_m, "--scaling-m"),
         scaling_kinds=[k.strip() for k in scaling_kinds.split(",") if k.strip()],
         merges=[k.strip() for k in merges.split(",") if k.strip()], soup=soup, force=force,
-        show_progress=not quiet, console=console)
-    Console().print(rich_table(result))
+        reporter=RichReporter(console, show_progress=not quiet))
+    for table in tables(result):
+        results.table(table)
     for g in result["groups"]:
         gain = g["gain"]
         console.print(f"{g['name']}: mean pairwise JS {g['js_mean']:.3g} bits; M={gain['M']} AUC gain "

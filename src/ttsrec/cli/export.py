@@ -6,11 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from ttsrec.cli.common import console, run_app
+from ttsrec.cli.common import console, reporter, run_app
 from ttsrec.errors import UserError
+from ttsrec.export.writer import ExportConfig
+from ttsrec.repository.config import Serving
 from ttsrec.utils.common import parse_int_list
+from ttsrec.utils.report import Column, Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -27,69 +29,84 @@ def export(
              "Its test rows feed the parity gate.")] = None,
     backend: Annotated[str, typer.Option(
         help="onnxruntime: Triton's ORT backend (NGC container, GPU). python: python-backend model.py "
-             "running the same model.onnx (the server bundled with nvidia-pytriton).")] = "python",
+             "running the same model.onnx (the server bundled with nvidia-pytriton).")] = Serving.backend,
     m_list: Annotated[str | None, typer.Option(
         "--m-list", help="Ensemble sizes, e.g. 1,2,4,8,16 (default: those, capped at the number of "
         "members).")] = None,
-    max_batch_size: Annotated[int, typer.Option(help="max_batch_size of every model.")] = 4096,
-    instance_count: Annotated[int, typer.Option(help="Instances per member / merge / fused model.")] = 1,
-    instance_kind: Annotated[str, typer.Option(help="cpu or gpu (KIND_CPU / KIND_GPU).")] = "cpu",
+    max_batch_size: Annotated[int, typer.Option(
+        help="max_batch_size of every model.")] = Serving.max_batch_size,
+    instance_count: Annotated[int, typer.Option(
+        help="Instances per member / merge / fused model.")] = Serving.instance_count,
+    instance_kind: Annotated[str, typer.Option(
+        help="cpu or gpu (KIND_CPU / KIND_GPU).")] = Serving.instance_kind,
     dynamic_batching: Annotated[bool, typer.Option(
         "--dynamic-batching/--no-dynamic-batching", help="Dynamic batching on members, merges, fused graphs "
-        "(never on ensembles).")] = True,
+        "(never on ensembles).")] = Serving.dynamic_batching,
     max_queue_delay_us: Annotated[int, typer.Option(
-        help="Dynamic batcher delay; 0 batches only what queued while an instance was busy.")] = 0,
+        help="Dynamic batcher delay; 0 batches only what queued while an instance was "
+        "busy.")] = Serving.max_queue_delay_us,
     intra_op_threads: Annotated[int, typer.Option(
-        help="onnxruntime intra-op threads per member / merge instance.")] = 1,
+        help="onnxruntime intra-op threads per member / merge instance.")] = Serving.intra_op_threads,
     fused_intra_op_threads: Annotated[int | None, typer.Option(
-        help="Intra-op threads of the fused graphs (default: --intra-op-threads).")] = None,
+        help="Intra-op threads of the fused graphs (default: "
+        "--intra-op-threads).")] = Serving.fused_intra_op_threads,
     fused_instance_count: Annotated[int, typer.Option(
-        help="Instances of each fused graph (it does all M members' work: one instance uses one core).")] = 2,
+        help="Instances of each fused graph (it does all M members' work: one instance uses one "
+        "core).")] = Serving.fused_instance_count,
     queue_max: Annotated[int, typer.Option(
         help="Requests each member / fused graph may queue; one more is rejected at once "
-        "(0: unbounded, no queue policy: the bundled Triton 2.51 stalls requests 500 ms with one).")] = 0,
+        "(0: unbounded, no queue policy: the bundled Triton 2.51 stalls requests 500 ms with "
+        "one).")] = Serving.queue_max,
     queue_timeout_ms: Annotated[int, typer.Option(
         help="A request queued longer is rejected (0: never); a client's own deadline may "
-        "shorten it.")] = 0,
+        "shorten it.")] = Serving.queue_timeout_ms,
     precision: Annotated[str, typer.Option(
         help="fp32, fp16 (GPU: CUDA/TensorRT EPs; on CPU it only halves bytes) or int8 (onnxruntime "
         "quantization, the CPU path). fp16/int8 need --data: the accuracy gate scores its "
-        "test split.")] = "fp32",
+        "test split.")] = ExportConfig.precision,
     fp16: Annotated[bool, typer.Option("--fp16", help="Same as --precision fp16.")] = False,
     merge: Annotated[str, typer.Option(
         help="mean (the paper: equal weights), weighted (non-negative weights fitted by validation logloss) "
         "or selection (greedy ensemble selection with replacement); fitted per M on the validation split "
-        "and written into the merge steps and fused graphs.")] = "mean",
+        "and written into the merge steps and fused graphs.")] = ExportConfig.merge,
     int8_mode: Annotated[str, typer.Option(
         help="qdq: static, per-channel weights, activations calibrated on train rows (no batch coupling). "
-        "dynamic: activation scales per call from the whole batch.")] = "qdq",
+        "dynamic: activation scales per call from the whole batch.")] = ExportConfig.int8_mode,
     gate_rows: Annotated[int | None, typer.Option(
-        help="Test rows the accuracy gate scores (default: the whole test split).")] = None,
+        help="Test rows the accuracy gate scores (default: the whole test split).")] = ExportConfig.gate_rows,
     max_auc_drop: Annotated[float, typer.Option(
-        help="Largest |test AUC change| vs fp32 allowed for any member or fused graph.")] = 5e-4,
-    fused: Annotated[bool, typer.Option("--fused/--no-fused", help="Also write fused_mM graphs.")] = True,
+        help="Largest |test AUC change| vs fp32 allowed for any member or fused "
+        "graph.")] = ExportConfig.max_auc_drop,
+    fused: Annotated[bool, typer.Option(
+        "--fused/--no-fused", help="Also write fused_mM graphs.")] = ExportConfig.fused,
     shards: Annotated[int, typer.Option(
         help="Split members round-robin into K shard repositories (out/shard_XX/ with a shard_sum "
-        "ensemble each).")] = 1,
+        "ensemble each).")] = ExportConfig.shards,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
 ) -> None:
     """Export members into a Triton model repository whose ensembles average their logits."""
     from ttsrec.export import export_repository
     from ttsrec.repository.manifest import read_manifest
 
-    path = export_repository(
-        checkpoints, out, backend=backend, m_list=parse_m_list(m_list), max_batch_size=max_batch_size,
-        instance_count=instance_count, instance_kind=instance_kind, dynamic_batching=dynamic_batching,
-        max_queue_delay_us=max_queue_delay_us, queue_max=queue_max, queue_timeout_ms=queue_timeout_ms,
-        intra_op_threads=intra_op_threads, fused_intra_op_threads=fused_intra_op_threads,
-        fused_instance_count=fused_instance_count, precision=precision, fp16=fp16, int8_mode=int8_mode,
-        gate_rows=gate_rows, max_auc_drop=max_auc_drop, merge=merge, fused=fused, shards=shards, force=force,
-        data=data, console=console)
+    if fp16:  # the old spelling of --precision fp16
+        if precision not in ("fp32", "fp16"):
+            raise UserError(f"--fp16 contradicts --precision {precision}")
+        precision = "fp16"
+    serving = Serving(backend=backend, max_batch_size=max_batch_size, instance_count=instance_count,
+                      instance_kind=instance_kind, dynamic_batching=dynamic_batching,
+                      max_queue_delay_us=max_queue_delay_us, queue_max=queue_max,
+                      queue_timeout_ms=queue_timeout_ms, intra_op_threads=intra_op_threads,
+                      fused_intra_op_threads=fused_intra_op_threads,
+                      fused_instance_count=fused_instance_count)
+    config = ExportConfig(m_list=parse_m_list(m_list), precision=precision, int8_mode=int8_mode,
+                          gate_rows=gate_rows, max_auc_drop=max_auc_drop, merge=merge, fused=fused,
+                          shards=shards)
+    path = export_repository(checkpoints, out, serving, config, data=data, force=force, reporter=reporter)
     repos = [path] if shards == 1 else sorted(path.glob("shard_*"))
     manifests = [read_manifest(r) for r in repos]
-    console.print(_summary(manifests))
+    reporter.table(_summary(manifests))
     if "gate" in manifests[0]:
-        console.print(_gate_table(manifests))
+        reporter.table(_gate_table(manifests))
     fit = manifests[0].get("merge_fit")
     if fit:
         for m, f in fit["per_m"].items():
@@ -110,31 +127,30 @@ def parse_m_list(text: str | None) -> list[int] | None:
 
 
 def _summary(manifests: list[dict]) -> Table:
-    table = Table(title="exported members (parity: max |onnx - torch| on the gate's batches)")
-    table.add_column("member", no_wrap=True)
-    for column in ("seed", "params", "MACs/row", "ONNX MB", "max |diff|"):
-        table.add_column(column, justify="right", no_wrap=True)
+    table = Table(f"exported members, {manifests[0]['precision']} (max |diff|: onnx vs torch, gate batches)",
+                  [Column("member", numeric=False),
+                              *map(Column, ("seed", "params", "MACs/row", "ONNX MB", "max |diff|"))])
     for manifest in manifests:
         for m in manifest["members"]:
-            table.add_row(m["name"], str(m["seed"]), f"{m['cost'].get('params', 0):,}",
+            table.add_row(m["name"], m["seed"], f"{m['cost'].get('params', 0):,}",
                           f"{m['cost'].get('macs_per_sample', 0):,}", f"{m['onnx']['bytes'] / 1e6:.1f}",
                           f"{m['parity']['max_abs_diff']:.1e}")
     return table
 
 
 def _gate_table(manifests: list[dict]) -> Table:
-    gate = manifests[0]["gate"]
-    table = Table(title=f"accuracy gate: {manifests[0]['precision']} vs fp32 on {gate['rows']:,} test rows "
-                        f"(limit |ΔAUC| <= {gate['max_auc_drop']:g})")
-    table.add_column("graph", no_wrap=True)
-    for column in ("AUC fp32", "AUC", "ΔAUC", "Δlogloss", "max |drift|", "mean |drift|"):
-        table.add_column(column, justify="right", no_wrap=True)
+    """Test AUC of each graph in fp32 and in the export's precision; the mean drift is in the manifest."""
+    gate, precision = manifests[0]["gate"], manifests[0]["precision"]
+    table = Table(f"accuracy gate: {precision} vs fp32 on {gate['rows']:,} test rows (limit |ΔAUC| <= "
+                  f"{gate['max_auc_drop']:g})",
+                  [Column("graph", numeric=False),
+                   *map(Column, ("AUC fp32", f"AUC {precision}", "ΔAUC", "Δlogloss", "max drift"))],
+                  caption=f"max drift: largest |{precision} logit - fp32 logit| over the rows")
     for manifest in manifests:
         for entry in manifest["members"] + manifest["fused"]:
             g = entry["gate"]
             table.add_row(entry["name"], f"{g['auc_fp32']:.5f}", f"{g['auc']:.5f}", f"{g['auc_change']:+.1e}",
-                          f"{g['logloss_change']:+.1e}", f"{g['max_logit_drift']:.1e}",
-                          f"{g['mean_logit_drift']:.1e}")
+                          f"{g['logloss_change']:+.1e}", f"{g['max_logit_drift']:.1e}")
     return table
 
 

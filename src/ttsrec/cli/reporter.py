@@ -44,17 +44,19 @@ class RichReporter(Reporter):
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)
 
     def table(self, table: Table) -> None:
+        """The table, then a blank line (boxless tables in a row need one between them)."""
         rendered, minimum = render_table(table, self.console.width)
         if minimum <= self.console.width or self.console.is_terminal:
             self.console.print(rendered)
-            return
-        width = self.console.width  # a log or a pipe: draw it wider rather than cut a number
-        maximum = Measurement.get(self.console, self.console.options.update(width=10_000), rendered).maximum
-        self.console.width = max(minimum, min(maximum, 132))
-        try:
-            self.console.print(rendered)
-        finally:
-            self.console.width = width
+        else:
+            width = self.console.width  # a log or a pipe: draw it wider rather than cut a number
+            natural = Measurement.get(self.console, self.console.options.update(width=10_000), rendered)
+            self.console.width = max(minimum, min(natural.maximum, 132))
+            try:
+                self.console.print(rendered)
+            finally:
+                self.console.width = width
+        self.console.print()
 
     @contextlib.contextmanager
     def progress(self, unit: Unit = "items", fields: Sequence[str] = (),
@@ -99,25 +101,28 @@ TEXT_MIN = 16
 
 def render_table(table: Table, width: int | None = None) -> tuple[RichTable, int]:
     """The rich table, and the width it needs: numeric columns as wide as their widest cell (every number
-    whole), text columns wrapped down to their longest word (at most `TEXT_MIN` characters), three spaces
-    between columns, or two or one where that is what fits in `width`."""
-    widths = []
+    whole), text columns wrapped down to their longest word (at most `TEXT_MIN` characters). Columns are
+    three spaces apart, or two or one: the widest spacing at which nothing wraps in `width`, else at
+    which the table fits by wrapping text."""
+    natural, minimum = [], []
     for k, column in enumerate(table.columns):
-        cells = [row[k] for row in table.rows]
+        cells = [column.header, *(row[k] for row in table.rows)]
+        natural.append(max(map(len, cells)))
         if column.numeric:
-            widths.append(max([len(column.header), *map(len, cells)]))
+            minimum.append(natural[-1])
         else:
-            words = [word for cell in [column.header, *cells] for word in cell.split()]
-            widths.append(min(TEXT_MIN, max(map(len, words), default=1)))
-    gap = next((g for g in GAPS if width is None or sum(widths) + g * (len(widths) - 1) <= width), 1)
+            minimum.append(min(TEXT_MIN, max((len(w) for cell in cells for w in cell.split()), default=1)))
+    spaces = len(table.columns) - 1
+    gap = next((g for widths in (natural, minimum) for g in GAPS
+                if width is None or sum(widths) + g * spaces <= width), 1)
     out = RichTable(title=table.title or None, caption=table.caption or None, box=box.SIMPLE_HEAD,
                     pad_edge=False, show_edge=False, padding=GAPS[gap], title_justify="left",
                     caption_justify="left", show_header=any(c.header for c in table.columns))
-    for column, w in zip(table.columns, widths, strict=True):
+    for column, w in zip(table.columns, minimum, strict=True):
         if column.numeric:
             out.add_column(column.header, justify="right", no_wrap=True, min_width=w)
         else:
             out.add_column(column.header, justify="left", overflow="fold", min_width=w)
     for row in table.rows:
         out.add_row(*(escape(cell) for cell in row))
-    return out, sum(widths) + gap * (len(widths) - 1)
+    return out, sum(minimum) + gap * spaces

@@ -22,16 +22,18 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from ttsrec.cli.common import console, run_app
+from ttsrec.cli.reporter import RichReporter
 from ttsrec.errors import RuntimeFailure, UserError
 from ttsrec.serve import ShardedServers, TritonServer
 from ttsrec.serve.repo_check import is_sharded, verify_files
 from ttsrec.utils.atomic import atomic_write_text
+from ttsrec.utils.report import Column, Table
 
 app = typer.Typer(add_completion=False, help=__doc__)
 out = Console(highlight=False)
+tables = RichReporter(out)
 RESTRICTED = "shared-memory,model-repository,model-config,logging,trace"
 """APIs that need the key when exposed: inference, health, metadata and statistics stay open."""
 KEY_HEADER = "tts-admin-key"
@@ -211,12 +213,11 @@ def _endpoints(servers: list[TritonServer]) -> dict[str, object]:
 
 def _print_servers(servers: list[TritonServer], sharded: bool) -> None:
     for server in servers:
-        table = Table(title=f"{server.repo}  (pid {server.pid})", title_justify="left")
-        for col in ("model", "version", "state"):
-            table.add_column(col)
+        table = Table(f"{server.repo}  (pid {server.pid})",
+                      [Column("model", numeric=False), Column("version"), Column("state", numeric=False)])
         for model in server.models():
-            table.add_row(model.get("name", ""), str(model.get("version", "")), model.get("state", ""))
-        out.print(table)
+            table.add_row(model.get("name", ""), model.get("version", ""), model.get("state", ""))
+        tables.table(table)
         out.print(f"  http    {server.http_url}\n  grpc    {server.grpc_url}\n  metrics {server.metrics_url}")
     if sharded:
         urls = ",".join(s.grpc_url for s in servers)
@@ -232,13 +233,13 @@ def _print_check(servers: list[TritonServer], sharded: bool) -> None:
         server = servers[0]
         names = [m["name"] for m in server.models()]
         rows = check_server({"grpc": server.grpc_url, "http": server.http_url}, server.repo, names)
-    table = Table(title="round trip (ids drawn from feature_map.json)", title_justify="left")
-    for col in ("model", "protocol", "members", "rows", "p50 ms", "prob"):
-        table.add_column(col, justify="right" if col in ("members", "rows", "p50 ms") else "left")
+    table = Table("round trip (ids drawn from feature_map.json)",
+                  [Column("model", numeric=False), Column("protocol", numeric=False),
+                   *map(Column, ("members", "rows", "p50 ms")), Column("prob", numeric=False)])
     for r in rows:
-        table.add_row(r["model"], r["protocol"], str(r["members"]), str(r["rows"]), f"{r['p50_ms']:.2f}",
+        table.add_row(r["model"], r["protocol"], r["members"], r["rows"], f"{r['p50_ms']:.2f}",
                       " ".join(f"{p:.4f}" for p in r["prob"]))
-    out.print(table)
+    tables.table(table)
 
 
 def main() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ttsrec.cli.common import console, run_app
+from ttsrec.cli.common import console, results, run_app
+from ttsrec.cli.reporter import RichReporter
+from ttsrec.utils.report import Column, Table
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -53,14 +53,27 @@ def train(
     ray_address: Annotated[str | None, typer.Option(
         help="Ray cluster address (e.g. 10.0.0.1:6379 or auto); default: a new local Ray instance.")] = None,
     max_retries: Annotated[int, typer.Option(help="Ray: retries of a failed member task.")] = 2,
+    distill_from: Annotated[Path | None, typer.Option(
+        "--distill-from", help="Teacher run: train students on its members' merged logit.")] = None,
+    distill_m: Annotated[int | None, typer.Option(
+        help="Teacher: the run's first M members (default all).")] = None,
+    distill_alpha: Annotated[float | None, typer.Option(
+        help="Weight of the teacher term (the rest: BCE on the labels); default 0.5.")] = None,
+    distill_temperature: Annotated[float | None, typer.Option(
+        help="Distillation temperature; default 1.")] = None,
+    width_mult: Annotated[float | None, typer.Option(
+        help="With --distill-from: the student's width knobs times this (2, 4).")] = None,
+    distill_cache: Annotated[Path | None, typer.Option(
+        help="Keep the teacher's training-row logits here for later students (default: a temp file in "
+             "--out).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing run dir.")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted run in --out.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train members; writes member_XX_<backbone>_s<seed>.pt checkpoints and run.json into --out."""
+    from ttsrec.ensemble.runs import load_run
     from ttsrec.train import TrainOptions, train_group_series, train_members
     from ttsrec.train.options import parse_hparams
-    from ttsrec.train.runfile import load_run
     from ttsrec.utils.common import parse_int_list
 
     options = TrainOptions(epochs=epochs, lr=lr, weight_decay=weight_decay, batch_size=batch_size,
@@ -68,10 +81,19 @@ def train(
                            precision=precision, data_order=data_order, hparams=parse_hparams(hparam))
     series = parse_int_list(group_series, "--group-series")
     common = {"seeds": parse_int_list(seeds, "--seeds", positive=False), "threads": threads, "force": force,
-              "resume": resume, "options": options, "show_progress": not quiet, "console": console,
+              "resume": resume, "options": options, "reporter": RichReporter(console,
+                                                                             show_progress=not quiet),
               "device": device}
+    distilling = (distill_from, distill_m, distill_alpha, distill_temperature, width_mult, distill_cache)
     try:
-        if series:
+        if any(v is not None for v in distilling):
+            from ttsrec.train.distill import train_distilled
+
+            train_distilled(data, members, out, distill_from, m=distill_m, alpha=distill_alpha,
+                            temperature=distill_temperature, width_mult=width_mult, cache_dir=distill_cache,
+                            group=group, series=series, jobs=jobs, executor=executor, ray_address=ray_address,
+                            max_retries=max_retries, **common)
+        elif series:
             train_group_series(data, members, out, series, **common)
         else:
             train_members(data, members, out, group=group, jobs=jobs, executor=executor,
@@ -83,7 +105,7 @@ def train(
     runs = [out / f"m{m}" for m in sorted(set(series))] if series else [out]
     for run_dir in runs:
         run = load_run(run_dir)
-        Console().print(summary_table(run))
+        results.table(summary_table(run))
         if any(m.get("still_improving") for m in run["members"]):
             console.print("[yellow]note:[/] still improving at the epoch cap (best state at the last check "
                           "of the last epoch): more --epochs would probably help")
@@ -93,19 +115,18 @@ def train(
 def summary_table(run: dict[str, Any]) -> Table:
     """One row per member: where its best state came from and what it scores."""
     title = f"{run['members_spec']}{' (group)' if run['group'] else ''} {run.get('precision', 'fp32')}"
-    table = Table(title=title, caption="* best at the epoch cap: still improving")
-    for col in ("#", "backbone", "seed", "val AUC", "test AUC", "test LL", "best ep", "rows/s", "s"):
-        table.add_column(col, justify="left" if col == "backbone" else "right")
+    table = Table(title, [Column("#"), Column("backbone", numeric=False),
+                          *map(Column, ("seed", "val AUC", "test AUC", "test LL", "ep", "rows/s", "s"))],
+                  caption="ep: epoch of the best state (*: the last, still improving); s: seconds")
     for m in run["members"]:
-        table.add_row(f"{m['index']:02d}", m["backbone"], str(m["seed"]), f"{m['valid']['auc']:.4f}",
+        table.add_row(f"{m['index']:02d}", m["backbone"], m["seed"], f"{m['valid']['auc']:.4f}",
                       f"{m['test']['auc']:.4f}", f"{m['test']['logloss']:.4f}",
                       f"{m['best'].get('epoch', 0)}{'*' if m.get('still_improving') else ''}",
-                      f"{m['samples_per_s']:,.0f}",
-                      f"{m['train_time_s']:.1f}")
+                      f"{m['samples_per_s']:,.0f}", f"{m['train_time_s']:.1f}")
     if run.get("group_metrics"):
         g = run["group_metrics"]
-        table.add_row("merged", "", "", f"{g['valid']['auc']:.4f}", f"{g['test']['auc']:.4f}",
-                      f"{g['test']['logloss']:.4f}", "", "", f"{g['train_time_s']:.1f}", style="bold")
+        table.add_row("", "merged", "", f"{g['valid']['auc']:.4f}", f"{g['test']['auc']:.4f}",
+                      f"{g['test']['logloss']:.4f}", "", "", f"{g['train_time_s']:.1f}")
     return table
 
 

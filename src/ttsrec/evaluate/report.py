@@ -1,4 +1,5 @@
-"""The evaluation's outputs: results.json, results.csv, report.md, PNG plots and a rich table."""
+"""The evaluation's outputs: results.json, results.csv, report.md, PNG plots, and the tables shown on screen
+(`tables`: plain `ttsrec.utils.report.Table`s that the CLI draws)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from rich.table import Table
 
 from ttsrec.evaluate.plots import LABELS, plot_auc_vs_m, plot_auc_vs_macs, plot_js
 from ttsrec.utils.atomic import atomic_write_text
+from ttsrec.utils.report import Column, Table
 
 SHORT = {"tts": "merge", "tts_balanced": "merge mix", "best_backbone": "merge best", "group": "group run",
          "soup": "soup", "param_depth": "deeper MLP", "param_width": "wider MLP",
@@ -45,20 +46,53 @@ def _csv_value(value: Any) -> Any:
     return json.dumps(value) if isinstance(value, dict) else value
 
 
-def rich_table(result: dict[str, Any]) -> Table:
-    """AUC vs M (and parameter scaling) for every group, as shown on screen."""
-    table = Table(title=f"test split: {result['data']['test_rows']:,} rows")
-    for col in ("group", "precision", "kind", "merge", "M", "AUC", "± std", "logloss", "gain", "JS bits",
-                "MACs"):
-        table.add_column(col, justify="left" if col in ("group", "precision", "kind", "merge") else "right")
-    for r in result["rows"]:
-        table.add_row(r["group"], r.get("precision", "fp32"), SHORT.get(r["kind"], r["kind"]),
-                      r.get("merge", "mean"), str(r["M"]),
-                      f"{r['auc']:.4f}",
-                      f"{r['auc_std']:.4f}", f"{r['logloss']:.4f}", f"{r['auc_gain']:+.4f}",
-                      "" if r.get("js_mean") is None else f"{r['js_mean']:.3g}",
-                      _fmt_macs(r["macs_per_sample"]))
-    return table
+CURVE_PREFIX = {"tts": "", "tts_balanced": "mix ", "best_backbone": "best ", "group": "joint "}
+"""On screen a merge curve's rows are named by their merge (mean, weighted, selection), after this."""
+LEGEND = {"tts_balanced": "mix: the first M in backbone-balanced order",
+          "best_backbone": "best: M seeds of the best backbone", "group": "joint: trained together",
+          "soup": "soup: the members' weights averaged"}
+
+
+def tables(result: dict[str, Any]) -> list[Table]:
+    """AUC vs M (and parameter scaling) as shown on screen: one table per group (a group series is one),
+    its precision in the title, or in a column where its rows differ (parameter-scaled models trained in
+    another precision)."""
+    sections: dict[str, list[dict[str, Any]]] = {}
+    for g in result["groups"]:
+        sections.setdefault(g["series"] if g.get("joint") else g["name"], []).append(g)
+    test_rows = result["data"]["test_rows"]
+    out = []
+    for name, groups in sections.items():
+        names = {g["name"] for g in groups}
+        rows = [r for r in result["rows"] if r["group"] in names]
+        precisions = list(dict.fromkeys(r.get("precision", "fp32") for r in rows))
+        mixed = len(precisions) > 1
+        if len(groups) == 1:
+            g = groups[0]
+            what = "homogeneous" if g["homogeneous"] else "heterogeneous"
+            what += f"{', joint' if g.get('joint') else ''}, {len(g['members'])} members"
+        else:
+            what = f"{len(groups)} jointly trained runs"
+        title = f"{name} ({what}{'' if mixed else ', ' + precisions[0]}): test split, {test_rows:,} rows"
+        legend = [text for kind, text in LEGEND.items() if any(r["kind"] == kind for r in rows)]
+        ref = groups[0]["reference"]
+        gain = (f"gain: AUC over the {ref['kind'].replace('_', ' ')} ({ref['auc']:.4f})" if len(groups) == 1
+                else "gain: AUC over each run's reference")
+        caption = "; ".join([gain, *legend])
+        columns = [Column("prec", numeric=False)] if mixed else []
+        columns += [Column("kind", numeric=False),
+                    *(Column(h) for h in ("M", "AUC", "± std", "logloss", "gain", "JS bits", "MACs"))]
+        table = Table(title, columns, caption=caption)
+        for r in rows:
+            kind = r["kind"]
+            label = (CURVE_PREFIX[kind] + r.get("merge", "mean") if kind in CURVE_PREFIX
+                     else SHORT.get(kind, kind))
+            table.add_row(*([r.get("precision", "fp32")] if mixed else []), label, r["M"], f"{r['auc']:.4f}",
+                          f"{r['auc_std']:.4f}", f"{r['logloss']:.4f}", f"{r['auc_gain']:+.4f}",
+                          "" if r.get("js_mean") is None else f"{r['js_mean']:.3g}",
+                          _fmt_macs(r["macs_per_sample"]))
+        out.append(table)
+    return out
 
 
 def _fmt_macs(v: float) -> str:
@@ -94,24 +128,27 @@ def _group_section(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     lines = [f"## {g['name']} ({kind}, {len(g['members'])} members, trained in {g.get('precision', 'fp32')})",
              "",
              f"Reference ({ref['kind'].replace('_', ' ')}, {ref['backbone']}): AUC {ref['auc']:.4f}, "
-             f"logloss {ref['logloss']:.4f}.", "",
-             "| kind | merge | M | AUC | ± std | logloss | AUC gain | logloss gain | JS (bits) | MACs/sample "
-             "|",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"logloss {ref['logloss']:.4f}.", ""]
+    numbers = ("M", "AUC", "± std", "logloss", "AUC gain", "logloss gain", "JS (bits)", "MACs/sample")
+    curve = Table(g["name"], [Column("kind", numeric=False), Column("merge", numeric=False),
+                              *map(Column, numbers)])
     for r in (r for r in rows if not r["kind"].startswith("param")):
-        js = "-" if r.get("js_mean") is None else f"{r['js_mean']:.3g}"
-        lines.append(f"| {LABELS.get(r['kind'], r['kind'])} | {r.get('merge', 'mean')} | {r['M']} "
-                     f"| {r['auc']:.4f} | {r['auc_std']:.4f} | {r['logloss']:.4f} | {r['auc_gain']:+.4f} "
-                     f"| {r['logloss_gain']:+.4f} | {js} | {_fmt_macs(r['macs_per_sample'])} |")
+        curve.add_row(LABELS.get(r["kind"], r["kind"]), r.get("merge", "mean"), r["M"], f"{r['auc']:.4f}",
+                      f"{r['auc_std']:.4f}", f"{r['logloss']:.4f}", f"{r['auc_gain']:+.4f}",
+                      f"{r['logloss_gain']:+.4f}", "-" if r.get("js_mean") is None else f"{r['js_mean']:.3g}",
+                      _fmt_macs(r["macs_per_sample"]))
+    lines.append(curve.markdown())
     lines += _merge_table(g, rows)
     lines += ["", f"Diversity: mean pairwise JS divergence {g['js_mean']:.3g} bits; merging all {gain['M']} "
-              f"members changes AUC by {gain['auc']:+.4f} and logloss by {gain['logloss']:+.4f}.", "",
-              "| member | backbone | seed | precision | test AUC | test logloss | MACs/sample | params |",
-              "|---|---|---:|---|---:|---:|---:|---:|"]
+              f"members changes AUC by {gain['auc']:+.4f} and logloss by {gain['logloss']:+.4f}.", ""]
+    members = Table(f"{g['name']} members", [
+        Column("member", numeric=False), Column("backbone", numeric=False), Column("seed"),
+        Column("precision", numeric=False),
+        *(Column(h) for h in ("test AUC", "test logloss", "MACs/sample", "params"))])
     for m in g["members"]:
-        lines.append(f"| {m['name']} | {m['backbone']} | {m['seed']} | {m.get('precision', 'fp32')} "
-                     f"| {m['auc']:.4f} | {m['logloss']:.4f} "
-                     f"| {_fmt_macs(m['macs_per_sample'])} | {m['params']:,} |")
+        members.add_row(m["name"], m["backbone"], m["seed"], m.get("precision", "fp32"), f"{m['auc']:.4f}",
+                        f"{m['logloss']:.4f}", _fmt_macs(m["macs_per_sample"]), f"{m['params']:,}")
+    lines.append(members.markdown())
     if len(g["members"]) > 1:
         lines += ["", f"![JS matrix](js_{g['name']}.png)"]
     return [*lines, ""]
@@ -134,13 +171,11 @@ def _merge_table(g: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
     merges = [k for k in ("mean", "weighted", "selection") if any(k in t for t in table)]
     if len(merges) < 2:
         return []
-    lines = ["", "Mean vs fitted merges (test AUC; fitted on validation):", "",
-             f"| M | {' | '.join(merges)} | best of the M alone (chosen on validation) |",
-             "|---:|" + "---:|" * (len(merges) + 1)]
+    out = Table(f"{g['name']}: mean vs fitted merges",
+                [Column(h) for h in ("M", *merges, "best of the M alone (chosen on validation)")])
     for t in table:
-        cells = " | ".join(f"{t[k]:.4f}" if k in t else "-" for k in merges)
-        lines.append(f"| {t['M']} | {cells} | {t['best_single']:.4f} |")
-    return lines
+        out.add_row(t["M"], *(f"{t[k]:.4f}" if k in t else "-" for k in merges), f"{t['best_single']:.4f}")
+    return ["", "Mean vs fitted merges (test AUC; fitted on validation):", "", out.markdown()]
 
 
 def _param_section(result: dict[str, Any]) -> list[str]:
@@ -155,9 +190,10 @@ def _param_section(result: dict[str, Any]) -> list[str]:
               "layers and widths); stacked/parallel modules: the paper's definition (more interaction "
               "layers; K interaction modules each with its own embedding table). Cells: test AUC, MACs per "
               "sample, parameters (embedding parameters).", "",
-              "![AUC vs MACs](auc_vs_macs.png)", "",
-              f"| group | M | merge M | {' | '.join(SHORT[k] for k in kinds)} | winner |",
-              "|---|---:|---|" + "---|" * len(kinds) + "---|"]
+              "![AUC vs MACs](auc_vs_macs.png)", ""]
+    table = Table("parameter scaling at equal inference cost",
+                  [Column("group", numeric=False), Column("M"), Column("merge M", numeric=False),
+                   *(Column(SHORT[k], numeric=False) for k in kinds), Column("winner", numeric=False)])
     verdicts = []
     for g in result["groups"]:
         merges = ("tts", "best_backbone")
@@ -184,8 +220,8 @@ def _param_section(result: dict[str, Any]) -> list[str]:
                     cells.append("-")
             winner = max(scores, key=scores.__getitem__) if scores else "-"
             verdicts.append(winner == "merge")
-            lines.append(f"| {g['name']} | {m} | {' | '.join(cells)} | {winner} |")
+            table.add_row(g["name"], m, *cells, winner)
     won = sum(verdicts)
-    lines += ["", f"Merging had the best AUC in {won} of {len(verdicts)} equal-cost comparisons "
-              f"(the paper claims it wins at equal cost).", ""]
+    lines += [table.markdown(), "", f"Merging had the best AUC in {won} of {len(verdicts)} equal-cost "
+              "comparisons (the paper claims it wins at equal cost).", ""]
     return lines
