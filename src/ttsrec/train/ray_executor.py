@@ -70,9 +70,11 @@ def run_on_ray(todo: list[MemberJob], finished: Callable[[dict[str, Any]], None]
                         retry_exceptions=True)(_train_remote)
     if os.environ.get(FAIL_ONCE_ENV):  # tests: the driver's setting reaches workers started before it
         remote = remote.options(runtime_env={"env_vars": {FAIL_ONCE_ENV: os.environ[FAIL_ONCE_ENV]}})
-    pending = {remote.remote(job): job for job in todo}
+    pending: dict[Any, MemberJob] = {}
     failures: dict[int, str] = {}
     try:
+        for job in todo:  # inside the try: a Ctrl-C while submitting cancels what was submitted
+            pending[remote.remote(job)] = job
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
             for ref in done:
