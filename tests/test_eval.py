@@ -19,10 +19,10 @@ from ttsrec.ensemble.order import balanced_order
 from ttsrec.errors import UserError
 from ttsrec.evaluate import evaluate_runs
 from ttsrec.evaluate.diversity import js_matrix, mean_pairwise
-from ttsrec.evaluate.param_scaling import deeper, macs_of, match_macs, wider
 from ttsrec.evaluate.subsets import choose_subsets
 from ttsrec.models import build_model
 from ttsrec.models.checkpoint import save_member
+from ttsrec.models.scaling import deeper, macs_of, match_macs, wider
 from ttsrec.train import train_members
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ttsrec.errors import UserError
-from ttsrec.evaluate.param_scaling import macs_of, match_macs
 from ttsrec.models import build_model, model_cost
+from ttsrec.models.scaling import macs_of, match_macs
 
 SMALL_DCN = {"embed_dim": 4, "mlp_dims": [16], "num_cross_layers": 2}
 SMALL_WUKONG = {"embed_dim": 4, "mlp_dims": [16], "num_layers": 2, "num_embed_lcb": 4, "num_embed_fmb": 4,

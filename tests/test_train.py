@@ -178,7 +178,7 @@ def test_interrupted_run_keeps_finished_members_and_resumes(prepared_dir: Path, 
         return real(job, on_event=on_event)
 
     out = tmp_path / "run"
-    options = {"epochs": 1, "train_limit": 4096, "show_progress": False, **QUICK}
+    options = {"epochs": 1, "train_limit": 4096, **QUICK}
     monkeypatch.setattr(run_module, "train_member", failing)
     with pytest.raises(RuntimeError, match="power cut"):
         train_members(prepared_dir, "fnn*3", out, **options)

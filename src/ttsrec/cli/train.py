@@ -63,6 +63,8 @@ def train(
         help="Distillation temperature; default 1.")] = None,
     width_mult: Annotated[float | None, typer.Option(
         help="With --distill-from: the student's width knobs times this (2, 4).")] = None,
+    distill_calibrate: Annotated[bool, typer.Option(
+        "--distill-calibrate", help="Teacher probability Platt-scaled on the validation split.")] = False,
     distill_cache: Annotated[Path | None, typer.Option(
         help="Keep the teacher's training-row logits here for later students (default: a temp file in "
              "--out).")] = None,
@@ -84,13 +86,15 @@ def train(
               "resume": resume, "options": options, "reporter": RichReporter(console,
                                                                              show_progress=not quiet),
               "device": device}
-    distilling = (distill_from, distill_m, distill_alpha, distill_temperature, width_mult, distill_cache)
+    distilling = (distill_from, distill_m, distill_alpha, distill_temperature, width_mult,
+                  distill_calibrate or None, distill_cache)
     try:
         if any(v is not None for v in distilling):
             from ttsrec.train.distill import train_distilled
 
             train_distilled(data, members, out, distill_from, m=distill_m, alpha=distill_alpha,
-                            temperature=distill_temperature, width_mult=width_mult, cache_dir=distill_cache,
+                            temperature=distill_temperature, width_mult=width_mult,
+                            calibrate=distill_calibrate, cache_dir=distill_cache,
                             group=group, series=series, jobs=jobs, executor=executor, ray_address=ray_address,
                             max_retries=max_retries, **common)
         elif series:

@@ -14,10 +14,10 @@ from ttsrec.ensemble.metrics import binary_metrics
 from ttsrec.errors import UserError
 from ttsrec.evaluate.curves import Scorer, curve_rows, reference, single_metrics
 from ttsrec.evaluate.diversity import js_matrix
-from ttsrec.evaluate.param_scaling import DEFAULT_KINDS, KINDS, match_macs
 from ttsrec.evaluate.report import write_outputs
 from ttsrec.evaluate.soup import can_soup, uniform_soup
 from ttsrec.evaluate.sources import MemberGroup, collect_groups, member_precision
+from ttsrec.models.scaling import DEFAULT_KINDS, KINDS, match_macs
 from ttsrec.train.fit import fit
 from ttsrec.train.member import build_member
 from ttsrec.train.metrics import predict_logits, split_labels

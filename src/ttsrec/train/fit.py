@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,11 +16,16 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits
 
-from ttsrec.train.metrics import binary_metrics, predict_logits, split_labels
+from ttsrec.ensemble.metrics import binary_metrics
+from ttsrec.train.metrics import predict_logits, split_labels
 from ttsrec.train.options import TrainOptions
 
 EventFn = Callable[..., None]
 """`on_event(kind, **fields)`: kinds "start" (total), "step" (loss), "eval" (auc, logloss)."""
+BatchesFn = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+"""`batches(epoch)`: one epoch's training batches `(feat_ids, target)`, in place of the labels' batches."""
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""`loss_fn(logit float [B], target)`: the training loss, in place of BCE on the labels."""
 
 
 @dataclass
@@ -88,8 +93,13 @@ def _snapshot(models: Sequence[nn.Module]) -> list[dict[str, torch.Tensor]]:
 
 
 def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
-        on_event: EventFn | None = None) -> FitResult:
-    """Train `models` in place; on return they hold their best-validation-AUC state, in eval mode."""
+        on_event: EventFn | None = None, batches: BatchesFn | None = None,
+        loss_fn: LossFn | None = None) -> FitResult:
+    """Train `models` in place; on return they hold their best-validation-AUC state, in eval mode.
+
+    `batches(epoch)` replaces the shuffled training batches `(feat_ids, labels)` with `(feat_ids, target)`
+    and `loss_fn(logit, target)` the BCE on the labels (distillation: a teacher term, train/distill.py).
+    """
     from ttsrec.data.loader import iter_batches
     from ttsrec.train.device import autocast, grad_scaler
 
@@ -113,15 +123,17 @@ def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
     for m in models:
         m.train()
     for epoch in range(options.epochs):
-        batches = iter_batches(data, "train", options.batch_size, shuffle=True,
-                               seed=options.shuffle_seed(seed, epoch), limit=options.train_limit)
+        epoch_batches = (batches(epoch) if batches is not None else
+                         iter_batches(data, "train", options.batch_size, shuffle=True,
+                                      seed=options.shuffle_seed(seed, epoch), limit=options.train_limit))
         if on_gpu:
-            batches = _to_device(batches, device)
-        for step, (feat_ids, labels) in enumerate(batches, start=1):
+            epoch_batches = _to_device(epoch_batches, device)
+        for step, (feat_ids, labels) in enumerate(epoch_batches, start=1):
             t0 = time.perf_counter()
             with autocast(options.precision, device):
                 logit = merged_logit(models, feat_ids)
-            loss = binary_cross_entropy_with_logits(logit.float(), labels.reshape(-1))
+            loss = (loss_fn(logit.float(), labels) if loss_fn is not None
+                    else binary_cross_entropy_with_logits(logit.float(), labels.reshape(-1)))
             optimiser.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()

@@ -11,9 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ttsrec.ensemble.metrics import binary_metrics
 from ttsrec.errors import UserError
 from ttsrec.train.fit import EventFn, FitResult, fit
-from ttsrec.train.metrics import binary_metrics, predict_logits, split_labels
+from ttsrec.train.metrics import predict_logits, split_labels
 from ttsrec.train.options import TrainOptions
 
 
@@ -78,7 +79,8 @@ def _save(job: MemberJob, model: nn.Module, feature_map, metrics: dict[str, Any]
     save_member(Path(job.path), model, backbone=job.backbone, hparams=model.hparams, seed=job.seed,
                 vocab_sizes=feature_map.vocab_sizes, feature_map_hash=feature_map.hash, metrics=metrics,
                 train={"options": job.options.to_dict(), "device": job.device,
-                       "precision": job.options.precision, **result.to_dict()})
+                       "precision": job.options.precision, **result.to_dict(),
+                       **({"distilled_from": job.options.distill} if job.options.distill else {})})
 
 
 def train_member(job: MemberJob, on_event: EventFn | None = None) -> dict[str, Any]:
@@ -88,7 +90,12 @@ def train_member(job: MemberJob, on_event: EventFn | None = None) -> dict[str, A
     data = PreparedData(Path(job.data_dir))
     model = build_member(job.backbone, data.feature_map, job.seed, job.options.hparams_for(job.backbone))
     model.to(job.device)
-    result = fit([model], data, job.options, seed=job.seed, on_event=on_event)
+    teacher = {}
+    if job.options.distill:  # a student: the loss gets the teacher's term (train/distill.py)
+        from ttsrec.train.distill import student_fit_kwargs
+
+        teacher = student_fit_kwargs(job, data)
+    result = fit([model], data, job.options, seed=job.seed, on_event=on_event, **teacher)
     both = split_metrics([model], data, job.options)
     metrics = {split: rows[0] for split, rows in both.items()}
     model.cpu()  # checkpoints and cost counting are CPU-side

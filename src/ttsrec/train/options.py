@@ -31,6 +31,8 @@ class TrainOptions:
     member sees the same order (the official TTS4CTR loader), so seeds differ only in initialisation."""
     hparams: dict[str, Any] = field(default_factory=dict)
     """Forwarded to `build_model`; a key `backbone.name` applies to that backbone only."""
+    distill: dict[str, Any] | None = None
+    """Distillation (train/distill.py): teacher run, M, alpha, temperature, cache key; None: plain labels."""
 
     def __post_init__(self) -> None:
         checks = {"epochs": self.epochs >= 1, "lr": self.lr > 0, "weight_decay": self.weight_decay >= 0,
@@ -55,7 +57,10 @@ class TrainOptions:
             raise UserError(f"unknown hparam(s) {', '.join(unknown)} for {', '.join(sorted(set(backbones)))}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["distill"] is None:
+            del out["distill"]  # runs without a teacher record (and resume) exactly what they did before
+        return out
 
     def shuffle_seed(self, member_seed: int, epoch: int) -> int:
         """The row order of one epoch: the member's own (per-seed) or the same for every member (fixed)."""

@@ -1,0 +1,359 @@
+"""Distillation: one student member trained on the merged prediction of a trained run (`--distill-from`).
+
+The teacher is the paper's merge, the mean of the logits of the run's first M members (its member order,
+`ttsrec.ensemble.runs.run_checkpoints`; default all of them). It is computed once per training row, in
+batches, into a float32 `.npy` (memory-mapped while the student trains), never on the validation or test
+rows except for the figures recorded next to the student. The student is an ordinary member, trained by
+the ordinary run machinery (`train_members`: early stopping on validation AUC against the true labels,
+checkpoint, run.json, resume), whose loss has a teacher term:
+
+    loss = alpha * T^2 * BCE(student_logit / T, sigmoid(teacher_logit / T))
+           + (1 - alpha) * BCE(student_logit, y)
+
+(`calibrate`: teacher_logit is a * logit + b, Platt-scaled on the validation split.)
+
+Its batches are the rows a plain member of the same seed would see, in the same order (so `alpha=0`
+trains exactly that member). By default a student of a backbone the teacher has inherits that teacher
+member's hyper-parameters ("the members' architecture"); `--hparam` overrides them and `width_mult`
+scales every width knob (`ttsrec.models.scaling.wider`: DCNv2/FNN/DeepFM... the MLP widths).
+`options.distill` (recorded in the checkpoint's `train` as `distilled_from`, and in run.json) names the
+teacher run, M, alpha, temperature, width and the teacher's feature-map hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.special import expit
+from torch.nn.functional import binary_cross_entropy_with_logits
+
+from ttsrec.errors import UserError
+from ttsrec.utils.report import SILENT, Reporter
+
+CACHE_PREFIX = ".member_teacher_"
+"""The cache's name in --out: a run's own temp file (`prepare_out --force` wipes it, export ignores it)."""
+SHARED_PREFIX = "teacher_"
+"""Its name in a `--distill-cache` folder, where it stays for later students."""
+TEACHER_BATCH = 16384
+
+
+def train_distilled(data_dir: Path, members_spec: str, out: Path, distill_from: Path | None, *,
+                    m: int | None = None, alpha: float | None = None, temperature: float | None = None,
+                    width_mult: float | None = None, calibrate: bool | None = None,
+                    cache_dir: Path | None = None, options=None,
+                    force: bool = False, resume: bool = False, group: bool = False,
+                    series: list[int] | None = None, threads: int | None = None, device: str = "cpu",
+                    reporter: Reporter = SILENT, **train_kwargs: Any) -> Path:
+    """Train the student(s) of `members_spec` on the merged logit of run `distill_from` into run `out`.
+
+    The student run is a normal run (any `train_members` keyword passes through); the teacher's logits
+    are cached in `cache_dir` (kept, shared by later students of the same teacher and data) or, by
+    default, in a temp file in `out` that is removed when the run completes. `calibrate`: the teacher's
+    probability is sigmoid(a * logit + b) with (a, b) fitted on the validation split (briefly trained
+    members are under-confident, so their raw merged probability is nearly constant). Returns `out`.
+    """
+    from ttsrec.data.prepared import PreparedData
+    from ttsrec.models import parse_members
+    from ttsrec.train import TrainOptions, train_members
+    from ttsrec.train.device import resolve_device
+    from ttsrec.train.runfile import prepare_out
+
+    flags = {"--distill-m": m, "--distill-alpha": alpha, "--distill-temperature": temperature,
+             "--width-mult": width_mult, "--distill-calibrate": calibrate or None,
+             "--distill-cache": cache_dir}
+    if distill_from is None:
+        given = next(flag for flag, value in flags.items() if value is not None)
+        raise UserError(f"{given} needs --distill-from RUN (the teacher run)")
+    alpha = 0.5 if alpha is None else float(alpha)
+    temperature = 1.0 if temperature is None else float(temperature)
+    width_mult = 1.0 if width_mult is None else float(width_mult)
+    if not 0.0 <= alpha <= 1.0:
+        raise UserError(f"--distill-alpha must be within 0..1, got {alpha}")
+    if not temperature > 0:
+        raise UserError(f"--distill-temperature must be > 0, got {temperature}")
+    if not width_mult > 0:
+        raise UserError(f"--width-mult must be > 0, got {width_mult}")
+    if group or series:
+        raise UserError("--distill-from trains independent students; it does not combine with --group or "
+                        "--group-series")
+    options = options or TrainOptions()
+    data = PreparedData(Path(data_dir))
+    teacher = load_teacher(Path(distill_from), data, m)
+    seeds = train_kwargs.get("seeds")
+    if isinstance(seeds, list) and len(seeds) == 1:
+        seeds = seeds[0]  # one value is a base seed, as in train_members
+    pairs = parse_members(members_spec, seeds=seeds)
+    hparams, inherited = student_hparams([b for b, _ in pairs], teacher, options, width_mult,
+                                         data.feature_map.num_fields)
+    rows = data.num_rows("train") if options.train_limit is None else min(data.num_rows("train"),
+                                                                           options.train_limit)
+    key = cache_key(teacher, data, rows)
+    out = Path(out)
+    if out.resolve() == Path(teacher["run"]):
+        raise UserError(f"--out {out} is the teacher run; the student needs its own run folder")
+    shared = cache_dir is not None
+    name = f"{SHARED_PREFIX if shared else CACHE_PREFIX}m{teacher['m']}_{key}.npy"
+    cache = (Path(cache_dir) if shared else out).resolve() / name
+    started = time.perf_counter()
+    teacher_device = "cpu" if train_kwargs.get("executor") == "ray" else resolve_device(device)
+    with _torch_threads(threads):  # validation and test: the record (and the calibration), read only
+        report = teacher_metrics(teacher["models"], data, options.valid_limit, device=teacher_device)
+    scale, offset = report.pop("calibration") if calibrate else (1.0, 0.0)
+    distill = {"run": teacher["run"], "m": teacher["m"], "members": teacher["files"],
+               "backbones": teacher["backbones"], "feature_map_hash": teacher["feature_map_hash"],
+               "alpha": alpha, "temperature": temperature, "width_mult": width_mult,
+               "calibration": {"scale": scale, "offset": offset, "fitted_on": "valid"} if calibrate else None,
+               "hparams_from": inherited, "rows": rows, "key": key, "cache": str(cache)}
+    report.pop("calibration", None)
+    options = replace(options, hparams=hparams, distill=distill)
+
+    prepare_out(out, force=force, resume=resume)  # before the cache lands in it; train_members then resumes
+    with _torch_threads(threads):
+        reused = cache.is_file() and _cache_rows(cache) == rows
+        if not reused:
+            reporter.note(f"teacher: mean logit of {teacher['m']} member(s) of {teacher['run']} on "
+                          f"{rows:,} training rows")
+            write_teacher_logits(teacher["models"], data, rows, cache, device=teacher_device)
+    teacher_s = round(time.perf_counter() - started, 3)
+    fitted = f", calibrated {scale:.2f} * logit {offset:+.3f}" if calibrate else ""
+    reporter.note(f"teacher M={teacher['m']}: valid AUC {report['valid']['auc']:.4f}, test AUC "
+                  f"{report['test']['auc']:.4f} ({'cached' if reused else 'new'} logits, {teacher_s:.1f} s"
+                  f"{fitted})")
+    del teacher["models"]
+    extra = {"distilled_from": {**distill, "teacher_metrics": report, "teacher_time_s": teacher_s}}
+    train_members(data_dir, members_spec, out, options=options, resume=True, force=False, group=False,
+                  threads=threads, device=device, reporter=reporter, extra=extra, **train_kwargs)
+    if not shared:
+        cache.unlink(missing_ok=True)
+    return out
+
+
+def load_teacher(run_dir: Path, data, m: int | None) -> dict[str, Any]:
+    """The first `m` members of a run (all by default), checked against the data's feature map."""
+    from ttsrec.ensemble.runs import RUN_FILE, load_run, run_checkpoints
+    from ttsrec.models.checkpoint import load_members
+
+    if not run_dir.is_dir():
+        raise UserError(f"--distill-from {run_dir}: not a run folder")
+    fmap_hash = data.feature_map.hash
+    if (run_dir / RUN_FILE).is_file():
+        recorded = load_run(run_dir).get("feature_map_hash")
+        if recorded is not None and recorded != fmap_hash:
+            raise UserError(f"teacher run {run_dir} was trained on feature map {recorded}, --data has "
+                            f"{fmap_hash}")
+    try:
+        files = run_checkpoints(run_dir)
+    except UserError as err:
+        raise UserError(f"--distill-from: {err}") from None
+    m = len(files) if m is None else int(m)
+    if not 1 <= m <= len(files):
+        raise UserError(f"--distill-m must be within 1..{len(files)} (the members of {run_dir}), got {m}")
+    members = load_members(files[:m])
+    if members[0].feature_map_hash != fmap_hash:
+        raise UserError(f"teacher run {run_dir} was trained on feature map {members[0].feature_map_hash}, "
+                        f"--data has {fmap_hash}")
+    return {"run": str(run_dir.resolve()), "m": m, "files": [f.name for f in files[:m]],
+            "backbones": [mb.backbone for mb in members], "hparams": [mb.hparams for mb in members],
+            "sha256": [mb.sha256 for mb in members], "feature_map_hash": fmap_hash,
+            "models": [mb.model for mb in members]}
+
+
+def student_hparams(backbones: list[str], teacher: dict[str, Any], options, width_mult: float,
+                    num_fields: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """Per-backbone (`backbone.key`) hparams of the students: the first teacher member of that backbone's
+    (else the defaults), then `--hparam`, then every width knob times `width_mult`."""
+    from ttsrec.models import resolve_hparams
+    from ttsrec.models.scaling import wider
+
+    options.check_hparams(backbones)
+    out: dict[str, Any] = {}
+    inherited: dict[str, str] = {}
+    for backbone in dict.fromkeys(backbones):
+        base: dict[str, Any] = {}
+        if backbone in teacher["backbones"]:
+            i = teacher["backbones"].index(backbone)
+            base = dict(teacher["hparams"][i])
+            inherited[backbone] = teacher["files"][i]
+        hp = resolve_hparams(backbone, num_fields, **{**base, **options.hparams_for(backbone)})
+        if width_mult != 1.0:
+            hp = resolve_hparams(backbone, num_fields, **wider(backbone, hp, width_mult))
+        out.update({f"{backbone}.{k}": v for k, v in hp.items()})
+    return out, inherited
+
+
+def cache_key(teacher: dict[str, Any], data, rows: int) -> str:
+    """What the cached logits depend on: the teacher's exact files, the data folder and its training rows."""
+    train_ids = data.path / "train" / "ids.npy"
+    stat = train_ids.stat()
+    blob = json.dumps({"members": teacher["sha256"], "feature_map": teacher["feature_map_hash"],
+                       "data": str(data.path.resolve()), "train_ids": [stat.st_size, stat.st_mtime_ns],
+                       "rows": rows}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@torch.inference_mode()
+def merged_logits(models, data, split: str, limit: int | None = None, *, device: str = "cpu",
+                  out: np.ndarray | None = None) -> np.ndarray:
+    """Mean of the models' logits on a split's first `limit` rows, float32 [N], one batch at a time
+    (into `out` when given: a memmap holds the training split's without the whole [M, N] in memory)."""
+    from ttsrec.data.loader import iter_batches
+
+    n = data.num_rows(split) if limit is None else min(limit, data.num_rows(split))
+    out = np.empty(n, dtype=np.float32) if out is None else out
+    models = [mdl.to(device).eval() for mdl in models]
+    start = 0
+    for feat_ids, _ in iter_batches(data, split, TEACHER_BATCH, limit=n):
+        feat_ids = feat_ids.to(device)
+        logit = torch.stack([mdl(feat_ids).reshape(-1).float() for mdl in models]).mean(0)
+        out[start:start + len(logit)] = logit.cpu().numpy()
+        start += len(logit)
+    for mdl in models:
+        mdl.cpu()
+    return out
+
+
+def write_teacher_logits(models, data, rows: int, path: Path, *, device: str = "cpu") -> Path:
+    """The teacher's logits on the first `rows` training rows, written atomically as a float32 `.npy`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows,))
+        merged_logits(models, data, "train", rows, device=device, out=array)
+        array.flush()
+        del array
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def teacher_metrics(models, data, valid_limit: int | None, *, device: str = "cpu") -> dict[str, Any]:
+    """The teacher's merged AUC/logloss on validation and test (for the record, never for training), and
+    `calibration`: (a, b) of sigmoid(a * logit + b) fitted on validation only."""
+    from ttsrec.ensemble.metrics import binary_metrics
+    from ttsrec.train.metrics import split_labels
+
+    out: dict[str, Any] = {}
+    for split, limit in (("valid", valid_limit), ("test", None)):
+        labels, logits = split_labels(data, split, limit), merged_logits(models, data, split, limit,
+                                                                         device=device)
+        out[split] = binary_metrics(labels, logits)
+        if split == "valid":
+            scale, offset = fit_calibration(logits, labels)
+            out["calibration"] = (scale, offset)
+        out[split]["calibrated_logloss"] = binary_metrics(labels, scale * logits + offset)["logloss"]
+    return out
+
+
+def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: (a, b) minimising the logloss of sigmoid(a * logit + b), by Newton steps."""
+    z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    a, b = 1.0, 0.0
+    for _ in range(50):
+        p = expit(a * z + b)
+        r, h = p - y, np.maximum(p * (1 - p), 1e-12)
+        grad = np.array([np.mean(r * z), np.mean(r)])
+        hess = np.array([[np.mean(h * z * z), np.mean(h * z)], [np.mean(h * z), np.mean(h)]])
+        step = np.linalg.lstsq(hess + 1e-9 * np.eye(2), grad, rcond=None)[0]
+        loss = np.mean(np.logaddexp(0, a * z + b) - y * (a * z + b))
+        t = 1.0
+        while t > 1e-6:  # step halving: the loss never rises
+            na, nb = a - t * step[0], b - t * step[1]
+            if np.mean(np.logaddexp(0, na * z + nb) - y * (na * z + nb)) <= loss:
+                break
+            t /= 2
+        a, b = (na, nb) if t > 1e-6 else (a, b)
+        if t <= 1e-6 or np.abs(t * step).max() < 1e-9:
+            break
+    return float(a), float(b)
+
+
+def _cache_rows(path: Path) -> int | None:
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    return int(array.shape[0]) if array.ndim == 1 and array.dtype == np.float32 else None
+
+
+class _RowNumbers:
+    """Stands in for a split's ids in `iter_batches`: row r reads as `[[r]]`, so a shuffled epoch yields
+    the row numbers of the batches a plain member gets (blocks, pools and permutations depend only on the
+    row count and the seed)."""
+
+    def __init__(self, n: int) -> None:
+        self.shape = (n, 1)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(self.shape[0])
+        return np.arange(start, stop, dtype=np.int64)[:, None]
+
+
+class _Numbered:
+    def __init__(self, data) -> None:
+        self.data = data
+
+    def ids(self, split: str) -> _RowNumbers:
+        return _RowNumbers(self.data.num_rows(split))
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.data.labels(split)
+
+
+def student_fit_kwargs(job, data) -> dict[str, Any]:
+    """`fit`'s `batches` and `loss_fn` for a student job: targets `[B, 2]` = (label, teacher probability)."""
+    from ttsrec.data.loader import iter_batches
+
+    options = job.options
+    distill = options.distill
+    alpha, temperature = float(distill["alpha"]), float(distill["temperature"])
+    calibration = distill.get("calibration") or {"scale": 1.0, "offset": 0.0}
+    scale, offset = float(calibration["scale"]), float(calibration["offset"])
+    cache = Path(distill["cache"])
+    if not cache.is_file():
+        raise UserError(f"the teacher's logits {cache} are missing (rerun the command without --resume)")
+    teacher = np.load(cache, mmap_mode="r")
+    ids, labels = data.ids("train"), data.labels("train")
+    if len(teacher) != int(distill["rows"]) or len(teacher) > len(labels):
+        raise UserError(f"the teacher's logits {cache} do not match the training split")
+    numbered = _Numbered(data)
+
+    def batches(epoch: int):
+        for rows, _ in iter_batches(numbered, "train", options.batch_size, shuffle=True,
+                                    seed=options.shuffle_seed(job.seed, epoch), limit=len(teacher)):
+            rows = rows[:, 0].numpy()
+            prob = expit((scale * np.asarray(teacher[rows], dtype=np.float64) + offset) / temperature)
+            target = np.stack([labels[rows], prob.astype(np.float32)], axis=1)
+            yield torch.from_numpy(np.asarray(ids[rows], dtype=np.int64)), torch.from_numpy(target)
+
+    def loss_fn(logit: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        hard = binary_cross_entropy_with_logits(logit, target[:, 0])
+        if alpha == 0.0:
+            return hard
+        soft = binary_cross_entropy_with_logits(logit / temperature, target[:, 1]) * temperature**2
+        return alpha * soft + (1.0 - alpha) * hard if alpha < 1.0 else soft
+
+    return {"batches": batches, "loss_fn": loss_fn}
+
+
+@contextmanager
+def _torch_threads(threads: int | None):
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
