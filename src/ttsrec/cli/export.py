@@ -82,6 +82,10 @@ def export(
     shards: Annotated[int, typer.Option(
         help="Split members round-robin into K shard repositories (out/shard_XX/ with a shard_sum "
         "ensemble each).")] = ExportConfig.shards,
+    raw_inputs: Annotated[bool, typer.Option(
+        "--raw-inputs/--no-raw-inputs", help="Also write raw_encode, raw_ensemble_mM and raw_fused_mM: the "
+        "raw record's fields in (one input per field, encoded inside the served graph), gated against the "
+        "id models.")] = ExportConfig.raw_inputs,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
 ) -> None:
     """Export members into a Triton model repository whose ensembles average their logits."""
@@ -100,7 +104,7 @@ def export(
                       fused_instance_count=fused_instance_count)
     config = ExportConfig(m_list=parse_m_list(m_list), precision=precision, int8_mode=int8_mode,
                           gate_rows=gate_rows, max_auc_drop=max_auc_drop, merge=merge, fused=fused,
-                          shards=shards)
+                          shards=shards, raw_inputs=raw_inputs)
     path = export_repository(checkpoints, out, serving, config, data=data, force=force, reporter=reporter)
     repos = [path] if shards == 1 else sorted(path.glob("shard_*"))
     manifests = [read_manifest(r) for r in repos]

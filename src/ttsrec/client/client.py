@@ -86,28 +86,65 @@ class Client:
     def infer(self, feat_ids: Any, timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """All outputs of the model, each [B, ...], batches split to `max_batch_size`; all parts share
         one deadline (`timeout_s`, default the client's), each sent with the time that is left."""
+        info = self.info
+        if info.is_raw:
+            raise self._error("this model takes raw records (one input per field, tts-export --raw-inputs): "
+                              "use predict_records, or its ids model "
+                              f"{info.parameters.get('ids_model', '')!r} for feat_ids")
+        ids = self._check_ids(feat_ids, info)
+        return self._split(len(ids), lambda i, j, left: self.transport.infer(
+            self.model, info.input_name, ids[i:j], info.outputs, timeout_s=left), timeout_s)
+
+    def infer_records(self, rows: Sequence[Mapping[str, Any]],
+                      timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """All outputs of a raw model (`raw_ensemble_mM`, `raw_fused_mM`) for raw records, each [B, ...]:
+        the records are laid out as the model's raw columns and checked here (`ttsrec.client.raw`), encoded
+        into ids by the served graph; batches split and deadline as in `infer`."""
+        from ttsrec.client.raw import raw_columns
+
+        info = self.info
+        if not info.is_raw:
+            raise self._error("this model takes feat_ids, not raw records (export with --raw-inputs for "
+                              "raw_* models)")
+        try:
+            columns = raw_columns(info.raw_inputs, rows, info.max_string_bytes)
+        except ClientError as err:
+            raise self._error(str(err)) from None
+        types = [f.datatype for f in info.raw_inputs]
+        names = [f.name for f in info.raw_inputs]
+
+        def send(i: int, j: int, left: float) -> dict[str, np.ndarray]:
+            part = columns.slice(i, j)
+            payloads = part.payloads()
+            return self.transport.infer_raw(self.model, list(zip(names, types, payloads, strict=True)),
+                                            part.rows, info.outputs, timeout_s=left)
+
+        return self._split(columns.rows, send, timeout_s)
+
+    def _split(self, rows: int, send: Any, timeout_s: float | None) -> dict[str, np.ndarray]:
+        """`send(start, stop, seconds_left)` per part of at most `max_batch_size` rows, under one deadline."""
         deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
         info = self.info
-        ids = self._check_ids(feat_ids, info)
         limit = info.max_batch_size
-        if limit and len(ids) > limit and not self.split_batches:
-            raise self._error(f"batch of {len(ids)} rows is above the model's max_batch_size {limit}")
-        if len(ids) == 0:
+        if limit and rows > limit and not self.split_batches:
+            raise self._error(f"batch of {rows} rows is above the model's max_batch_size {limit}")
+        if rows == 0:
             return {name: np.zeros((0, 1), np.float32) for name in info.outputs}
-        step = limit if limit else len(ids)
+        step = limit if limit else rows
         parts = []
-        for i in range(0, len(ids), step):
+        for i in range(0, rows, step):
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DeadlineExceededError(f"deadline passed after {i} of {len(ids)} rows", url=self.url,
-                                       model=self.model)
-            parts.append(self.transport.infer(self.model, info.input_name, ids[i:i + step], info.outputs,
-                                              timeout_s=left))
+                raise DeadlineExceededError(f"deadline passed after {i} of {rows} rows", url=self.url,
+                                            model=self.model)
+            parts.append(send(i, min(i + step, rows), left))
         return {name: np.concatenate([p[name] for p in parts]) for name in info.outputs}
 
     def predict(self, feat_ids: Any, timeout_s: float | None = None) -> Prediction:
         """(prob, logit) float32 [B] for int ids [B, F]."""
-        out = self.infer(feat_ids, timeout_s)
+        return self._prediction(self.infer(feat_ids, timeout_s))
+
+    def _prediction(self, out: dict[str, np.ndarray]) -> Prediction:
         if naming.LOGIT in out:
             logit = out[naming.LOGIT].reshape(-1)
         elif naming.LOGIT_SUM in out and naming.MEMBER_COUNT in out:  # one shard's partial ensemble
@@ -119,13 +156,23 @@ class Client:
         return prob, logit
 
     def predict_records(self, rows: Sequence[Mapping[str, Any]],
-                        feature_map: FeatureMap | Path | str | None = None) -> Prediction:
-        """Predict raw records (dicts keyed by raw column names, e.g. Criteo `I1`..`C26`), encoded with
-        the repository's `feature_map.json` exactly as training data was.
+                        feature_map: FeatureMap | Path | str | None = None,
+                        timeout_s: float | None = None) -> Prediction:
+        """Predict raw records (dicts keyed by raw column names, e.g. Criteo `I1`..`C26`).
 
-        The feature map must be the one the served model was exported with: its hash is compared with
-        the `ttsrec.feature_map_hash` the server advertises, and a mismatch is refused (`ClientError`)."""
-        return self.predict(self.encoder(feature_map).encode(rows))
+        A raw model (`raw_ensemble_mM`, `raw_fused_mM`, from `tts-export --raw-inputs`; told apart by its
+        config) gets the records themselves and encodes them in the served graph: no feature map needed
+        (one given is still checked against the server's), every record must carry every raw column, and
+        values are checked here first (`infer_records`). Any other model gets ids encoded on the client
+        with the repository's `feature_map.json` exactly as training data was (`RecordEncoder`; an absent
+        key is a missing value there). The feature map must be the one the served model was exported with:
+        its hash is compared with the `ttsrec.feature_map_hash` the server advertises, and a mismatch is
+        refused (`ClientError`)."""
+        if self.info.is_raw:
+            if feature_map is not None:
+                self.check_feature_map(_load_feature_map(feature_map))
+            return self._prediction(self.infer_records(rows, timeout_s))
+        return self.predict(self.encoder(feature_map).encode(rows), timeout_s)
 
     def check_feature_map(self, fmap: FeatureMap) -> None:
         """Refuse a local feature map whose hash differs from the one the server advertises."""

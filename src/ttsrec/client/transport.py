@@ -167,6 +167,31 @@ def build_inputs(protocol: str, input_name: str, ids: np.ndarray) -> list[Any]:
     return [tensor]
 
 
+def build_raw_input(protocol: str, name: str, datatype: str, rows: int, payload: bytes) -> Any:
+    """One [rows, 1] input whose bytes are already in Triton's wire layout (`ttsrec.client.raw`): set as the
+    tensor's raw contents, so tritonclient does not serialize BYTES element by element again."""
+    mod = _module(protocol)
+    tensor = mod.InferInput(name, [rows, 1], datatype)
+    if protocol == "grpc" and hasattr(tensor, "_raw_content"):
+        tensor._raw_content = payload
+    elif protocol == "http" and hasattr(tensor, "_raw_data") and hasattr(tensor, "_parameters"):
+        tensor._data = None
+        tensor._raw_data = payload
+        tensor._parameters["binary_data_size"] = len(payload)
+    else:  # another tritonclient: its public (slower) path
+        tensor.set_data_from_numpy(_decode_payload(datatype, rows, payload), **(
+            {"binary_data": True} if protocol == "http" else {}))
+    return tensor
+
+
+def _decode_payload(datatype: str, rows: int, payload: bytes) -> np.ndarray:
+    if datatype != "BYTES":
+        return np.frombuffer(payload, dtype={"FP32": "<f4", "FP64": "<f8"}[datatype]).reshape(rows, 1)
+    from tritonclient.utils import deserialize_bytes_tensor
+
+    return deserialize_bytes_tensor(payload).reshape(rows, 1)
+
+
 def build_outputs(protocol: str, outputs: Sequence[str]) -> list[Any]:
     mod = _module(protocol)
     if protocol == "grpc":
@@ -319,6 +344,29 @@ class Transport:
 
         return self._call(model, call, limit)
 
+    def infer_raw(self, model: str, tensors: Sequence[tuple[str, str, bytes]], rows: int,
+                  outputs: tuple[str, ...], timeout_s: float | None = None) -> dict[str, np.ndarray]:
+        """One request to a raw model: `tensors` are (input name, datatype, payload in wire layout), each
+        [rows, 1]; deadline as in `infer`."""
+        limit = self.timeout_s if timeout_s is None else float(timeout_s)
+        if limit <= 0:
+            raise DeadlineExceededError("deadline already passed before the request was sent",
+                                        url=self.url, model=model)
+        outputs = tuple(outputs)
+
+        def call(client: Any) -> dict[str, np.ndarray]:
+            inputs = [build_raw_input(self.protocol, name, datatype, rows, payload)
+                      for name, datatype, payload in tensors]
+            wanted = self._requested(outputs)
+            if self.protocol == "grpc":
+                result = client.infer(model, inputs, outputs=wanted, timeout=deadline_us(limit),
+                                      client_timeout=limit)
+            else:
+                result = client.infer(model, inputs, outputs=wanted, timeout=deadline_us(limit))
+            return {name: result.as_numpy(name) for name in outputs}
+
+        return self._call(model, call, limit)
+
     # -- teardown ----------------------------------------------------------------------------
 
     def _drop_thread_client(self) -> None:
@@ -358,6 +406,22 @@ def grpc_infer_request(model: str, input_name: str, ids: np.ndarray, outputs: Se
     request = service_pb2.ModelInferRequest(model_name=model)
     request.inputs.add(name=input_name, datatype="INT64", shape=list(ids.shape))
     request.raw_input_contents.append(_raw_ids(ids))
+    for name in outputs:
+        request.outputs.add(name=name)
+    request.parameters["timeout"].int64_param = deadline_us(timeout_s)
+    return request.SerializeToString()
+
+
+def grpc_raw_infer_request(model: str, tensors: Sequence[tuple[str, str, bytes]], rows: int,
+                           outputs: Sequence[str], timeout_s: float = DEFAULT_TIMEOUT_S) -> bytes:
+    """`grpc_infer_request` for a raw model: (input name, datatype, payload in wire layout) per input, each
+    [rows, 1] (`ttsrec.client.raw.RawColumns.payloads`)."""
+    from tritonclient.grpc import service_pb2
+
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for name, datatype, payload in tensors:
+        request.inputs.add(name=name, datatype=datatype, shape=[rows, 1])
+        request.raw_input_contents.append(payload)
     for name in outputs:
         request.outputs.add(name=name)
     request.parameters["timeout"].int64_param = deadline_us(timeout_s)
@@ -413,12 +477,21 @@ def grpc_sender(url: str, model: str, input_name: str, outputs: Sequence[str], b
     `k % len(batches)` with the deadline, returns the undecoded answer (`decode_answer`) and raises
     `translate`d errors (gRPC carries failures in its status).
     """
-    import grpc
-
     url = normalise_url(url, "grpc")
     if not batches:
         raise ClientError("no request batches to send", url=url, model=model)
     payloads = [grpc_infer_request(model, input_name, b, outputs, timeout_s) for b in batches]
+    return grpc_payload_sender(url, model, payloads, timeout_s)
+
+
+def grpc_payload_sender(url: str, model: str, payloads: Sequence[bytes], timeout_s: float = DEFAULT_TIMEOUT_S
+                        ) -> tuple[Callable[[int], bytes], Callable[[], None]]:
+    """`grpc_sender` for requests already serialized (`grpc_infer_request`, `grpc_raw_infer_request`)."""
+    import grpc
+
+    url = normalise_url(url, "grpc")
+    if not payloads:
+        raise ClientError("no request batches to send", url=url, model=model)
     channel = grpc.insecure_channel(url, options=grpc_channel_args())
     call, count = channel.unary_unary(GRPC_INFER_METHOD), len(payloads)  # no (de)serializers: bytes
 

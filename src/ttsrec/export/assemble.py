@@ -79,6 +79,8 @@ class Job:
     workdir: Path
     task: Task
     """The export's progress bar (a silent one without a reporter)."""
+    raw: Any = None
+    """`ttsrec.export.raw.RawPlan` with --raw-inputs: also write raw_encode, raw_ensemble_mM, raw_fused_mM."""
 
     @property
     def tolerance(self) -> parity.Tolerance:
@@ -129,6 +131,11 @@ def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
             job.step(fused_name)
             fused.append(_write_fused(root, group, kind, fused_name, job, params, weights))
             job.done()
+    raw = None
+    if job.raw is not None and shard is None:
+        from ttsrec.export.raw import write_raw_models
+
+        raw = write_raw_models(root, members, ensembles, fused, job)
     write_json(root / naming.MANIFEST_FILE, {
         "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "export_id": job.export_id, "precision": job.precision, "merge": job.merge, **common,
@@ -137,6 +144,7 @@ def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
         "ensembles": ensembles, "fused": fused, "versions": library_versions(),
         **({"merge_fit": {"kind": job.merge, "split": "valid", "rows": len(job.validation[1]),
                           "per_m": {str(m): f for m, f in fits.items()}}} if fits and job.validation else {}),
+        **({"raw": raw} if raw is not None else {}),
         "files": file_hashes(root, skip=(naming.MANIFEST_FILE, "README.md")),
     })
 

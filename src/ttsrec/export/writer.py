@@ -23,7 +23,7 @@ import numpy as np
 
 from ttsrec.ensemble.order import balanced_order, default_m_list, shard_members
 from ttsrec.errors import UserError
-from ttsrec.export import gate, parity
+from ttsrec.export import gate, parity, raw
 from ttsrec.export.assemble import REPOSITORY_README, Job, Member, write_repository
 from ttsrec.export.precision import DEFAULT_INT8_MODE, Int8Mode, Precision, check_precision
 from ttsrec.export.records import serving_record
@@ -66,9 +66,13 @@ class ExportConfig:
     shards: int = 1
     """K > 1: `out/shard_XX/` repositories with a `shard_sum` ensemble each, plus `out/shards.json`."""
     opset: int = OPSET
+    raw_inputs: bool = False
+    """Also write raw_encode, raw_ensemble_mM and raw_fused_mM: raw record fields in (`ttsrec.export.raw`)."""
 
     def validate(self) -> None:
         check_precision(self.precision, self.int8_mode)
+        if self.raw_inputs and self.shards > 1:
+            raise UserError("--raw-inputs does not apply to --shards (shard_sum takes feat_ids)")
         if self.shards < 1:
             raise UserError(f"--shards must be at least 1, got {self.shards}")
         if self.shards > 1 and self.m_list is not None:
@@ -106,6 +110,8 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, servin
                                                                      config.max_auc_drop, precision)
     calibration = gate.calibration_rows(sources.data_dir) if precision == "int8" else None
     validation = _validation(config.merge, shards, sources.data_dir)
+    raw_plan = (raw.plan(sources.feature_map, sources.data_dir, serving.max_batch_size) if config.raw_inputs
+                else None)
     groups = shard_members(len(members), shards)
     steps = len(members) + (1 + config.fused) * (len(ms) if shards == 1 else shards)
 
@@ -113,7 +119,7 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, servin
           reporter.progress() as board, tempfile.TemporaryDirectory(prefix="tts-export-") as work):
         job = Job(sources.feature_map, serving, sample, precision, config.int8_mode, gate_set, calibration,
                   uuid.uuid4().hex, config.merge, validation, config.fused, config.opset, Path(work),
-                  board.task("tts-export members", total=steps))
+                  board.task("tts-export members", total=steps), raw=raw_plan)
         tolerance = {"rtol": job.tolerance.rtol, "atol": job.tolerance.atol}
         common = {"flavour": serving.backend, "serving": serving_record(serving), "fp16": precision == "fp16",
                   "opset": config.opset, "parity": {**sample.describe(), **tolerance}}

@@ -166,6 +166,31 @@ def ensemble_config(name: str, *, num_fields: int, max_batch_size: int, members:
     cfg = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
     _add_io(cfg, [Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (num_fields,))],
             [Tensor(out, pb.TYPE_FP32, (1,)) for out in outputs])
+    _member_steps(cfg, members, merge_model, merge_inputs, outputs)
+    return cfg
+
+
+def raw_ensemble_config(name: str, *, inputs: Sequence[Tensor], encode_model: str, max_batch_size: int,
+                        members: Sequence[Step], merge_model: str, merge_inputs: Sequence[str],
+                        outputs: Sequence[str]) -> pb.ModelConfig:
+    """An ensemble on raw record fields (`tts-export --raw-inputs`): the `encode_model` step turns the raw
+    `inputs` (one per field, [1] per row) into the ensemble-scope `feat_ids`, which feeds the member steps
+    and the merge exactly as in `ensemble_config`."""
+    if len(members) != len(merge_inputs):
+        raise ValueError("one merge input per member step")
+    cfg = pb.ModelConfig(name=name, platform="ensemble", max_batch_size=max_batch_size)
+    _add_io(cfg, inputs, [Tensor(out, pb.TYPE_FP32, (1,)) for out in outputs])
+    encode = cfg.ensemble_scheduling.step.add(model_name=encode_model, model_version=-1)
+    for t in inputs:
+        encode.input_map[t.name] = t.name
+    encode.output_map[naming.FEAT_IDS] = naming.FEAT_IDS
+    _member_steps(cfg, members, merge_model, merge_inputs, outputs)
+    return cfg
+
+
+def _member_steps(cfg: pb.ModelConfig, members: Sequence[Step], merge_model: str, merge_inputs: Sequence[str],
+                  outputs: Sequence[str]) -> None:
+    """Every member step on the ensemble-scope `feat_ids`, then the merge step over their logits."""
     for k, step in enumerate(members):
         node = cfg.ensemble_scheduling.step.add(model_name=step.model, model_version=-1)
         node.input_map[step.input] = naming.FEAT_IDS
@@ -175,7 +200,6 @@ def ensemble_config(name: str, *, num_fields: int, max_batch_size: int, members:
         merge.input_map[key] = naming.scope_tensor(k)
     for out in outputs:
         merge.output_map[out] = out
-    return cfg
 
 
 def _add_io(cfg: pb.ModelConfig, inputs: Sequence[Tensor], outputs: Sequence[Tensor]) -> None:

@@ -46,6 +46,21 @@ def fused_name(m: int) -> str:
     return f"fused_m{m}"
 
 
+RAW_PREFIX = "raw_"
+RAW_ENCODE = "raw_encode"
+"""The encode step of every `raw_ensemble_mM`: raw field inputs -> `feat_ids` (tts-export --raw-inputs)."""
+
+
+def raw_ensemble_name(m: int) -> str:
+    """`ensemble_mM` with raw record fields in: raw_encode -> the M members -> the merge."""
+    return f"{RAW_PREFIX}ensemble_m{m}"
+
+
+def raw_fused_name(m: int) -> str:
+    """`fused_mM` with the encode graph in front, one ONNX graph."""
+    return f"{RAW_PREFIX}fused_m{m}"
+
+
 def shard_dir(index: int) -> str:
     return f"shard_{index:02d}"
 

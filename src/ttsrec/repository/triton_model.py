@@ -7,6 +7,11 @@ Triton's dynamic batcher hands `execute()` a list of requests: they are concaten
 once, and split again, or dynamic batching would gain nothing. Each request is checked first
 (batch within max_batch_size, per-row dims and dtype as configured): a bad one gets its own
 error response and never reaches onnxruntime, so it cannot fail its neighbours or the model.
+
+String inputs (`TYPE_STRING`: the raw record fields of `raw_encode` / `raw_fused_mM`, tts-export
+--raw-inputs) arrive as numpy object arrays of bytes; they are decoded to `str` (what onnxruntime's
+string tensors take), and a value that is not UTF-8 or longer than the config's `max_string_bytes`
+parameter fails its request with an error naming the input (the field) and the row.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ class TritonPythonModel:
         self.expected = {t["name"]: (np.dtype(to_numpy(t["data_type"])), tuple(int(d) for d in t["dims"]))
                          for t in config["input"]}
         self.max_batch_size = int(config.get("max_batch_size", 0))
+        self.max_string_bytes = int(params.get("max_string_bytes") or 0)
+        """Longest string value a row may carry (0: no limit)."""
         self.outputs = [(t["name"], to_numpy(t["data_type"])) for t in config["output"]]
 
     def check(self, request: object) -> list[np.ndarray]:
@@ -63,8 +70,28 @@ class TritonPythonModel:
             if not 1 <= array.shape[0] <= self.max_batch_size:
                 raise ValueError(f"input {name!r} has batch {array.shape[0]}, "
                                  f"expected 1..{self.max_batch_size}")
-            arrays.append(array)
+            arrays.append(self.strings(name, array) if dtype == np.object_ else array)
         return arrays
+
+    def strings(self, name: str, array: np.ndarray) -> np.ndarray:
+        """A BYTES input as an object array of `str`; too long or not UTF-8: a `ValueError` naming the row."""
+        flat = array.ravel()
+        per_row = max(1, flat.size // max(1, array.shape[0]))
+        limit = self.max_string_bytes
+        if limit and flat.size and max(map(len, flat)) > limit:
+            k = next(i for i, v in enumerate(flat) if len(v) > limit)
+            raise ValueError(f"input {name!r} row {k // per_row}: value of {len(flat[k])} bytes is longer "
+                             f"than the limit of {limit} bytes")
+        try:  # one decode for the whole tensor: NUL-joined (a UTF-8 sequence cut by NUL is invalid)
+            values = b"\x00".join(flat).decode("utf-8").split("\x00")
+            if len(values) != flat.size:  # a value holds NUL itself
+                values = [v.decode("utf-8") for v in flat]
+        except UnicodeDecodeError:
+            k = next(i for i, v in enumerate(flat) if not _is_utf8(v))
+            raise ValueError(f"input {name!r} row {k // per_row}: value is not valid UTF-8") from None
+        out = np.empty(flat.size, dtype=object)
+        out[:] = values
+        return out.reshape(array.shape)
 
     def execute(self, requests: list) -> list:
         responses: list = [None] * len(requests)
@@ -73,8 +100,8 @@ class TritonPythonModel:
             try:
                 inputs.append(self.check(request))
                 good.append(k)
-            except Exception as err:  # a malformed request fails alone
-                error = pb_utils.TritonError(str(err))
+            except Exception as err:  # a malformed request fails alone, as bad input (400 / INVALID_ARGUMENT)
+                error = _bad_input(str(err))
                 responses[k] = pb_utils.InferenceResponse(output_tensors=[], error=error)
         if good:
             for k, response in zip(good, self.run(inputs), strict=True):
@@ -101,3 +128,17 @@ class TritonPythonModel:
 
     def finalize(self) -> None:
         self.session = None
+
+
+def _is_utf8(value: object) -> bool:
+    try:
+        bytes(value).decode("utf-8")  # type: ignore[call-overload]
+    except (UnicodeDecodeError, TypeError):
+        return False
+    return True
+
+
+def _bad_input(message: str) -> object:
+    """A `TritonError` the client reads as its own mistake (code INVALID_ARG where the stub has codes)."""
+    code = getattr(pb_utils.TritonError, "INVALID_ARG", None)
+    return pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
