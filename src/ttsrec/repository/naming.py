@@ -8,6 +8,8 @@ LOGIT = "logit"
 PROB = "prob"
 LOGIT_SUM = "logit_sum"
 MEMBER_COUNT = "member_count"
+MEMBERS_USED = "members_used"
+"""A cascade's third output: how many members the row's merged logit averages (FP32, an integer)."""
 
 SHARD_ENSEMBLE = "shard_sum"
 FUSED_SUM = "fused_sum"
@@ -44,6 +46,11 @@ def ensemble_name(m: int) -> str:
 
 def fused_name(m: int) -> str:
     return f"fused_m{m}"
+
+
+def cascade_name(m: int) -> str:
+    """`cascade_mM`: M members in stages, each stage on the rows the previous ones did not settle."""
+    return f"cascade_m{m}"
 
 
 RAW_PREFIX = "raw_"
