@@ -12,7 +12,7 @@ from ttsrec.errors import UserError
 from ttsrec.export.writer import ExportConfig
 from ttsrec.repository.config import Serving
 from ttsrec.utils.common import parse_int_list
-from ttsrec.utils.report import Column, Table
+from ttsrec.utils.report import Column, Table, table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -86,6 +86,10 @@ def export(
         "--raw-inputs/--no-raw-inputs", help="Also write raw_encode, raw_ensemble_mM and raw_fused_mM: the "
         "raw record's fields in (one input per field, encoded inside the served graph), gated against the "
         "id models.")] = ExportConfig.raw_inputs,
+    cascade: Annotated[bool, typer.Option(
+        "--cascade/--no-cascade", help="Also write cascade_mM for M >= 2: members in stages, each stage only "
+        "on the rows the earlier ones did not settle; fitted on the validation split, gated on the test "
+        "split (needs --data).")] = ExportConfig.cascade,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
 ) -> None:
     """Export members into a Triton model repository whose ensembles average their logits."""
@@ -104,13 +108,15 @@ def export(
                       fused_instance_count=fused_instance_count)
     config = ExportConfig(m_list=parse_m_list(m_list), precision=precision, int8_mode=int8_mode,
                           gate_rows=gate_rows, max_auc_drop=max_auc_drop, merge=merge, fused=fused,
-                          shards=shards, raw_inputs=raw_inputs)
+                          shards=shards, raw_inputs=raw_inputs, cascade=cascade)
     path = export_repository(checkpoints, out, serving, config, data=data, force=force, reporter=reporter)
     repos = [path] if shards == 1 else sorted(path.glob("shard_*"))
     manifests = [read_manifest(r) for r in repos]
     reporter.table(_summary(manifests))
     if "gate" in manifests[0]:
         reporter.table(_gate_table(manifests))
+    if manifests[0].get("cascades"):
+        reporter.table(_cascade_table(manifests[0]))
     fit = manifests[0].get("merge_fit")
     if fit:
         for m, f in fit["per_m"].items():
@@ -118,6 +124,18 @@ def export(
             console.print(f"{fit['kind']} merge M={m}: validation AUC {f['valid_auc']:.5f} (mean "
                           f"{f['valid_auc_mean']:.5f}), weights {weights}")
     console.print(f"[green]wrote[/] {path} ({backend} flavour, {manifests[0]['precision']})")
+
+
+def _cascade_table(manifest: dict) -> Table:
+    entries = manifest["cascades"]
+    out = table(f"cascades: members per row and test AUC on {entries[0]['gate']['rows']:,} test rows "
+                "(equal to the in-process cascade)", ["model", "rule"],
+                ["members/row", "AUC", "AUC full", "ΔAUC"])
+    for c in entries:
+        g = c["gate"]
+        out.add_row(c["name"], c["rule"], f"{c['test_members_per_row']:.2f} of {c['m']}", f"{g['auc']:.5f}",
+                    f"{g['auc_full']:.5f}", f"{g['auc_change']:+.1e}")
+    return out
 
 
 def parse_m_list(text: str | None) -> list[int] | None:

@@ -28,3 +28,12 @@ def run_session(session: ort.InferenceSession, feat_ids: np.ndarray) -> np.ndarr
     """Logits [B, 1] float32 of a member (or a fused graph) for int64 ids [B, F]."""
     ids = np.ascontiguousarray(feat_ids, dtype=np.int64)
     return session.run([naming.LOGIT], {naming.FEAT_IDS: ids})[0]
+
+
+def session_logits(session: ort.InferenceSession, ids: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """First output of a graph with one int64 input over many rows, in chunks: float32 [N] (a member's
+    logits on a split, say)."""
+    name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
+    ids = np.ascontiguousarray(ids, dtype=np.int64)
+    parts = [session.run([output], {name: ids[i:i + chunk]})[0] for i in range(0, len(ids), chunk)]
+    return np.concatenate(parts).reshape(-1) if parts else np.zeros(0, dtype=np.float32)

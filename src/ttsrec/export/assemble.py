@@ -14,7 +14,7 @@ import onnx
 from tritonclient.grpc import model_config_pb2 as pb
 
 from ttsrec.data.feature_map import FeatureMap
-from ttsrec.ensemble.session import ort_session
+from ttsrec.ensemble.session import ort_session, session_logits
 from ttsrec.export import gate, parity
 from ttsrec.export.onnx_member import export_member_onnx
 from ttsrec.export.precision import Int8Mode, Precision, reduce_precision
@@ -81,6 +81,9 @@ class Job:
     """The export's progress bar (a silent one without a reporter)."""
     raw: Any = None
     """`ttsrec.export.raw.RawPlan` with --raw-inputs: also write raw_encode, raw_ensemble_mM, raw_fused_mM."""
+    cascade_test: tuple[np.ndarray, np.ndarray] | None = None
+    """With --cascade: labelled test rows the `cascade_mM` gates score (then also write them)."""
+    max_auc_drop: float = 5e-4
 
     @property
     def tolerance(self) -> parity.Tolerance:
@@ -131,6 +134,11 @@ def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
             job.step(fused_name)
             fused.append(_write_fused(root, group, kind, fused_name, job, params, weights))
             job.done()
+    cascades = []
+    if job.cascade_test is not None and shard is None:
+        from ttsrec.export.cascade import write_cascades
+
+        cascades = write_cascades(root, members, ms, job, fits)
     raw = None
     if job.raw is not None and shard is None:
         from ttsrec.export.raw import write_raw_models
@@ -145,6 +153,7 @@ def write_repository(root: Path, members: list[Member], ms: list[int], job: Job,
         **({"merge_fit": {"kind": job.merge, "split": "valid", "rows": len(job.validation[1]),
                           "per_m": {str(m): f for m, f in fits.items()}}} if fits and job.validation else {}),
         **({"raw": raw} if raw is not None else {}),
+        **({"cascades": cascades} if cascades else {}),
         "files": file_hashes(root, skip=(naming.MANIFEST_FILE, "README.md")),
     })
 
@@ -184,11 +193,8 @@ def _write_member(root: Path, member: Member, job: Job) -> None:
 
 
 def _run(path: Path, ids: np.ndarray) -> np.ndarray:
-    """Logits of a graph with one int64 input on `ids`, first output, in chunks."""
-    session = ort_session(path, intra_op_threads=2)
-    name, output = session.get_inputs()[0].name, session.get_outputs()[0].name
-    chunks = range(0, len(ids), 4096)
-    return np.concatenate([session.run([output], {name: ids[i:i + 4096]})[0] for i in chunks])
+    """Logits [N, 1] of a graph with one int64 input on `ids`, first output, in chunks."""
+    return session_logits(ort_session(path, intra_op_threads=2), ids).reshape(-1, 1)
 
 
 def _fit_merges(root: Path, members: list[Member], ms: list[int], job: Job) -> dict[int, dict[str, Any]]:

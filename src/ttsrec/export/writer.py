@@ -67,10 +67,15 @@ class ExportConfig:
     """K > 1: `out/shard_XX/` repositories with a `shard_sum` ensemble each, plus `out/shards.json`."""
     opset: int = OPSET
     raw_inputs: bool = False
+    cascade: bool = False
+    """Also write `cascade_mM` per M >= 2: members in stages, each on the rows not yet settled (fitted on
+    the validation split, gated on the test split)."""
     """Also write raw_encode, raw_ensemble_mM and raw_fused_mM: raw record fields in (`ttsrec.export.raw`)."""
 
     def validate(self) -> None:
         check_precision(self.precision, self.int8_mode)
+        if self.cascade and self.shards > 1:
+            raise UserError("--cascade does not apply to --shards (each shard sums all of its members)")
         if self.raw_inputs and self.shards > 1:
             raise UserError("--raw-inputs does not apply to --shards (shard_sum takes feat_ids)")
         if self.shards < 1:
@@ -109,17 +114,25 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, servin
     gate_set = None if precision == "fp32" else gate.load_gate_rows(sources.data_dir, config.gate_rows,
                                                                      config.max_auc_drop, precision)
     calibration = gate.calibration_rows(sources.data_dir) if precision == "int8" else None
-    validation = _validation(config.merge, shards, sources.data_dir)
+    validation = _validation(config.merge, shards, sources.data_dir, config.cascade)
+    cascade_test = None
+    if config.cascade:
+        cascade_test = gate_set or gate.load_gate_rows(sources.data_dir, config.gate_rows,
+                                                       config.max_auc_drop,
+                                                       "fp32")
+        cascade_test = (cascade_test.ids, cascade_test.labels)
     raw_plan = (raw.plan(sources.feature_map, sources.data_dir, serving.max_batch_size) if config.raw_inputs
                 else None)
     groups = shard_members(len(members), shards)
     steps = len(members) + (1 + config.fused) * (len(ms) if shards == 1 else shards)
+    steps += sum(m >= 2 for m in ms) if config.cascade else 0
 
     with (atomic_dir(out, force, marker=written_by_export, tool="tts-export", inputs=inputs) as tmp,
           reporter.progress() as board, tempfile.TemporaryDirectory(prefix="tts-export-") as work):
         job = Job(sources.feature_map, serving, sample, precision, config.int8_mode, gate_set, calibration,
                   uuid.uuid4().hex, config.merge, validation, config.fused, config.opset, Path(work),
-                  board.task("tts-export members", total=steps), raw=raw_plan)
+                  board.task("tts-export members", total=steps), raw=raw_plan, cascade_test=cascade_test,
+                  max_auc_drop=config.max_auc_drop)
         tolerance = {"rtol": job.tolerance.rtol, "atol": job.tolerance.atol}
         common = {"flavour": serving.backend, "serving": serving_record(serving), "fp16": precision == "fp16",
                   "opset": config.opset, "parity": {**sample.describe(), **tolerance}}
@@ -150,25 +163,26 @@ def export_repository(checkpoints: Sequence[Path | str], out: Path | str, servin
     return out
 
 
-def _validation(merge: str, shards: int, data_dir: Path | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """Validation ids and labels for a fitted merge (None for the plain mean)."""
+def _validation(merge: str, shards: int, data_dir: Path | None,
+                cascade: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+    """Validation ids and labels for a fitted merge or a cascade (None for the plain mean alone)."""
     from ttsrec.ensemble.merge import MERGE_KINDS
 
     if merge not in MERGE_KINDS:
         raise UserError(f"unknown --merge {merge!r} (choose from {', '.join(MERGE_KINDS)})")
-    if merge == "mean":
+    what = f"--merge {merge}" if merge != "mean" else "--cascade"
+    if merge == "mean" and not cascade:
         return None
     if shards > 1:
         raise UserError("--merge weighted/selection does not apply to --shards (shards sum, clients average)")
     if data_dir is None:
-        raise UserError(f"--merge {merge} needs the prepared data (--data DIR): it is fitted on the "
-                        "validation split")
+        raise UserError(f"{what} needs the prepared data (--data DIR): it is fitted on the validation split")
     from ttsrec.data.prepared import PreparedData
 
     data = PreparedData(data_dir)
     labels = np.asarray(data.labels("valid"), dtype=np.float64)
     if len(np.unique(labels)) < 2:
-        raise UserError(f"--merge {merge} needs both labels in the validation split of {data_dir}")
+        raise UserError(f"{what} needs both labels in the validation split of {data_dir}")
     return np.ascontiguousarray(data.ids("valid"), dtype=np.int64), labels
 
 
