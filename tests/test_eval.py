@@ -111,7 +111,7 @@ def test_report_outputs_are_written_and_consistent(homogeneous_run: Path, prepar
         homogeneous_run, "--data", prepared_dir, "--out", out, "--m-list", "1,2,8", "--subsets", "3",
         "--param-scaling", "--scaling-m", "2", "--merges", "mean", "--no-soup", "-q"], capsys, monkeypatch)
     assert code == 0, err
-    assert sorted(p.name for p in out.iterdir()) == ["auc_vs_m.png", "auc_vs_macs.png", "js_fnn8.png",
+    assert sorted(p.name for p in out.iterdir()) == ["auc_vs_m.png", "frontier.png", "js_fnn8.png",
                                                      "param_scaling", "report.md", "results.csv",
                                                      "results.json"]
     for png in out.glob("*.png"):

@@ -3,6 +3,7 @@ tritonserver exactly as the in-process cascade computes it (same rows stopped, s
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -94,3 +95,26 @@ def test_cascade_refusals(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
     with pytest.raises(Exception, match="--cascade does not apply"):
         ExportConfig(cascade=True, shards=2).validate()
+
+
+@pytest.mark.slow
+def test_bench_cascade_rows_carry_members_per_row(repo: Path, prepared_dir: Path, tmp_path: Path) -> None:
+    """`tts-bench --mode cascade`: rows for cascade_m2 and cascade_m4 (none for M=1), each with the average
+    members per row the served answers report and the MACs per row that implies."""
+    out = tmp_path / "r.json"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "tts-bench"), "--repository", str(repo),
+         "--mode", "cascade,ensemble", "-b", "64", "--concurrency-range", "1",
+         "--measurement-interval", "300", "--max-trials", "3", "--data", str(prepared_dir),
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    cascade = {r["m"]: r for r in rows if r["mode"] == "cascade"}
+    ensemble = {r["m"]: r for r in rows if r["mode"] == "ensemble"}
+    assert sorted(cascade) == [2, 4] and sorted(ensemble) == [1, 2, 4]
+    for m, r in cascade.items():
+        assert r["model"] == naming.cascade_name(m) and r["throughput"] > 0
+        assert 1.0 <= r["members_per_row"] <= m
+        assert 0 < r["macs_per_row"] <= ensemble[m]["macs_per_row"]
+        assert ensemble[m]["members_per_row"] is None

@@ -149,6 +149,54 @@ def test_eval_markdown_keeps_its_tables() -> None:
     assert "| homogeneous | 2 | 0.7143, 2.47M, ≤24,691,356 |" in report  # parameter scaling, merge M cell
 
 
+def cascade_result() -> dict:
+    """`eval_result` evaluated with `--cascade` (the 8-member group's cascades on synthetic logits shaped like
+    seeds: a shared signal plus member noise) and a distilled 2x student given next to it."""
+    import numpy as np
+
+    from ttsrec.evaluate.cascade import evaluate_cascades
+
+    result = eval_result()
+    rng = np.random.default_rng(0)
+    signal = rng.normal(size=6000)
+    labels = (rng.random(6000) < 1 / (1 + np.exp(-signal))).astype(np.float64)
+    logits = (signal + rng.normal(scale=0.6, size=(8, 6000))).astype(np.float32)
+    result["cascade"] = evaluate_cascades(logits[:, :3000], labels[:3000], logits[:, 3000:], labels[3000:],
+                                          group="homogeneous", backbones=["dcnv2"] * 8,
+                                          member_macs=[1_234_567] * 8, points=20)
+    student = {**result["groups"][0], "name": "student_w2", "m_list": [1],
+               "members": result["groups"][0]["members"][:1],
+               "distilled": {"run": "runs/dcnv2x8", "m": 8, "width_mult": 2.0, "alpha": 0.5,
+                             "temperature": 1}}
+    result["groups"].append(student)
+    result["rows"].append({"group": "student_w2", "kind": "tts", "merge": "mean", "M": 1, "auc": 0.7187654,
+                           "auc_std": 0.0, "logloss": 0.4912345, "auc_gain": 0.0, "logloss_gain": 0.0,
+                           "js_mean": None, "macs_per_sample": 2_555_555.0, "precision": "fp32"})
+    return result
+
+
+def test_eval_cascade_and_frontier_tables_keep_their_numbers() -> None:
+    result = cascade_result()
+    tables = eval_tables(result)
+    cascade = titled(tables, "homogeneous: cascaded merging")
+    text = assert_whole(cascade)
+    assert headers(cascade)[4:] == ["members", "MACs/row", "AUC", "Δ mean", "logloss"]
+    whats = [row[0] for row in cascade.rows]
+    assert whats.count("cascade") == 4 and whats.count("full") == 2 and "M-merge" in whats
+    assert "+0.00000" in text and "-0.00000" not in text  # the full mean against itself
+    frontier = titled(tables, "the compute-AUC frontier")
+    assert_whole(frontier)
+    methods = {(row[0], row[1]) for row in frontier.rows}
+    assert ("student_w2", "distilled 2x (of M=8)") in methods and ("homogeneous", "merge mean") in methods
+    assert {m for g, m in methods if m.startswith("cascade")} == {
+        f"cascade {merge}/{order}/{rule}" for merge, order, rule in
+        {(r["merge"], r["order"], r["rule"]) for r in result["cascade"] if r["kept"]}}
+    assert "distilled 2x" in titled(tables, "student_w2").title
+    report = eval_markdown(result)
+    assert "### Cascaded merging (`--cascade`)" in report and "## The compute-AUC frontier" in report
+    assert "| group | method | M | members | MACs/row | AUC | logloss | front |" in report
+
+
 # -- tts-export -----------------------------------------------------------------------------------------
 
 

@@ -41,6 +41,23 @@ def evaluate_served(
     }
 
 
+def evaluate_served_records(
+    url: str, protocol: str, model: str, records: list[dict[str, Any]], labels: np.ndarray
+) -> dict[str, Any]:
+    """`evaluate_served` for a raw model (`--raw`): the same rows as raw records, encoded by the server."""
+    from ttsrec.client import Client
+
+    with Client(url, protocol=protocol, model=model) as client:
+        probs = [client.predict_records(records[i : i + EVAL_BATCH])[0]
+                 for i in range(0, len(records), EVAL_BATCH)]
+    return {
+        "model": model,
+        "via": f"{protocol}://{url} (raw records)",
+        "rows": len(records),
+        **scores(labels, np.concatenate(probs)),
+    }
+
+
 def evaluate_session(path: Path, ids: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     from ttsrec.ensemble.session import ort_session
 

@@ -5,7 +5,11 @@
 - batch-1 floor: p50 at batch 1, concurrency 1 against the M members' dense weight bytes / the read
   bandwidth that applies to them (cache when they fit the last-level cache, else memory; see roofline);
 - compute roof: each row's dense MACs per row × rows/s over the runtime's and the hardware's GEMM roof;
-- fan-out overhead: sharded p50 minus the slowest shard's own p50 at the same batch and concurrency.
+- fan-out overhead: sharded p50 minus the slowest shard's own p50 at the same batch and concurrency;
+- raw vs ids (`--raw`): a raw_* model's throughput and p50 against its id model's at the same point.
+
+Rows of raw records (`inputs` raw) are compared with rows of raw records only; the serving ratio keeps to
+id rows (its question is what serving the members costs).
 """
 
 from __future__ import annotations
@@ -14,19 +18,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ttsrec.bench.roofline import Roofline
-from ttsrec.bench.row import Row
+from ttsrec.bench.row import IDS, RAW, Row
 from ttsrec.ensemble.modes import SERVED_MODES, Mode
 
 
-def _index(rows: Sequence[Row]) -> dict[tuple[str, int, int, int], Row]:
-    return {(r.mode, r.m, r.batch, r.concurrency): r for r in rows}
+def _index(rows: Sequence[Row], inputs: str = IDS) -> dict[tuple[str, int, int, int], Row]:
+    return {(r.mode, r.m, r.batch, r.concurrency): r for r in rows if r.inputs == inputs}
 
 
 def scaling_efficiency(rows: Sequence[Row]) -> list[dict[str, Any]]:
-    index = _index(rows)
+    index = {kind: _index(rows, kind) for kind in (IDS, RAW)}
     out = []
     for r in rows:
-        base = index.get((r.mode, 1, r.batch, r.concurrency))
+        base = index.get(r.inputs, {}).get((r.mode, 1, r.batch, r.concurrency))
         if r.m > 1 and base is not None and base.throughput > 0:
             out.append(
                 {
@@ -35,8 +39,36 @@ def scaling_efficiency(rows: Sequence[Row]) -> list[dict[str, Any]]:
                     "batch": r.batch,
                     "concurrency": r.concurrency,
                     "efficiency": r.m * r.throughput / base.throughput,
+                    "inputs": r.inputs,
                 }
             )
+    return out
+
+
+def raw_vs_ids(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """Per raw row (`--raw`): its throughput and p50 against the id row of the same mode and point."""
+    ids = _index(rows)
+    out = []
+    for r in rows:
+        base = ids.get((r.mode, r.m, r.batch, r.concurrency))
+        if r.inputs != RAW or base is None or base.throughput <= 0:
+            continue
+        out.append(
+            {
+                "mode": r.mode,
+                "m": r.m,
+                "batch": r.batch,
+                "concurrency": r.concurrency,
+                "model": r.model,
+                "ids_model": base.model,
+                "ids_throughput": base.throughput,
+                "raw_throughput": r.throughput,
+                "ratio": r.throughput / base.throughput,
+                "ids_p50_us": base.p50_us,
+                "raw_p50_us": r.p50_us,
+                "stable": r.stable and base.stable,
+            }
+        )
     return out
 
 
@@ -83,6 +115,7 @@ def bandwidth_floor(
                 "weights_in": where,
                 "fits_reported_cache": roofline.fits(weight_bytes[r.m]),
                 "ratio": r.p50_us / floor if floor > 0 else None,
+                "inputs": r.inputs,
             }
         )
     return out
@@ -110,6 +143,7 @@ def compute_roof(rows: Sequence[Row]) -> list[dict[str, Any]]:
             "achieved_macs_per_s": r.macs_per_row * r.throughput,
             "runtime_roof_fraction": r.runtime_roof_fraction,
             "hardware_roof_fraction": r.hardware_roof_fraction,
+            "inputs": r.inputs,
         }
         for r in rows
         if r.macs_per_row and r.runtime_roof_fraction is not None
@@ -151,4 +185,5 @@ def summarise(
         "bandwidth_floor": bandwidth_floor(rows, weight_bytes, roofline),
         "compute_roof": compute_roof(rows),
         "fanout_overhead": fanout_overhead(rows, shard_rows),
+        "raw_vs_ids": raw_vs_ids(rows),
     }

@@ -20,8 +20,11 @@ from ttsrec.errors import UserError
 
 ENGINES = ("native", "perf_analyzer", "auto")
 PERCENTILES = (50, 90, 95, 99)
+RAW_MODES: tuple[Mode, ...] = (Mode.ENSEMBLE, Mode.FUSED)
+"""Modes whose models have a raw-record twin (`raw_ensemble_mM`, `raw_fused_mM`) that `--raw` measures too."""
 
-__all__ = ["ENGINES", "PERCENTILES", "PROTOCOLS", "SweepConfig", "check_settings", "configs_for"]
+__all__ = ["ENGINES", "PERCENTILES", "PROTOCOLS", "RAW_MODES", "SweepConfig", "check_settings",
+           "configs_for"]
 
 
 @dataclass
@@ -44,6 +47,9 @@ class SweepConfig:
     seed: int = 0
     pin_cores: bool = False
     """Sharded mode: pin shard server i to cores [i*c, (i+1)*c), c = cores // K (see `bench.pinning`)."""
+    raw: bool = False
+    """Each ensemble/fused row also with raw records to its `raw_*` twin (`tts-export --raw-inputs`), next to
+    it; rows say which in `inputs` (ids/raw)."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -73,6 +79,12 @@ class SweepConfig:
             )
         if self.pin_cores and (Mode.SHARDED not in self.modes or self.shard_urls):
             raise UserError("--pin-cores needs --mode sharded with --shards-repository (servers it starts)")
+        if self.raw and not set(self.modes) & set(RAW_MODES):
+            raise UserError("--raw needs --mode ensemble or fused (raw records go to raw_ensemble_mM / "
+                            "raw_fused_mM)")
+        if self.raw and self.engine == "perf_analyzer":
+            raise UserError("--raw: the perf_analyzer engine sends ids only; use --engine native, or auto "
+                            "(raw rows native)")
 
 
 def check_settings(settings: MeasureSettings) -> None:

@@ -10,21 +10,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ttsrec.bench.row import Row
+from ttsrec.bench.row import IDS, RAW, Row
 
 
 def frontier_points(rows: Sequence[Row], accuracy: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per row whose (repository, M) was scored: every mode of an export serves the same AUC."""
-    auc = {(a.get("repository", ""), a["m"]): a["auc"] for a in accuracy}
+    """One point per row whose (repository, M) was scored: every mode of an export serves the same AUC (a
+    raw row takes its raw model's AUC where that was measured, `--raw --eval-data`)."""
+    auc = {(a.get("repository", ""), a["m"]): a["auc"] for a in accuracy if a.get("inputs", IDS) == IDS}
+    raw_auc = {(a.get("repository", ""), a["m"]): a["auc"] for a in accuracy if a.get("inputs") == RAW}
     points = []
     for r in rows:
         key = (r.repository, r.m)
-        if key in auc:
+        score = raw_auc.get(key, auc.get(key)) if r.inputs == RAW else auc.get(key)
+        if score is not None:
             points.append(
                 {
                     "mode": r.mode, "m": r.m, "precision": r.precision, "batch": r.batch,
                     "concurrency": r.concurrency, "throughput": r.throughput, "p99_ms": r.p99_us / 1e3,
-                    "auc": auc[key], "repository": r.repository,
+                    "auc": score, "repository": r.repository, "inputs": r.inputs,
                 }
             )
     return points
@@ -53,12 +56,13 @@ def plot_frontier(path: Path, points: Sequence[dict[str, Any]]) -> None:
     from ttsrec.utils.atomic import atomic_write_bytes
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    series: dict[tuple[str, str, int, int], list[dict[str, Any]]] = {}
+    series: dict[tuple[str, str, str, int, int], list[dict[str, Any]]] = {}
     for p in points:
-        series.setdefault((p["mode"], p["precision"], p["batch"], p["concurrency"]), []).append(p)
-    for (mode, precision, batch, conc), pts in sorted(series.items()):
+        key = (p["mode"], p.get("inputs", IDS), p["precision"], p["batch"], p["concurrency"])
+        series.setdefault(key, []).append(p)
+    for (mode, kind, precision, batch, conc), pts in sorted(series.items()):
         pts = sorted(pts, key=lambda p: p["m"])
-        label = f"{mode} {precision} b={batch} c={conc}"
+        label = f"{mode}{' raw' if kind == RAW else ''} {precision} b={batch} c={conc}"
         for ax, x in ((left, "throughput"), (right, "p99_ms")):
             ax.plot([p[x] for p in pts], [p["auc"] for p in pts], marker="o", label=label)
             for p in pts:

@@ -83,7 +83,8 @@ def report_budget(result: SweepResult, budget_ms: float, reporter: Reporter) -> 
         reporter.note(f"no configuration keeps p99 under {budget_ms:g} ms")
     for p in best:
         reporter.note(
-            f"budget {budget_ms:g} ms, batch {p['batch']}, concurrency {p['concurrency']}: {p['mode']} "
+            f"budget {budget_ms:g} ms, batch {p['batch']}, concurrency {p['concurrency']}: {p['mode']}"
+            f"{' (raw records)' if p.get('inputs') == 'raw' else ''} "
             f"M={p['m']} {p['precision']} (AUC {p['auc']:.4f}, p99 {p['p99_ms']:.2f} ms, "
             f"{p['throughput']:,.0f} infer/s) from {p['repository']}"
         )

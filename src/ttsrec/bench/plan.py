@@ -12,12 +12,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ttsrec.bench.config import SweepConfig
+from ttsrec.bench.config import RAW_MODES, SweepConfig
+from ttsrec.bench.row import IDS, RAW
 from ttsrec.ensemble.modes import INPROCESS_MODES, TRITON_MODES, Mode
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
 
 _M_RE = re.compile(r"^(?:ensemble|fused)_m(\d+)$")
+_RAW_M_RE = re.compile(r"^raw_(?:ensemble|fused)_m(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -26,9 +28,12 @@ class Point:
     m: int
     batch: int
     concurrency: int
+    inputs: str = IDS
+    """`raw`: raw records to the mode's `raw_*` model (`--raw`), else ids."""
 
     def __str__(self) -> str:
-        return f"{self.mode} M={self.m} batch={self.batch} c={self.concurrency}"
+        raw = " (raw)" if self.inputs == RAW else ""
+        return f"{self.mode}{raw} M={self.m} batch={self.batch} c={self.concurrency}"
 
 
 def _where(cfg: SweepConfig) -> str:
@@ -73,11 +78,38 @@ def m_values(cfg: SweepConfig, served: set[str] | None, local: set[str] | None) 
     return wanted
 
 
+def raw_m_values(names: Iterable[str]) -> set[int]:
+    """M values with a raw_ensemble_mM or raw_fused_mM model (`tts-export --raw-inputs`)."""
+    return {int(match.group(1)) for name in names if (match := _RAW_M_RE.match(name))}
+
+
+def raw_model(mode: str, m: int) -> str:
+    """The raw-record twin of a mode's model at M (`--raw`)."""
+    return naming.raw_ensemble_name(m) if mode == Mode.ENSEMBLE else naming.raw_fused_name(m)
+
+
+def check_raw_model(cfg: SweepConfig, model: str, available: set[str] | None) -> None:
+    have = raw_m_values(available or set())
+    if not have:
+        raise UserError(f"--raw: {_where(cfg)} has no raw_ensemble_mM or raw_fused_mM models (export with "
+                        "tts-export --raw-inputs)")
+    if model not in (available or set()):
+        raise UserError(f"--raw needs {model}, which {_where(cfg)} does not have (it has raw models for "
+                        f"M = {', '.join(map(str, sorted(have)))}; tts-export --raw-inputs writes them)")
+
+
+def served_model(mode: str, m: int) -> str:
+    """The Triton model a mode's row at M queries."""
+    names = {Mode.ENSEMBLE: naming.ensemble_name, Mode.FUSED: naming.fused_name,
+             Mode.CASCADE: naming.cascade_name}
+    return names[Mode(mode)](m)
+
+
 def check_model(cfg: SweepConfig, model: str, available: set[str] | None, mode: str) -> None:
     if model not in (available or set()):
-        raise UserError(
-            f"--mode {mode} needs {model}, which {_where(cfg)} does not have (exported with --no-fused?)"
-        )
+        hint = ("tts-export --cascade writes them, for M >= 2" if mode == Mode.CASCADE
+                else "exported with --no-fused?")
+        raise UserError(f"--mode {mode} needs {model}, which {_where(cfg)} does not have ({hint})")
 
 
 def plan(
@@ -88,10 +120,14 @@ def plan(
     points = []
     for mode in cfg.modes:
         mode_ms = ([shard_m] if shard_m else []) if mode == Mode.SHARDED else ms
+        if mode == Mode.CASCADE:
+            mode_ms = [m for m in mode_ms if m >= 2]  # one member has nothing to skip
         for m in mode_ms:
             if mode in TRITON_MODES:
-                name = naming.ensemble_name(m) if mode == Mode.ENSEMBLE else naming.fused_name(m)
+                name = served_model(mode, m)
                 check_model(cfg, name, served if served is not None else local, mode)
+                if cfg.raw and mode in RAW_MODES:
+                    check_raw_model(cfg, raw_model(mode, m), served if served is not None else local)
             labels = list(INPROCESS_MODES) if mode == Mode.INPROCESS else [Mode(mode)]
             for label in labels:
                 if label == Mode.INPROCESS_FUSED:
@@ -99,6 +135,8 @@ def plan(
                 for batch in cfg.batches:
                     for conc in cfg.concurrencies:
                         points.append(Point(label, m, batch, conc))
+                        if cfg.raw and label in RAW_MODES:  # right after its id row: measured alike
+                            points.append(Point(label, m, batch, conc, RAW))
     return points
 
 

@@ -2,7 +2,8 @@
 figures; the CLI draws them), a perf_analyzer-like CSV, the JSON report, the markdown and the PNG plot.
 
 Every table says its rows' precision: in its title when they share one, else in a `prec` column (a
-combined run of an fp32 and an int8 export gives each figure twice, once per precision).
+combined run of an fp32 and an int8 export gives each figure twice, once per precision). Likewise an
+`inputs` column (ids/raw) where a table holds rows of both (`tts-bench --raw`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import polars as pl
 
 from ttsrec.bench.roofline import Roofline
-from ttsrec.bench.row import Row
+from ttsrec.bench.row import IDS, RAW, Row
 from ttsrec.utils.atomic import atomic_write_bytes, atomic_write_text
 from ttsrec.utils.report import Column, Table
 
@@ -28,7 +29,8 @@ def table(rows: Sequence[Row], precisions: Sequence[str] | None = None) -> Table
     `precisions`: those of the whole run, when known before its rows (else the rows' own)."""
     title, column = _precision(
         "tts-bench", "µs; server = queue + compute per request", precisions or [r.precision for r in rows])
-    out = Table(title, [Column("mode", numeric=False), *_prec(column),
+    several = _several_inputs(r.inputs for r in rows)
+    out = Table(title, [Column("mode", numeric=False), *_inputs_column(several), *_prec(column),
                         *map(Column, ("M", "b", "c", "infer/s", "p50", "p99", "server", "cli%", "srv%"))],
                 caption=CAPTION)
     for r in rows:
@@ -36,6 +38,7 @@ def table(rows: Sequence[Row], precisions: Sequence[str] | None = None) -> Table
         server += r.server_compute_output_us
         out.add_row(
             r.mode + (" (pa)" if r.engine == "perf_analyzer" else ""),
+            *([r.inputs] if several else []),
             *([r.precision] if column else []),
             r.m,
             r.batch,
@@ -60,6 +63,15 @@ def _precision(name: str, detail: str, precisions: Iterable[str]) -> tuple[str, 
 
 def _prec(column: bool) -> list[Column]:
     return [Column("prec", numeric=False)] if column else []
+
+
+def _several_inputs(kinds: Iterable[str]) -> bool:
+    """Whether rows (or entries) of raw records and of ids are mixed: then a table says which in a column."""
+    return len(set(kinds)) > 1
+
+
+def _inputs_column(several: bool) -> list[Column]:
+    return [Column("inputs", numeric=False)] if several else []
 
 
 def write_csv(path: Path, rows: Sequence[Row]) -> None:
@@ -87,22 +99,23 @@ def plot(path: Path, rows: Sequence[Row]) -> None:
 
     batches = sorted({r.batch for r in rows})
     fig, axes = plt.subplots(2, len(batches), figsize=(5 * len(batches), 7.5), squeeze=False)
-    series: dict[tuple[str, str, int], list[Row]] = {}
+    series: dict[tuple[str, str, str, int], list[Row]] = {}
     for r in rows:
-        series.setdefault((r.mode, r.precision, r.concurrency), []).append(r)
+        series.setdefault((r.mode, r.precision, r.inputs, r.concurrency), []).append(r)
     styles = ["-", "--", ":", "-."]
-    lines = sorted({(r.mode, r.precision) for r in rows})
+    lines = sorted({(r.mode, r.precision, r.inputs) for r in rows})
     concurrencies = sorted({r.concurrency for r in rows})
     several_precisions = len({r.precision for r in rows}) > 1
     for col, batch in enumerate(batches):
         top, bottom = axes[0][col], axes[1][col]
-        for (mode, precision, conc), points in sorted(series.items()):
+        for (mode, precision, kind, conc), points in sorted(series.items()):
             points = sorted((p for p in points if p.batch == batch), key=lambda p: p.m)
             if not points:
                 continue
-            color = f"C{lines.index((mode, precision)) % 10}"
+            color = f"C{lines.index((mode, precision, kind)) % 10}"
             style = styles[concurrencies.index(conc) % len(styles)]
             label = f"{mode} {precision}" if several_precisions else mode
+            label += " raw" if kind == RAW else ""
             label += f" c={conc}" if len(concurrencies) > 1 else ""
             ms = [p.m for p in points]
             top.plot(ms, [p.throughput for p in points], style, marker="o", color=color, label=label)
@@ -130,14 +143,22 @@ def plot(path: Path, rows: Sequence[Row]) -> None:
 
 
 def _figure_table(name: str, detail: str, entries: Sequence[dict[str, Any]], columns: Sequence[Column],
-                  cells: Iterable[Sequence[Any]], at: int = 1) -> Table:
-    """A derived figure's table: a `prec` column inserted at `at` when its entries differ in precision."""
+                  cells: Iterable[Sequence[Any]], at: int = 1, inputs_at: int | None = None) -> Table:
+    """A derived figure's table: a `prec` column inserted at `at` when its entries differ in precision, and
+    an `inputs` column at `inputs_at` (before `prec` there) when they mix raw records and ids."""
     title, column = _precision(name, detail, (e.get("precision", "fp32") for e in entries))
+    where = inputs_at if _several_inputs(e.get("inputs", IDS) for e in entries) else None
     columns = list(columns)
-    out = Table(title, columns[:at] + _prec(column) + columns[at:])
+    columns = columns[:at] + _prec(column) + columns[at:]
+    if where is not None:
+        columns.insert(where, Column("inputs", numeric=False))
+    out = Table(title, columns)
     for e, row in zip(entries, cells, strict=True):
         row = list(row)
-        out.add_row(*row[:at], *([e.get("precision", "fp32")] if column else []), *row[at:])
+        row = [*row[:at], *([e.get("precision", "fp32")] if column else []), *row[at:]]
+        if where is not None:
+            row.insert(where, e.get("inputs", IDS))
+        out.add_row(*row)
     return out
 
 
@@ -157,7 +178,8 @@ def summary_tables(result: Any) -> list[Table]:
         out.append(_figure_table(
             "scaling efficiency", "M·throughput(M) / throughput(1) (1.0: each member costs its share)", eff,
             [*_text("mode"), *_numbers("batch", "conc", "M", "efficiency")],
-            ((e["mode"], e["batch"], e["concurrency"], e["m"], f"{e['efficiency']:.2f}") for e in eff)))
+            ((e["mode"], e["batch"], e["concurrency"], e["m"], f"{e['efficiency']:.2f}") for e in eff),
+            inputs_at=1))
     if ratio := summary["serving_ratio"]:
         out.append(_figure_table(
             "best Triton mode", "its throughput / the in-process fused graph's", ratio,
@@ -173,13 +195,13 @@ def summary_tables(result: Any) -> list[Table]:
             "memory)", floor,
             [*_text("mode"), *_numbers("M", "MB"), *_text("weights"),
              *_numbers("GB/s", "floor", "p50", "ratio")],
-            _floor_cells(floor)))
+            _floor_cells(floor), inputs_at=1))
     if roof := summary["compute_roof"]:
         t = _figure_table(
             "compute roof", "achieved fraction: MACs/row × rows/s over onnxruntime's GEMM (runtime) and the "
             "fastest kernel at hand (hardware) in the row's precision", roof,
             [*_text("mode"), *_numbers("M", "b", "c", "MMAC/row", "GMAC/s", "runtime", "hardware")],
-            _roof_cells(roof))
+            _roof_cells(roof), inputs_at=1)
         t.caption = "\n".join(beaten(summary))
         out.append(t)
     if pinned := summary.get("parallel_servers", []):
@@ -193,6 +215,12 @@ def summary_tables(result: Any) -> list[Table]:
             _numbers("M", "batch", "conc", "sharded p50", "slowest shard p50", "overhead"),
             ((e["m"], e["batch"], e["concurrency"], f"{e['sharded_p50_us']:,.0f}",
               f"{e['slowest_shard_p50_us']:,.0f}", f"{e['overhead_us']:,.0f}") for e in fan), at=0))
+    if raw := summary.get("raw_vs_ids", []):
+        out.append(_figure_table(
+            "raw records vs ids", "a raw_* model's infer/s and p50 (µs) against its id model's at the same "
+            "point (--raw; * not stable)", raw,
+            [*_text("mode"), *_numbers("M", "b", "c", "ids/s", "raw/s", "ratio", "ids p50", "raw p50")],
+            _raw_cells(raw)))
     if result.accuracy:
         out.append(_figure_table(
             "what each M buys", "through the served models", result.accuracy,
@@ -205,14 +233,16 @@ def summary_tables(result: Any) -> list[Table]:
 def markdown(result: Any) -> str:
     """The rows and the derived figures as markdown tables (for a README's performance section)."""
     machine = result.metadata["machine"]
-    rows = Table("rows", [*_text("mode", "precision", "engine"), *_numbers(
+    several = _several_inputs(r.inputs for r in result.rows)
+    rows = Table("rows", [*_text("mode", *(["inputs"] if several else []), "precision", "engine"), *_numbers(
         "M", "batch", "conc", "infer/s", "p50 µs", "p90 µs", "p99 µs", "server queue µs", "server compute µs",
         "client overhead µs", "client CPU %", "server CPU %"), *_text("stable")])
     for r in result.rows:
         compute = r.server_compute_input_us + r.server_compute_infer_us + r.server_compute_output_us
         queue, comp = (f"{r.server_queue_us:,.0f}", f"{compute:,.0f}") if compute else ("-", "-")
         overhead = "-" if r.client_overhead_us is None else f"{r.client_overhead_us:,.0f}"
-        rows.add_row(r.mode, r.precision, r.engine, r.m, r.batch, r.concurrency, f"{r.throughput:,.0f}",
+        rows.add_row(r.mode, *([r.inputs] if several else []), r.precision, r.engine, r.m, r.batch,
+                     r.concurrency, f"{r.throughput:,.0f}",
                      f"{r.p50_us:,.0f}", f"{r.p90_us:,.0f}", f"{r.p99_us:,.0f}", queue, comp, overhead,
                      f"{r.client_cpu:.0f}", "-" if r.server_cpu is None else f"{r.server_cpu:.0f}",
                      "yes" if r.stable else "no")
@@ -226,9 +256,18 @@ def markdown(result: Any) -> str:
     ]
     summary = result.summary
     lines += _table("Scaling efficiency M·throughput(M)/throughput(1):",
-                    [*_text("mode", "precision"), *_numbers("batch", "conc", "M", "efficiency")],
-                    [[e["mode"], e.get("precision", "fp32"), e["batch"], e["concurrency"], e["m"],
-                      f"{e['efficiency']:.2f}"] for e in summary["scaling_efficiency"]])
+                    [*_text("mode", *(["inputs"] if several else []), "precision"),
+                     *_numbers("batch", "conc", "M", "efficiency")],
+                    [[e["mode"], *([e.get("inputs", IDS)] if several else []), e.get("precision", "fp32"),
+                      e["batch"], e["concurrency"], e["m"], f"{e['efficiency']:.2f}"]
+                     for e in summary["scaling_efficiency"]])
+    raw = summary.get("raw_vs_ids", [])
+    lines += _table("Raw records vs ids (--raw): a raw_* model against its id model at the same point:",
+                    [*_text("mode", "precision"), *_numbers("M", "batch", "conc", "ids infer/s",
+                                                            "raw infer/s", "raw / ids", "ids p50 µs",
+                                                            "raw p50 µs")],
+                    [[c[0], e.get("precision", "fp32"), *c[1:]] for e, c in zip(raw, _raw_cells(raw),
+                                                                                   strict=True)])
     lines += _table("Best Triton mode vs in-process fused graph (throughput ratio):",
                     [*_numbers("M"), *_text("precision"), *_numbers("batch", "conc"), *_text("best mode"),
                      *_numbers("ratio")],
@@ -238,9 +277,11 @@ def markdown(result: Any) -> str:
         lines += ["", "Roofline measured in this run (before the rows):", "",
                   *roofline_markdown(result.roofline)]
     lines += _table("Batch 1, concurrency 1: p50 against the read-bandwidth floor (weights in cache "
-                    "or memory):", FLOOR_HEADER, _floor_rows(summary["bandwidth_floor"]))
+                    "or memory):", *_with_inputs(FLOOR_HEADER, summary["bandwidth_floor"],
+                                                 _floor_rows(summary["bandwidth_floor"]), several))
     lines += _table("Achieved fraction of the compute roof (MACs/row × rows/s / roof):",
-                    ROOF_HEADER, _roof_rows(summary["compute_roof"]))
+                    *_with_inputs(ROOF_HEADER, summary["compute_roof"], _roof_rows(summary["compute_roof"]),
+                                  several))
     lines += [f"\n{note}" for note in beaten(summary)]
     lines += _table("Sharded fan-out overhead (sharded p50 − slowest shard's own p50):",
                     _numbers("M", "batch", "conc", "sharded p50 µs", "slowest shard p50 µs", "overhead µs"),
@@ -258,10 +299,26 @@ def markdown(result: Any) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _raw_cells(entries: Sequence[dict[str, Any]]) -> list[list[str]]:
+    """mode, M, batch, conc, ids infer/s, raw infer/s, ratio, ids p50, raw p50."""
+    return [[e["mode"], str(e["m"]), str(e["batch"]), str(e["concurrency"]), f"{e['ids_throughput']:,.0f}",
+             f"{e['raw_throughput']:,.0f}", f"{e['ratio']:.2f}" + ("" if e["stable"] else "*"),
+             f"{e['ids_p50_us']:,.0f}", f"{e['raw_p50_us']:,.0f}"] for e in entries]
+
+
 FLOOR_HEADER = [*_text("mode", "precision"), *_numbers("M", "dense MB"), *_text("weights in"),
                 *_numbers("read GB/s", "floor µs", "p50 µs", "p50 / floor")]
 ROOF_HEADER = [*_text("mode", "precision"), *_numbers("M", "batch", "conc", "MMAC/row", "GMAC/s",
                                                       "of runtime roof", "of hardware roof")]
+
+
+def _with_inputs(header: Sequence[Column], entries: Sequence[dict[str, Any]], rows: list[list[str]],
+                 several: bool) -> tuple[list[Column], list[list[str]]]:
+    """A markdown table's header and rows with an `inputs` column after the mode when the run mixes them."""
+    if not several:
+        return list(header), rows
+    return ([header[0], *_text("inputs"), *header[1:]],
+            [[row[0], e.get("inputs", IDS), *row[1:]] for e, row in zip(entries, rows, strict=True)])
 
 
 def _floor_cells(entries: Sequence[dict[str, Any]]) -> list[list[str]]:

@@ -65,7 +65,8 @@ class SweepResult:
                 "protocol": cfg.protocol,
                 "engine": cfg.engine,
                 "pin_cores": cfg.pin_cores,
-                "inputs": f"rows of {cfg.data}" if cfg.data else "random valid ids from the feature map",
+                "inputs": _inputs(cfg),
+                "raw": cfg.raw,
                 "measurement": vars(cfg.settings),
             },
             "roofline": self.roofline.to_dict() if self.roofline else None,
@@ -79,6 +80,15 @@ class SweepResult:
             "summary": self.summary,
         }
 
+
+
+def _inputs(cfg: SweepConfig) -> str:
+    """What the requests carried (with --raw: the raw rows' records, and their ids to the id models)."""
+    if cfg.data:
+        return f"rows of {cfg.data}" + (" (ids, and as raw records: --raw)" if cfg.raw else "")
+    if cfg.raw:
+        return "vocabulary rows as raw records and their ids (--raw)"
+    return "random valid ids from the feature map"
 
 
 def combine(results: list[SweepResult]) -> SweepResult:

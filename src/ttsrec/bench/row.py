@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+IDS = "ids"
+"""A row's `inputs`: feat_ids to an id model (`ensemble_mM`, `fused_mM`, ...)."""
+RAW = "raw"
+"""A row's `inputs`: raw records to a `raw_ensemble_mM` / `raw_fused_mM` (`tts-bench --raw`)."""
+
 # perf_analyzer's `-f` CSV columns, in its order, and the Row attribute each one comes from.
 PA_COLUMNS: dict[str, str] = {
     "Concurrency": "concurrency",
@@ -40,6 +45,8 @@ EXTRA_COLUMNS = (
     "macs_per_row",
     "runtime_roof_fraction",
     "hardware_roof_fraction",
+    "inputs",
+    "members_per_row",
 )
 
 
@@ -85,6 +92,10 @@ class Row:
     server_compute_infer_us: float = 0.0
     server_compute_output_us: float = 0.0
     client_recv_us: float = 0.0
+    inputs: str = IDS
+    members_per_row: float | None = None
+    """Cascade rows: the average number of members the requests' rows went through (served answers)."""
+    """What the requests carried: `ids` (feat_ids), or `raw` records to the id model's raw twin (`--raw`)."""
 
     @property
     def client_overhead_us(self) -> float | None:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ttsrec.bench import inputs, pinning
 from ttsrec.bench.config import SweepConfig
 from ttsrec.bench.repo_info import RepositoryInfo
+from ttsrec.bench.row import RAW
 from ttsrec.bench.server_info import ServedInfo, served_info
 from ttsrec.bench.targets import server_models
 from ttsrec.data.feature_map import FeatureMap
@@ -36,6 +38,10 @@ class Sources:
     pool: np.ndarray
     """Request rows the loads draw their batches from."""
     url: str | None = None
+    raw_pool: inputs.RawPool | None = None
+    """`--raw`: the raw records the raw rows send; `pool` then holds their ids, so both send the same rows."""
+    raw_eval: inputs.RawPool | None = None
+    """`--raw --eval-data`: the evaluated test rows as raw records (the raw models' AUC)."""
 
     @classmethod
     def load(cls, cfg: SweepConfig) -> Sources:
@@ -50,7 +56,18 @@ class Sources:
         served = server_models(cfg.url, cfg.protocol) if cfg.url else None
         info = served_info(cfg.url, cfg.protocol, served) if served else None
         pool = _input_pool(cfg, repo.feature_map if repo else None, info)
-        return cls(repo, served, info, core_sets, pool, cfg.url)
+        raw_pool = raw_eval = None
+        if cfg.raw:
+            raw_pool, raw_eval = _raw_pools(cfg, repo.feature_map if repo else None)
+            pool = raw_pool.ids
+        return cls(repo, served, info, core_sets, pool, cfg.url, raw_pool, raw_eval)
+
+    def pool_for(self, kind: str) -> Any:
+        """What a row's loads cut their batches from: ids, or (`raw`) the raw records."""
+        if kind == RAW:
+            assert self.raw_pool is not None, "raw rows are planned only with --raw"
+            return self.raw_pool.records
+        return self.pool
 
     @property
     def fmap(self) -> FeatureMap | None:
@@ -75,14 +92,19 @@ class Sources:
         """What the rows' `repository` column names: the local repository, else the URL."""
         return str(self.repo.path if self.repo else self.url)
 
-    def macs_per_row(self, m: int) -> int | None:
-        """Dense MACs of one row through ensemble_mM's members, as the exporter counted them
-        (`ttsrec.models.cost`, in the manifest); None without a local repository or the counts."""
+    def member_macs(self, m: int) -> list[int] | None:
+        """Dense MACs of each of ensemble_mM's members, in member order (None where not counted)."""
         if self.repo is None or not self.repo.has(naming.ensemble_name(m)):
             return None
         costs = {r["name"]: r.get("cost", {}) for r in self.repo.manifest.get("members", [])}
         macs = [costs.get(n, {}).get("macs_per_sample") for n in self.repo.members(m)]
-        return sum(macs) if macs and all(isinstance(x, int) for x in macs) else None
+        return macs if macs and all(isinstance(x, int) for x in macs) else None
+
+    def macs_per_row(self, m: int) -> int | None:
+        """Dense MACs of one row through ensemble_mM's members, as the exporter counted them
+        (`ttsrec.models.cost`, in the manifest); None without a local repository or the counts."""
+        macs = self.member_macs(m)
+        return None if macs is None else sum(macs)
 
     def weight_bytes(self, ms: list[int]) -> dict[int, int]:
         """Dense weight bytes a batch-1 request of each M reads (the members' ONNX initializers)."""
@@ -102,6 +124,23 @@ def _core_sets(cfg: SweepConfig) -> list[list[int]]:
 
     assert cfg.shards_repository is not None  # checked with the other sharded options
     return pinning.core_sets(len(find_shards(cfg.shards_repository)))
+
+
+def _raw_pools(cfg: SweepConfig, fmap: FeatureMap | None) -> tuple[inputs.RawPool, inputs.RawPool | None]:
+    """`--raw`: the records to send (the test rows of `--data`, else vocabulary rows) and, with
+    `--eval-data`, its evaluated test rows as records; read now, so a missing raw file fails first."""
+    if fmap is None:
+        raise UserError("--raw builds raw records from the repository's feature map: pass --repository "
+                        "(the export the server serves)")
+    if cfg.data is not None:
+        pool = inputs.raw_test_records(fmap, cfg.data, inputs.POOL_ROWS)
+    else:
+        pool = inputs.vocabulary_records(fmap, inputs.POOL_ROWS, seed=cfg.seed)
+    evaluated = None
+    if cfg.eval_data is not None:
+        inputs.check_matches(FeatureMap.load(cfg.eval_data), cfg.eval_data, fmap)
+        evaluated = inputs.raw_test_records(fmap, cfg.eval_data, cfg.eval_rows)
+    return pool, evaluated
 
 
 def _input_pool(cfg: SweepConfig, fmap: FeatureMap | None, info: ServedInfo | None) -> np.ndarray:

@@ -18,8 +18,8 @@ from ttsrec.bench.plan import Point, m_values, plan, shard_m, unsharded_ms
 from ttsrec.bench.repo_info import RepositoryInfo
 from ttsrec.bench.result import SweepResult, combine
 from ttsrec.bench.roofline import Roofline
-from ttsrec.bench.row import Row
-from ttsrec.bench.runner import TargetCache, evaluate, measure_point, target_for
+from ttsrec.bench.row import RAW, Row
+from ttsrec.bench.runner import TargetCache, cascade_cost, evaluate, measure_point, target_for
 from ttsrec.bench.servers import server, shard_servers
 from ttsrec.bench.sources import Sources
 from ttsrec.bench.targets import model_config, server_models, triton_target, usable_cores
@@ -77,6 +77,8 @@ class Sweep:
         shard_rows: list[Row] = []
         accuracy: list[dict[str, Any]] = []
         notes: dict[str, Any] = {"usable_cores": usable_cores(), "targets": {}}
+        if src.raw_pool is not None:
+            notes["raw_records"] = src.raw_pool.source + "; the id rows send the same rows' ids"
         with ExitStack() as stack:
             url, main_pids, shard_pids = cfg.url, [], []
             needs_server = bool(set(cfg.modes) & set(TRITON_MODES)) or (
@@ -110,13 +112,18 @@ class Sweep:
                 target.server_pids = shard_pids if point.mode == Mode.SHARDED else main_pids
                 if point.mode in INPROCESS_MODES:
                     target.server_pids = []
-                row = measure_point(target, point, cfg, src.pool)
-                row.precision, row.repository = src.precision, src.source
+                row = measure_point(target, point, cfg, src.pool_for(point.inputs))
+                row.precision, row.repository, row.inputs = src.precision, src.source, point.inputs
+                macs = src.macs_per_row(point.m)
+                if point.mode == Mode.CASCADE:
+                    row.members_per_row, macs = cascade_cost(target, src.pool_for(point.inputs), point.batch,
+                                                             src.member_macs(point.m))
                 if point.mode != Mode.SHARDED:  # a sharded export's members may differ from this one's
-                    analysis.set_roof_fractions(row, src.macs_per_row(point.m), roofline)
+                    analysis.set_roof_fractions(row, macs, roofline)
                 rows.append(row)
                 fused = point.mode in (Mode.FUSED, Mode.INPROCESS_FUSED)
                 key = f"{point.mode}_m{point.m}" + (f"_c{point.concurrency}" if fused else "")
+                key = f"raw_{key}" if point.inputs == RAW else key
                 notes["targets"][key] = {"model": target.model, **target.notes}
                 on_row(point, row)
                 if point.mode == Mode.SHARDED:

@@ -5,6 +5,8 @@ the server's statistics and which models make up the request's critical path.
 
 - Triton modes (`ensemble`, `fused`, one shard alone): requests encoded once per batch, then sent as bytes:
   gRPC as blocking calls from N threads on one raw channel, HTTP from one event-loop thread (aiohttp);
+  a raw model (`raw_ensemble_mM`, `raw_fused_mM`, `--raw`) the same way, its batches raw records laid out
+  with the client's raw layout from the model's served config;
 - `sharded`: `ttsrec.client.ShardedClient` (its own fan-out to K servers), from N threads;
 - in-process: members one by one + numpy mean (one intra-op thread per session, like the served
   members), or the fused graph with `cores // concurrency` intra-op threads (at least one), so that
@@ -19,9 +21,21 @@ from typing import Any
 
 import numpy as np
 
+from ttsrec.bench import inputs
 from ttsrec.bench.load import AsyncLoad, Load, ThreadLoad
+from ttsrec.bench.row import IDS, RAW
 from ttsrec.bench.server_stats import ServerTimes, Snapshot, critical_path, model_times, statistics_reader
-from ttsrec.client.transport import Transport, async_sender, grpc_sender
+from ttsrec.client.raw import RawField, raw_fields
+from ttsrec.client.transport import (
+    Transport,
+    async_payload_sender,
+    async_sender,
+    config_parameters,
+    grpc_payload_sender,
+    grpc_raw_infer_request,
+    grpc_sender,
+    http_raw_infer_body,
+)
 from ttsrec.ensemble.modes import CLI_MODES, Mode
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
@@ -40,7 +54,8 @@ class Target:
     mode: str
     m: int
     model: str
-    make_load: Callable[[Sequence[np.ndarray]], Load]
+    make_load: Callable[[Sequence[Any]], Load]
+    """Pre-built request batches -> a load: id tensors, or (`inputs` raw) lists of raw records."""
     protocol: str = ""
     url: str | None = None
     snapshot: Callable[[], Snapshot] | None = None
@@ -48,6 +63,8 @@ class Target:
     notes: dict[str, Any] = field(default_factory=dict)
     server_pids: list[int] = field(default_factory=list)
     """Server processes whose CPU the row reports (only for servers this bench started)."""
+    inputs: str = IDS
+    """`raw`: the model takes raw records (`raw_*`), and `make_load` lists of them."""
 
 
 # -- Triton ------------------------------------------------------------------------------------------
@@ -84,12 +101,21 @@ def triton_target(mode: str, m: int, url: str, protocol: str, model: str) -> Tar
             return critical_path(before, after, parallel, tail)
         return model_times(before, after, model)
 
-    def make_load(batches: Sequence[np.ndarray]) -> Load:
+    parameters = config_parameters(config)
+    raw = raw_fields(config, parameters)  # () for an id model
+    max_string_bytes = int(parameters.get("max_string_bytes") or 0)
+
+    def make_load(batches: Sequence[Any]) -> Load:
+        if raw:
+            return _raw_load(url, protocol, model, raw, max_string_bytes, outputs, batches)
         if protocol == "grpc":  # blocking raw calls from N threads: the lightest Python gRPC path
             return ThreadLoad(*grpc_sender(url, model, input_name, outputs, batches, REQUEST_TIMEOUT_S))
         return AsyncLoad(lambda: async_sender(url, protocol, model, input_name, outputs, batches,
                                               timeout_s=REQUEST_TIMEOUT_S))
 
+    notes: dict[str, Any] = {"composing_models": steps}
+    if raw:
+        notes["raw_inputs"] = len(raw)
     return Target(
         mode=mode,
         m=m,
@@ -99,8 +125,21 @@ def triton_target(mode: str, m: int, url: str, protocol: str, model: str) -> Tar
         url=url,
         snapshot=statistics_reader(url, protocol),
         server_times=times,
-        notes={"composing_models": steps},
+        notes=notes,
+        inputs=RAW if raw else IDS,
     )
+
+
+def _raw_load(url: str, protocol: str, model: str, fields: Sequence[RawField], max_string_bytes: int,
+              outputs: tuple[str, ...], batches: Sequence[Sequence[dict[str, Any]]]) -> Load:
+    """A raw model's load: each batch of records laid out and serialized once (the client's raw layout and
+    checks), then sent as bytes like id requests: gRPC blocking from N threads, HTTP from the event loop."""
+    tensors = [(inputs.raw_tensors(fields, b, max_string_bytes), len(b)) for b in batches]
+    if protocol == "grpc":
+        payloads = [grpc_raw_infer_request(model, t, rows, outputs, REQUEST_TIMEOUT_S) for t, rows in tensors]
+        return ThreadLoad(*grpc_payload_sender(url, model, payloads, REQUEST_TIMEOUT_S))
+    bodies = [http_raw_infer_body(t, rows, outputs, REQUEST_TIMEOUT_S) for t, rows in tensors]
+    return AsyncLoad(lambda: async_payload_sender(url, protocol, model, bodies, timeout_s=REQUEST_TIMEOUT_S))
 
 
 # -- sharded -----------------------------------------------------------------------------------------

@@ -134,6 +134,16 @@ def bench(
         Path | None,
         typer.Option("--data", help="Prepared data dir: send its test rows instead of random valid ids."),
     ] = None,
+    raw: Annotated[
+        bool,
+        typer.Option(
+            "--raw",
+            help="Measure each ensemble/fused row again with raw records sent to its raw_ensemble_mM / "
+            "raw_fused_mM (tts-export --raw-inputs), next to it (inputs column: ids/raw): the test rows of "
+            "--data read again from its raw files, else rows covering the vocabulary; the id rows send the "
+            "same rows' ids.",
+        ),
+    ] = False,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="JSON report (rows, machine, versions).")
     ] = None,
@@ -187,6 +197,7 @@ def bench(
         shard_urls=list(shard_url or []),
         protocol=protocol,
         data=data,
+        raw=raw,
         eval_data=eval_data,
         eval_rows=eval_rows,
         engine=engine,

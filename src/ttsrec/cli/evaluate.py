@@ -1,4 +1,5 @@
-"""`tts-eval`: what test-time scaling buys: AUC/logloss against M, diversity, and parameter scaling."""
+"""`tts-eval`: what test-time scaling buys: AUC/logloss against M, diversity, cascades, parameter scaling, and
+the compute-AUC frontier."""
 
 from __future__ import annotations
 
@@ -36,12 +37,16 @@ def evaluate(
         "on the validation split).")] = "mean,weighted,selection",
     soup: Annotated[bool, typer.Option(
         "--soup/--no-soup", help="Also score a weight-averaged soup of same-architecture members.")] = True,
+    cascade: Annotated[bool, typer.Option(
+        "--cascade/--no-cascade", help="Also score cascaded merging per group of 2+ members: members in "
+        "stages, settled rows stop (rule and threshold fitted on the validation split).")] = False,
     threads: Annotated[int | None, typer.Option(help="torch threads (default: torch's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing report dir.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Score members on the test split; writes report.md, results.csv/json and PNG plots into --out."""
     from ttsrec.evaluate import evaluate_runs
+    from ttsrec.evaluate.cascade import fitted_rows
     from ttsrec.evaluate.report import tables
     from ttsrec.utils.common import parse_int_list
 
@@ -55,7 +60,7 @@ def evaluate(
         sources, data, out, m_list=parse_int_list(m_list, "--m-list"), subsets=subsets, seed=seed,
         param_scaling=param_scaling, scaling_m=parse_int_list(scaling_m, "--scaling-m"),
         scaling_kinds=[k.strip() for k in scaling_kinds.split(",") if k.strip()],
-        merges=[k.strip() for k in merges.split(",") if k.strip()], soup=soup, force=force,
+        merges=[k.strip() for k in merges.split(",") if k.strip()], soup=soup, cascade=cascade, force=force,
         reporter=RichReporter(console, show_progress=not quiet))
     for table in tables(result):
         results.table(table)
@@ -63,7 +68,15 @@ def evaluate(
         gain = g["gain"]
         console.print(f"{g['name']}: mean pairwise JS {g['js_mean']:.3g} bits; M={gain['M']} AUC gain "
                       f"{gain['auc']:+.4f} over the {g['reference']['kind'].replace('_', ' ')}")
-    console.print(f"[green]wrote[/] {out}: report.md, results.csv/json, auc_vs_m.png, auc_vs_macs.png")
+    sizes = {g["name"]: len(g["members"]) for g in result["groups"]}
+    for r in fitted_rows(result.get("cascade") or []):
+        full = next(f for f in result["cascade"] if f["kind"] == "full" and f["group"] == r["group"]
+                    and f["merge"] == "mean")
+        console.print(f"{r['group']}: cascade ({r['merge']}, {r['order']} order, rule {r['rule']}) "
+                      f"{r['avg_members']:.2f} members/row, test AUC {r['auc'] - full['auc']:+.5f} against "
+                      f"the mean of all {sizes[r['group']]}")
+    extra = ", cascade.csv, cascade_<group>.png" if result.get("cascade") else ""
+    console.print(f"[green]wrote[/] {out}: report.md, results.csv/json{extra}, auc_vs_m.png, frontier.png")
 
 
 def main() -> None:

@@ -18,7 +18,9 @@ What it offers (everything else builds on these):
 - load generators (the bench): requests encoded once per batch, a serialized `ModelInferRequest` or a
   binary HTTP body, then sent as bytes: `grpc_sender(...)` (blocking, one raw channel, many threads: the
   lightest path) and `async_sender(...)` (a coroutine on a raw `grpc.aio` channel or aiohttp, many
-  requests in flight from one thread); `decode_answer` reads an answer when a caller needs it.
+  requests in flight from one thread); `grpc_payload_sender` / `async_payload_sender` send requests already
+  built (raw models: `grpc_raw_infer_request`, `http_raw_infer_body`); `decode_answer` reads an answer when a
+  caller needs it.
 """
 
 from __future__ import annotations
@@ -443,6 +445,21 @@ def http_infer_body(input_name: str, ids: np.ndarray, outputs: Sequence[str],
                            "Accept-Encoding": "identity"}
 
 
+def http_raw_infer_body(tensors: Sequence[tuple[str, str, bytes]], rows: int, outputs: Sequence[str],
+                        timeout_s: float = DEFAULT_TIMEOUT_S) -> tuple[bytes, dict[str, str]]:
+    """`http_infer_body` for a raw model: (input name, datatype, payload in wire layout) per input, each
+    [rows, 1]; Triton's binary extension takes BYTES in the same length-prefixed layout as gRPC."""
+    header = json.dumps({
+        "inputs": [{"name": name, "shape": [rows, 1], "datatype": datatype,
+                    "parameters": {"binary_data_size": len(payload)}} for name, datatype, payload in tensors],
+        "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
+        "parameters": {"timeout": deadline_us(timeout_s)},
+    }, separators=(",", ":")).encode()
+    body = b"".join([header, *(payload for _, _, payload in tensors)])
+    return body, {HTTP_HEADER_LENGTH: str(len(header)), "Content-Type": "application/octet-stream",
+                  "Accept-Encoding": "identity"}
+
+
 def decode_answer(protocol: str, answer: Any) -> dict[str, np.ndarray]:
     """An `async_sender` answer as {output: array}: gRPC's serialized `ModelInferResponse`, or HTTP's
     (body, JSON header length) pair. Not done in the hot loop: the bench only needs the status."""
@@ -518,11 +535,26 @@ async def async_sender(url: str, protocol: str, model: str, input_name: str, out
     url = normalise_url(url, protocol)
     if not batches:
         raise ClientError("no request batches to send", url=url, model=model)
+    if protocol == "grpc":
+        payloads: list[Any] = [grpc_infer_request(model, input_name, b, outputs, timeout_s) for b in batches]
+    else:
+        payloads = [http_infer_body(input_name, b, outputs, timeout_s) for b in batches]
+    return await async_payload_sender(url, protocol, model, payloads, timeout_s)
+
+
+async def async_payload_sender(url: str, protocol: str, model: str, payloads: Sequence[Any],
+                               timeout_s: float = DEFAULT_TIMEOUT_S,
+                               ) -> tuple[Callable[[int], Awaitable[Any]], Callable[[], Awaitable[None]]]:
+    """`async_sender` for requests already built: serialized `ModelInferRequest`s for gRPC
+    (`grpc_infer_request`, `grpc_raw_infer_request`), (body, headers) pairs for HTTP (`http_infer_body`,
+    `http_raw_infer_body`)."""
+    url = normalise_url(url, protocol)
+    if not payloads:
+        raise ClientError("no request batches to send", url=url, model=model)
     where = {"url": url, "model": model, "protocol": protocol, "timeout_s": timeout_s}
     if protocol == "grpc":
         import grpc
 
-        payloads = [grpc_infer_request(model, input_name, b, outputs, timeout_s) for b in batches]
         channel = grpc.aio.insecure_channel(url, options=grpc_channel_args())
         call = channel.unary_unary(GRPC_INFER_METHOD)  # no (de)serializers: bytes in, bytes out
         count = len(payloads)
@@ -538,7 +570,7 @@ async def async_sender(url: str, protocol: str, model: str, input_name: str, out
     import aiohttp
     from tritonclient.utils import InferenceServerException
 
-    bodies = [http_infer_body(input_name, b, outputs, timeout_s) for b in batches]
+    bodies = list(payloads)
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1024),
                                     timeout=aiohttp.ClientTimeout(total=timeout_s), auto_decompress=False)
     endpoint, count = f"http://{url}/v2/models/{model}/infer", len(bodies)

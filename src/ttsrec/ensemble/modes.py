@@ -13,6 +13,8 @@ class Mode(str, Enum):
     """Triton `ensemble_mM`: M member models in parallel, then the merge step."""
     FUSED = "fused"
     """Triton `fused_mM`: all M members and the merge in one ONNX graph."""
+    CASCADE = "cascade"
+    """Triton `cascade_mM`: the members in stages, each stage only on the rows not yet settled."""
     SHARDED = "sharded"
     """K shard servers, each summing its members, merged by the client."""
     SHARD = "shard"
@@ -28,10 +30,10 @@ class Mode(str, Enum):
         return self.value
 
 
-TRITON_MODES: tuple[Mode, ...] = (Mode.ENSEMBLE, Mode.FUSED)
+TRITON_MODES: tuple[Mode, ...] = (Mode.ENSEMBLE, Mode.FUSED, Mode.CASCADE)
 """Modes that query one served model on one server."""
-SERVED_MODES: tuple[Mode, ...] = (Mode.ENSEMBLE, Mode.FUSED, Mode.SHARDED)
+SERVED_MODES: tuple[Mode, ...] = (Mode.ENSEMBLE, Mode.FUSED, Mode.CASCADE, Mode.SHARDED)
 """Modes whose rows go through tritonserver (compared with each other and with in-process)."""
 INPROCESS_MODES: tuple[Mode, ...] = (Mode.INPROCESS_MEMBERS, Mode.INPROCESS_FUSED)
-CLI_MODES: tuple[Mode, ...] = (Mode.ENSEMBLE, Mode.FUSED, Mode.SHARDED, Mode.INPROCESS)
+CLI_MODES: tuple[Mode, ...] = (Mode.ENSEMBLE, Mode.FUSED, Mode.CASCADE, Mode.SHARDED, Mode.INPROCESS)
 """`tts-bench --mode` choices."""

@@ -1,4 +1,5 @@
-"""PNG plots of the evaluation: AUC against M, and AUC against inference MACs per sample."""
+"""PNG plots of the evaluation: AUC against M, the compute-AUC frontier (AUC against inference MACs per row),
+and the JS matrices."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 
 LABELS = {"tts": "merge M members", "tts_balanced": "merge M (balanced mix)",
           "best_backbone": "merge M of best backbone", "group": "group runs (trained jointly)",
@@ -61,25 +63,81 @@ def plot_auc_vs_m(rows: Sequence[dict[str, Any]], groups: Sequence[dict[str, Any
     _save(fig, path)
 
 
-def plot_auc_vs_macs(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Test-time scaling and parameter scaling on one inference-cost axis."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
-    for (group, kind, merge), series in _series(rows).items():
-        if kind == "soup" or merge not in ("mean", "none"):
+FAMILY_MARKERS = {"soup": "x", "distilled": "D", "single": "s"}
+"""Families drawn as points (no line): a soup, a distilled student, a single model trained on labels."""
+
+
+def plot_frontier(points: Sequence[dict[str, Any]], path: Path, *, span: float = 0.04) -> None:
+    """The compute-AUC frontier: test AUC against inference MACs per row (log axis), every method a line
+    or point (`ttsrec.evaluate.report.frontier_points`): merging M members (one line per merge), the
+    scaled single models, soups, distilled students, and each cascade's threshold sweep (its fitted point
+    a star). Points more than `span` below the best AUC, and soups below everything else, are left off the
+    chart (the table has them)."""
+    curves_count = len({p["curve"] for p in points})
+    fig, ax = plt.subplots(figsize=(7.6, 4.8 + 0.11 * ((curves_count + 1) // 2)), dpi=110)
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        curves.setdefault(p["curve"], []).append(p)
+    colours = plt.get_cmap("tab20").colors
+    for n, series in enumerate(curves.values()):
+        series = sorted(series, key=lambda p: (p["macs"], p["auc"]))
+        first, colour = series[0], colours[(2 * n) % 20 if n < 10 else (2 * n + 1) % 20]
+        xs, ys = [p["macs"] for p in series], [p["auc"] for p in series]
+        family = first["family"]
+        if family == "cascade":
+            ax.plot(xs, ys, "-", linewidth=1, color=colour, alpha=0.85, label=first["label"])
+            for p in series:
+                if p["fitted"]:
+                    ax.plot(p["macs"], p["auc"], "*", markersize=12, color=colour, markeredgecolor="black",
+                            markeredgewidth=0.5)
             continue
-        ax.plot([r["macs_per_sample"] for r in series], [r["auc"] for r in series],
-                marker=MARKERS.get(kind, "o"), linestyle="--" if kind.startswith("param") else "-",
-                label=_label(group, kind, merge))
-        for r in series:
-            ax.annotate(f"{r['M']}", (r["macs_per_sample"], r["auc"]), fontsize=6,
-                        textcoords="offset points", xytext=(3, 3))
+        if family in FAMILY_MARKERS:
+            ax.plot(xs, ys, FAMILY_MARKERS[family], linestyle="none", markersize=8 if family != "soup" else 6,
+                    color=colour, label=first["label"])
+        else:
+            style = "--" if family == "param" else MERGE_STYLE.get(first.get("merge", "mean"), "-")
+            ax.plot(xs, ys, marker=first.get("marker", "o"), markersize=4, linestyle=style, color=colour,
+                    label=first["label"])
+        for p in series:
+            if p.get("note"):
+                ax.annotate(p["note"], (p["macs"], p["auc"]), fontsize=6, textcoords="offset points",
+                            xytext=(3, 3), color=colour)
+    finite = [p["auc"] for p in points if np.isfinite(p["auc"])]
+    ranged = [p["auc"] for p in points if np.isfinite(p["auc"]) and p["family"] != "soup"] or finite
+    if finite:  # soups (often far below: their logloss too) do not stretch the axis
+        top = max(finite)
+        bottom = max(min(ranged), top - span)
+        ax.set_ylim(bottom - 0.05 * (top - bottom + 1e-4), top + 0.08 * (top - bottom + 1e-4))
+        hidden = [p for p in points if p["auc"] < bottom]
+        if hidden:
+            kinds = ", ".join(sorted({p["family"] for p in hidden}))
+            ax.text(0.01, 0.01, f"{len(hidden)} point(s) below the chart ({kinds}): see the table",
+                    transform=ax.transAxes, fontsize=6, color="grey")
     ax.set_xscale("log")
-    ax.set_xlabel("inference MACs per sample")
+    ticks = _macs_ticks([p["macs"] for p in points if p["family"] == "merge" and p.get("merge") == "mean"]
+                        or [p["macs"] for p in points])
+    ax.set_xticks(ticks, [fmt_macs(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("inference MACs per row (cascades: their average)")
     ax.set_ylabel("test AUC")
-    ax.set_title("Equal inference cost: merging vs deeper/wider (labels: M)")
+    ax.set_title("The compute-AUC frontier (labels: M; * fitted cascade)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    _save(fig, path)
+    ax.legend(fontsize=6, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    _save(fig, path)  # the legend below the axes: it hides no point
+
+
+def _macs_ticks(values: Sequence[float]) -> list[float]:
+    """Distinct values at least 1.3x apart (tick labels that do not collide)."""
+    ticks: list[float] = []
+    for v in sorted(v for v in values if v > 0):
+        if not ticks or v >= ticks[-1] * 1.3:
+            ticks.append(v)
+    return ticks
+
+
+def fmt_macs(v: float) -> str:
+    """MACs per sample as people read them: 2.46M, 190.0k."""
+    return f"{v / 1e6:.2f}M" if v >= 1e5 else f"{v / 1e3:.1f}k"
 
 
 def plot_js(matrix: Sequence[Sequence[float]], names: Sequence[str], title: str, path: Path) -> None:

@@ -1,8 +1,10 @@
-"""`evaluate_runs`: test-split logits once per member, then merge curves, diversity and parameter scaling."""
+"""`evaluate_runs`: test-split logits once per member, then merge curves, diversity, cascades and parameter
+scaling."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,8 @@ import numpy as np
 from ttsrec.ensemble.merge import MERGE_KINDS
 from ttsrec.ensemble.metrics import binary_metrics
 from ttsrec.errors import UserError
+from ttsrec.evaluate.cascade import MERGES as CASCADE_MERGES
+from ttsrec.evaluate.cascade import evaluate_cascades
 from ttsrec.evaluate.curves import Scorer, curve_rows, reference, single_metrics
 from ttsrec.evaluate.diversity import js_matrix
 from ttsrec.evaluate.report import write_outputs
@@ -33,13 +37,16 @@ EVAL_FORMAT = "ttsrec.eval/1"
 def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list: Sequence[int] | None = None,
                   subsets: int = 10, seed: int = 0, param_scaling: bool = False,
                   scaling_m: Sequence[int] | None = None, scaling_kinds: Sequence[str] = DEFAULT_KINDS,
-                  merges: Sequence[str] = MERGE_KINDS, soup: bool = True, force: bool = False,
-                  reporter: Reporter = SILENT) -> dict:
+                  merges: Sequence[str] = MERGE_KINDS, soup: bool = True, cascade: bool = False,
+                  force: bool = False, reporter: Reporter = SILENT) -> dict:
     """Evaluate run dirs / checkpoints on `data_dir`'s test split and write the report into `out`.
 
     Returns the content of results.json. `m_list=None` takes 1, 2, 4, 8, 16 as far as each group
     reaches; an explicit M larger than a group is an error. `merges` other than mean are fitted on the
-    validation split; `soup` adds weight-averaged soups of homogeneous groups.
+    validation split; `soup` adds weight-averaged soups of homogeneous groups. `cascade` adds, for every
+    group of two or more members (not co-trained), cascaded merging (`ttsrec.evaluate.cascade`: thresholds
+    fitted on the validation split, scored on test) under results.json's "cascade", with the mean and,
+    where `merges` has it, the weighted merge.
     """
     from ttsrec.data.prepared import PreparedData
     from ttsrec.models import model_cost
@@ -67,21 +74,26 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
     m_lists = {g.name: _m_list(m_list, g) for g in groups}
     labels = split_labels(data, "test")
     fitted = any(k != "mean" for k in merges)
-    valid_labels = split_labels(data, "valid") if fitted else None
+    cascading = [g.name for g in groups if cascade and _can_cascade(g)]
+    valid_labels = split_labels(data, "valid") if fitted or cascading else None
+    cascade_merges = [k for k in CASCADE_MERGES if k == "mean" or k in merges]
     result: dict[str, Any] = {
         "format": EVAL_FORMAT,
         "data": {"dir": str(data_dir), "test_rows": len(labels), "feature_map_hash": fmap.hash,
                  "valid_rows": None if valid_labels is None else len(valid_labels)},
         "options": {"m_list": list(m_list) if m_list else None, "subsets": subsets, "seed": seed,
                     "param_scaling": param_scaling, "scaling_m": list(scaling_m) if scaling_m else None,
-                    "scaling_kinds": list(scaling_kinds), "merges": merges, "soup": soup},
+                    "scaling_kinds": list(scaling_kinds), "merges": merges, "soup": soup, "cascade": cascade},
         "groups": [], "rows": [],
     }
+    if cascade:
+        result["cascade"] = []
     with atomic_dir(Path(out), force=force, marker="results.json", tool="tts-eval",
                     inputs=[*sources, data_dir]) as tmp:
         for g in groups:
             logits = _member_logits(g, data, "test", reporter)
-            valid = _member_logits(g, data, "valid", reporter) if fitted and len(g.members) > 1 else None
+            needs_valid = len(g.members) > 1 and (fitted or g.name in cascading)
+            valid = _member_logits(g, data, "valid", reporter) if needs_valid else None
             singles = single_metrics(logits, labels)
             on_valid: list[dict[str, float]] = [{} for _ in g.members] if valid is None else [
                 {"valid_auc": v["auc"], "valid_logloss": v["logloss"]}
@@ -102,9 +114,12 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
             plain = ("tts", "tts_balanced", "group")
             top = max((r for r in rows if r["kind"] in plain and r["merge"] == "mean"), key=lambda r: r["M"])
             result["rows"] += rows
+            if g.name in cascading:
+                result["cascade"] += _cascade_rows(g, valid, valid_labels, logits, labels, macs,
+                                                   cascade_merges, precision, reporter)
             result["groups"].append({
                 "name": g.name, "homogeneous": g.homogeneous, "joint": g.joint, "series": g.series,
-                "precision": precision,
+                "precision": precision, "distilled": _distilled(g),
                 "m_list": m_lists[g.name],
                 "members": [{"name": m.name, "path": str(m.path), "backbone": m.backbone, "seed": m.seed,
                              "hparams": m.hparams, "precision": p, "params": int(c.params),
@@ -120,6 +135,41 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
                                           tmp, reporter)
         write_outputs(tmp, result)
     return result
+
+
+def _can_cascade(group: MemberGroup) -> bool:
+    """Two or more members that make sense on their own (co-trained members are merged only as a whole)."""
+    return len(group.members) > 1 and not group.joint
+
+
+def _cascade_rows(g: MemberGroup, valid: np.ndarray, valid_labels: np.ndarray, test: np.ndarray,
+                  labels: np.ndarray, macs: list[int], merges: Sequence[str], precision: str,
+                  reporter: Reporter) -> list[dict[str, Any]]:
+    """`evaluate_cascades` on the group's cached logits, JSON-ready (an infinite threshold as 'inf')."""
+    with reporter.progress(transient=True) as board:
+        task = board.task(f"cascade {g.name}", None)
+        rows = evaluate_cascades(valid, valid_labels, test, labels, group=g.name, backbones=g.backbones,
+                                 merges=merges, member_macs=macs)
+        task.update(completed=1)
+    for r in rows:
+        if r["threshold"] is not None and math.isinf(r["threshold"]):
+            r["threshold"] = "inf"
+        r["precision"] = precision
+    return rows
+
+
+def _distilled(group: MemberGroup) -> dict[str, Any] | None:
+    """What a distilled student was distilled from (`tts-train --distill-from`): its run.json's record,
+    else (loose checkpoints) the first member's checkpoint's; None for members trained on labels."""
+    record = group.run.get("distilled_from")
+    if record is None and not group.run:
+        import torch
+
+        payload = torch.load(group.members[0].path, map_location="cpu", weights_only=True, mmap=True)
+        record = (payload.get("train") or {}).get("distilled_from")
+    if not record:
+        return None
+    return {k: record.get(k) for k in ("run", "m", "width_mult", "alpha", "temperature")}
 
 
 def _check_module_kinds(groups: list[MemberGroup], kinds: Sequence[str]) -> None:
