@@ -26,7 +26,6 @@ import hashlib
 import json
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from scipy.special import expit
 from torch.nn.functional import binary_cross_entropy_with_logits
 
 from ttsrec.errors import UserError
+from ttsrec.train.run import torch_threads
 from ttsrec.utils.report import SILENT, Reporter
 
 CACHE_PREFIX = ".member_teacher_"
@@ -105,7 +105,7 @@ def train_distilled(data_dir: Path, members_spec: str, out: Path, distill_from: 
     cache = (Path(cache_dir) if shared else out).resolve() / name
     started = time.perf_counter()
     teacher_device = "cpu" if train_kwargs.get("executor") == "ray" else resolve_device(device)
-    with _torch_threads(threads):  # validation and test: the record (and the calibration), read only
+    with torch_threads(threads):  # validation and test: the record (and the calibration), read only
         report = teacher_metrics(teacher["models"], data, options.valid_limit, device=teacher_device)
     scale, offset = report.pop("calibration") if calibrate else (1.0, 0.0)
     distill = {"run": teacher["run"], "m": teacher["m"], "members": teacher["files"],
@@ -117,7 +117,7 @@ def train_distilled(data_dir: Path, members_spec: str, out: Path, distill_from: 
     options = replace(options, hparams=hparams, distill=distill)
 
     prepare_out(out, force=force, resume=resume)  # before the cache lands in it; train_members then resumes
-    with _torch_threads(threads):
+    with torch_threads(threads):
         reused = cache.is_file() and _cache_rows(cache) == rows
         if not reused:
             reporter.note(f"teacher: mean logit of {teacher['m']} member(s) of {teacher['run']} on "
@@ -346,14 +346,3 @@ def student_fit_kwargs(job, data) -> dict[str, Any]:
         return alpha * soft + (1.0 - alpha) * hard if alpha < 1.0 else soft
 
     return {"batches": batches, "loss_fn": loss_fn}
-
-
-@contextmanager
-def _torch_threads(threads: int | None):
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

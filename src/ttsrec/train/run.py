@@ -115,10 +115,10 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
                 run_on_ray(todo, finished, address=ray_address, max_retries=max_retries,
                            cpus_per_member=float(threads or 1), gpus_per_member=gpus)
             elif group and todo:
-                with _torch_threads(threads):
+                with torch_threads(threads):
                     _run_group(all_jobs, run, progress, finished)
             elif jobs == 1 or len(todo) <= 1:
-                with _torch_threads(threads):
+                with torch_threads(threads):
                     for job in todo:
                         finished(train_member(job, on_event=progress.callback(job.index)))
             else:
@@ -176,7 +176,7 @@ def _worker_run(job: MemberJob) -> dict[str, Any]:
 
 
 @contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
+def torch_threads(threads: int | None) -> Iterator[None]:
     """Intra-op threads for in-process training; on a busy 2-core machine 1 thread can be several times
     faster than 2 (the threads spin on each other), so it is a knob."""
     import torch
