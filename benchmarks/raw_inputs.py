@@ -101,10 +101,10 @@ def zero_skew(server: Any, repo: Path, records: list[dict], ids: np.ndarray) -> 
 def throughput(server: Any, repo: Path, records: list[dict], ids: np.ndarray, rounds: int,
                window_ms: int) -> dict[str, Any]:
     from ttsrec.bench.load import ThreadLoad
+    from ttsrec.bench.loadgen import grpc_infer_request, grpc_payload_sender, grpc_raw_infer_request
     from ttsrec.bench.measure import MeasureSettings, measure
     from ttsrec.client import Client
     from ttsrec.client.raw import raw_columns
-    from ttsrec.client.transport import grpc_infer_request, grpc_payload_sender, grpc_raw_infer_request
 
     outputs = ("logit", "prob")
     batches = range(0, (len(ids) // BATCH) * BATCH, BATCH)
@@ -172,7 +172,7 @@ def client_cpu(server: Any, repo: Path, records: list[dict], rows: int) -> dict[
     """CPU seconds of this process per row: encoding alone (with request building), then whole calls."""
     from ttsrec.client import Client
     from ttsrec.client.raw import raw_columns
-    from ttsrec.client.transport import build_inputs, build_raw_input
+    from ttsrec.client.tensors import build_inputs, build_raw_input
     from ttsrec.data.encode import RecordEncoder
     from ttsrec.data.feature_map import FeatureMap
 

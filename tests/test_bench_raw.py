@@ -23,6 +23,7 @@ import pytest
 from test_tables import assert_whole, headers, roofline
 from ttsrec.bench import analysis, inputs
 from ttsrec.bench.config import SweepConfig
+from ttsrec.bench.loadgen import http_raw_infer_body
 from ttsrec.bench.plan import Point, plan, raw_m_values
 from ttsrec.bench.report import markdown, summary_tables, table
 from ttsrec.bench.result import SweepResult
@@ -32,7 +33,6 @@ from ttsrec.bench.sweep import Sweep
 from ttsrec.bench.targets import Target
 from ttsrec.cli.bench import app
 from ttsrec.client.raw import RawField
-from ttsrec.client.transport import http_raw_infer_body
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.errors import UserError
 from ttsrec.export.encode_graph import build_encode_graph

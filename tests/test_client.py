@@ -19,7 +19,7 @@ from ttsrec.client import (
     ShardedClient,
     ShardsFailedError,
 )
-from ttsrec.client.transport import normalise_url
+from ttsrec.client.utils import normalise_url
 from ttsrec.serve.ports import free_port
 
 HTTP_CONFIG = {

@@ -27,7 +27,8 @@ from ttsrec.client import (
     ShardedClient,
     ShardsFailedError,
 )
-from ttsrec.client.transport import config_parameters, translate
+from ttsrec.client.errors import translate
+from ttsrec.client.utils import config_parameters
 from ttsrec.errors import RuntimeFailure, UserError
 from ttsrec.repository import naming
 

@@ -12,16 +12,16 @@ import pytest
 from tritonclient.grpc import service_pb2
 
 from ttsrec.bench.load import ThreadLoad
-from ttsrec.client import ClientError, ClientRuntimeError, DeadlineExceededError, ServerUnavailableError
-from ttsrec.client.transport import (
+from ttsrec.bench.loadgen import (
     HTTP_HEADER_LENGTH,
     async_sender,
     decode_answer,
     grpc_infer_request,
     grpc_sender,
     http_infer_body,
-    translate,
 )
+from ttsrec.client import ClientError, ClientRuntimeError, DeadlineExceededError, ServerUnavailableError
+from ttsrec.client.errors import translate
 from ttsrec.errors import RuntimeFailure, UserError
 
 IDS = np.arange(12, dtype=np.int64).reshape(3, 4)

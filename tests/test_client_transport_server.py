@@ -13,9 +13,9 @@ import pytest
 
 from serve_fixtures import OrtReference, export
 from ttsrec.bench.load import AsyncLoad, ThreadLoad
+from ttsrec.bench.loadgen import async_sender, decode_answer, grpc_sender
 from ttsrec.bench.measure import MeasureSettings, measure
 from ttsrec.client import ClientError, ClientRuntimeError
-from ttsrec.client.transport import async_sender, decode_answer, grpc_sender
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.errors import RuntimeFailure, UserError
 from ttsrec.repository import naming

@@ -14,7 +14,7 @@ from typing import Any
 
 from ttsrec.bench.measure import MeasureSettings
 from ttsrec.bench.targets import check_modes
-from ttsrec.client.transport import PROTOCOLS
+from ttsrec.client.utils import PROTOCOLS
 from ttsrec.ensemble.modes import CLI_MODES, Mode
 from ttsrec.errors import UserError
 

@@ -23,19 +23,19 @@ import numpy as np
 
 from ttsrec.bench import inputs
 from ttsrec.bench.load import AsyncLoad, Load, ThreadLoad
-from ttsrec.bench.row import IDS, RAW
-from ttsrec.bench.server_stats import ServerTimes, Snapshot, critical_path, model_times, statistics_reader
-from ttsrec.client.raw import RawField, raw_fields
-from ttsrec.client.transport import (
-    Transport,
+from ttsrec.bench.loadgen import (
     async_payload_sender,
     async_sender,
-    config_parameters,
     grpc_payload_sender,
     grpc_raw_infer_request,
     grpc_sender,
     http_raw_infer_body,
 )
+from ttsrec.bench.row import IDS, RAW
+from ttsrec.bench.server_stats import ServerTimes, Snapshot, critical_path, model_times, statistics_reader
+from ttsrec.client.raw import RawField, raw_fields
+from ttsrec.client.transport import Transport
+from ttsrec.client.utils import config_parameters
 from ttsrec.ensemble.modes import CLI_MODES, Mode
 from ttsrec.errors import UserError
 from ttsrec.repository import naming

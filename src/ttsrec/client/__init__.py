@@ -14,7 +14,8 @@ from ttsrec.client.errors import (
 )
 from ttsrec.client.model_info import ModelInfo
 from ttsrec.client.sharded import ShardedClient, ShardedResult
-from ttsrec.client.transport import PROTOCOLS, Transport
+from ttsrec.client.transport import Transport
+from ttsrec.client.utils import PROTOCOLS
 
 __all__ = ["CLIENT_ERRORS", "PROTOCOLS", "Client", "ClientError", "ClientRuntimeError",
            "DeadlineExceededError", "ModelInfo", "Prediction", "RequestRejectedError",

@@ -13,7 +13,8 @@ import numpy as np
 
 from ttsrec.client.errors import ClientError, DeadlineExceededError
 from ttsrec.client.model_info import ModelInfo
-from ttsrec.client.transport import DEFAULT_TIMEOUT_S, Transport
+from ttsrec.client.transport import Transport
+from ttsrec.client.utils import DEFAULT_TIMEOUT_S
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.errors import UserError
 from ttsrec.repository import naming

@@ -7,6 +7,8 @@
   `RequestRejectedError` (the server's queue policy shed it), `ShardsFailedError` (too few shards answered).
 
 `CLIENT_ERRORS` catches both. `bad_input` and `timed_out` stay as attributes for callers that test them.
+`translate(err, url=, model=, protocol=, timeout_s=)` turns any tritonclient/gRPC/socket error into one
+of the two families.
 """
 
 from __future__ import annotations
@@ -63,3 +65,57 @@ class ShardsFailedError(ClientRuntimeError):
 
 
 CLIENT_ERRORS = (ClientError, ClientRuntimeError)
+
+
+_BAD_INPUT_WORDS = ("unknown model", "is not found", "unexpected shape", "unexpected datatype",
+                    "unexpected inference input", "unexpected inference output", "invalid argument",
+                    "inconsistent", "byte size", "unable to find", "not supported")
+_REJECTED_WORDS = ("exceeds maximum queue size", "request timeout expired", "timeout expired")
+_DEADLINE_WORDS = ("deadline exceeded", "deadline", "timed out", "timeout")
+_UNREACHABLE_WORDS = ("failed to connect", "connection refused", "name resolution", "no route to host",
+                      "network is unreachable")
+_UNAVAILABLE_WORDS = ("unavailable", "failed to connect", "connection refused", "connection reset",
+                      "not healthy", "socket closed", "broken pipe", "server is not ready", "shutting down",
+                      "name resolution", "no route to host", "network is unreachable", "end of stream")
+
+
+def _message(err: BaseException) -> str:
+    if callable(getattr(err, "message", None)):  # tritonclient
+        msg = err.message()
+    elif callable(getattr(err, "details", None)):  # grpc.RpcError (the raw channel of `async_sender`)
+        msg = err.details()
+    else:
+        msg = str(err)
+    msg = (msg or "").strip()
+    return msg.splitlines()[0] if msg else type(err).__name__
+
+
+def _status(err: BaseException) -> str:
+    if callable(getattr(err, "status", None)):
+        return str(err.status() or "")
+    code = err.code() if callable(getattr(err, "code", None)) else None
+    return str(code or "")  # grpc.StatusCode.X -> "StatusCode.X", tritonclient's spelling
+
+
+def translate(err: BaseException, *, url: str = "", model: str = "", protocol: str = "",
+              timeout_s: float | None = None) -> ClientError | ClientRuntimeError:
+    """Any failure of a call as one of the two client families, naming url, model and protocol."""
+    if isinstance(err, ClientError | ClientRuntimeError):
+        return err
+    text, status = _message(err), _status(err)
+    low, kind = text.lower(), type(err).__name__
+    tag = f" [{protocol}]" if protocol else ""
+    where = {"url": url, "model": model}
+    if any(w in low for w in _REJECTED_WORDS):
+        return RequestRejectedError(f"rejected by the server's queue policy ({text}){tag}", **where)
+    if "DEADLINE_EXCEEDED" in status or "Timeout" in kind or any(w in low for w in _DEADLINE_WORDS):
+        within = f"within {timeout_s:g}s " if timeout_s else ""
+        return DeadlineExceededError(f"no answer {within}({text}){tag}", **where)
+    if ("UNAVAILABLE" in status or status == "503" or isinstance(err, ConnectionError | OSError)
+            or any(w in low for w in _UNAVAILABLE_WORDS)):
+        what = "unreachable" if any(w in low for w in _UNREACHABLE_WORDS) else "unavailable"
+        return ServerUnavailableError(f"server {what} ({text}){tag}", **where)
+    if ("INVALID_ARGUMENT" in status or "NOT_FOUND" in status or status in ("400", "404")
+            or any(w in low for w in _BAD_INPUT_WORDS)):
+        return ClientError(f"{text}{tag}", **where)
+    return ClientRuntimeError(f"{text}{tag}", **where)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ttsrec.client.raw import RawField, raw_fields
-from ttsrec.client.transport import config_parameters
+from ttsrec.client.utils import config_parameters
 from ttsrec.repository import naming
 
 

@@ -30,7 +30,8 @@ from ttsrec.client.errors import (
     ShardsFailedError,
 )
 from ttsrec.client.model_info import ModelInfo
-from ttsrec.client.transport import DEFAULT_TIMEOUT_S, Transport
+from ttsrec.client.transport import Transport
+from ttsrec.client.utils import DEFAULT_TIMEOUT_S
 from ttsrec.repository import naming
 from ttsrec.utils.common import sigmoid
 
