@@ -318,8 +318,9 @@ def test_bad_arguments_exit_2_with_one_line(args: list[str], message: str, tmp_p
 def test_reports_from_rows(tmp_path) -> None:
     import polars as pl
 
-    from ttsrec.bench.report import markdown, plot, write_csv, write_json
+    from ttsrec.bench.report import markdown, plot, write_csv
     from ttsrec.bench.sweep import SweepConfig, SweepResult
+    from ttsrec.utils.atomic import write_json
 
     rows = [
         _row(mode, m, b, 1, 1000.0 / m, p50=100.0 * m)
@@ -340,7 +341,7 @@ def test_reports_from_rows(tmp_path) -> None:
     write_csv(tmp_path / "r.csv", rows)
     frame = pl.read_csv(tmp_path / "r.csv")
     assert frame.columns[:4] == ["mode", "m", "batch", "Concurrency"] and frame.height == len(rows)
-    write_json(tmp_path / "r.json", result.to_json())
+    write_json(tmp_path / "r.json", result.to_json(), default=str)
     body = json.loads((tmp_path / "r.json").read_text())
     assert body["summary"]["bandwidth_floor"][0]["floor_us"] == pytest.approx(400.0)
     plot(tmp_path / "r.png", rows)

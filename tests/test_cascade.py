@@ -25,7 +25,6 @@ from ttsrec.ensemble.cascade import (
     cascade_inprocess,
     cascade_onnx,
     default_stages,
-    fast_auc,
     fit_cascade,
     make_cascade,
     pick_threshold,
@@ -34,6 +33,7 @@ from ttsrec.ensemble.cascade import (
     stage_plans,
     sweep_thresholds,
 )
+from ttsrec.ensemble.metrics import auc
 from ttsrec.ensemble.order import balanced_order
 from ttsrec.ensemble.session import ort_session, run_session
 from ttsrec.errors import UserError
@@ -162,7 +162,7 @@ def test_fit_takes_only_the_validation_split() -> None:
         for rule_fit in fitted.rules.values():
             merged, used = run_cascade(logits, rule_fit.cascade)
             assert used.mean() == pytest.approx(rule_fit.avg_members, abs=1e-12)
-            assert fast_auc(labels, merged) == pytest.approx(rule_fit.valid_auc, abs=1e-12)
+            assert auc(labels, merged) == pytest.approx(rule_fit.valid_auc, abs=1e-12)
 
 
 def test_stable_selection_skips_a_lucky_dip() -> None:
@@ -171,7 +171,7 @@ def test_stable_selection_skips_a_lucky_dip() -> None:
                              (math.inf, 8.0, 0.7501)]]
     assert pick_threshold(sweep, 0.7501 - 1e-4, "cheapest")["avg_members"] == 2.0
     assert pick_threshold(sweep, 0.7501 - 1e-4, "stable")["avg_members"] == 4.0
-    assert fast_auc(np.array([0, 1, 0, 1.0]), np.array([0.1, 0.4, 0.4, 0.9])) == 0.875
+    assert auc(np.array([0, 1, 0, 1.0]), np.array([0.1, 0.4, 0.4, 0.9])) == 0.875
 
 
 def test_evaluation_fits_the_same_whatever_the_test_split_holds() -> None:

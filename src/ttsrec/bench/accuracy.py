@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score
 
-from ttsrec.errors import UserError
+from ttsrec.ensemble.metrics import auc, check_both_classes, logloss
 
 EVAL_BATCH = 1024
 
@@ -16,14 +15,9 @@ EVAL_BATCH = 1024
 def scores(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
     probs = np.clip(np.asarray(probs, dtype=np.float64).reshape(-1), 1e-7, 1 - 1e-7)
     labels = np.asarray(labels).reshape(-1)
-    if len(np.unique(labels)) < 2:
-        raise UserError(
-            "--eval-data: the evaluated rows hold a single class; AUC is undefined (use more rows)"
-        )
-    return {
-        "auc": float(roc_auc_score(labels, probs)),
-        "logloss": float(log_loss(labels, probs, labels=[0, 1])),
-    }
+    check_both_classes(labels, "--eval-data: the evaluated rows hold a single class; AUC is undefined "
+                       "(use more rows)")
+    return {"auc": auc(labels, probs), "logloss": logloss(labels, probs)}
 
 
 def evaluate_served(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -13,6 +12,7 @@ from typing import Any
 import psutil
 
 from ttsrec.utils.common import usable_cores
+from ttsrec.utils.versions import library_versions
 
 PACKAGES = (
     "ttsrec",
@@ -28,13 +28,8 @@ PACKAGES = (
 
 
 def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    return out
+    """The versions a bench result records."""
+    return library_versions(PACKAGES)
 
 
 def cpu_model() -> str:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from ttsrec.bench.frontier import best_within, frontier_points, plot_frontier
-from ttsrec.bench.report import markdown, plot, summary_tables, write_csv, write_json
+from ttsrec.bench.report import markdown, plot, summary_tables, write_csv
 from ttsrec.bench.result import SweepResult
 from ttsrec.errors import UserError
-from ttsrec.utils.atomic import atomic_write_text
+from ttsrec.utils.atomic import atomic_write_text, write_json
 from ttsrec.utils.report import SILENT, Reporter
 
 
@@ -48,7 +48,7 @@ def write_outputs(result: SweepResult, paths: OutputPaths, reporter: Reporter = 
     """Write the files `paths` names (each atomically), saying `wrote PATH` after each; returns them."""
     writers = [
         (paths.csv, lambda path: write_csv(path, result.rows)),
-        (paths.json, lambda path: write_json(path, result.to_json())),
+        (paths.json, lambda path: write_json(path, result.to_json(), default=str)),
         (paths.plot, lambda path: plot(path, result.rows)),
         (paths.markdown, lambda path: atomic_write_text(path, markdown(result))),
         (paths.frontier, lambda path: plot_frontier(path, frontier_points(result.rows, result.accuracy))),

@@ -9,7 +9,6 @@ combined run of an fp32 and an int8 export gives each figure twice, once per pre
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import polars as pl
 
 from ttsrec.bench.roofline import Roofline
 from ttsrec.bench.row import IDS, RAW, Row
-from ttsrec.utils.atomic import atomic_write_bytes, atomic_write_text
+from ttsrec.utils.atomic import atomic_write_bytes
 from ttsrec.utils.report import Column, Table
 
 CAPTION = "* not stable within -s over the last 3 windows; cli%, srv%: CPU of the bench, of the server"
@@ -83,10 +82,6 @@ def write_csv(path: Path, rows: Sequence[Row]) -> None:
 
 def read_csv(path: Path) -> pl.DataFrame:
     return pl.read_csv(path)
-
-
-def write_json(path: Path, report: dict[str, Any]) -> None:
-    atomic_write_text(Path(path), json.dumps(report, indent=1, default=str) + "\n")
 
 
 def plot(path: Path, rows: Sequence[Row]) -> None:

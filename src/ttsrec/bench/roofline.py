@@ -20,8 +20,7 @@ import glob
 import re
 import subprocess
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 import psutil
 
 from ttsrec.utils.common import usable_cores
+from ttsrec.utils.threads import torch_threads
 
 ORT_GEMM = 1024
 """n of the n×n×n onnxruntime GEMM: the size of a DCNv2 layer at batch 1024."""
@@ -86,7 +86,7 @@ def read_bandwidth(nbytes: int, threads: int | None = None, seconds: float = SEC
     between requests."""
     import torch
 
-    with _torch_threads(threads):
+    with torch_threads(threads or usable_cores()):
         buffer = torch.empty(max(int(nbytes), 1 << 16) // 4, dtype=torch.float32)
         buffer.fill_(1.0)  # fault the pages in on every thread
         best = _best_seconds(buffer.sum, seconds)
@@ -136,22 +136,9 @@ def torch_gemm_macs(dtype: str, n: int = TORCH_GEMM, threads: int | None = None)
     import torch
 
     kind = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
-    with _torch_threads(threads), torch.inference_mode():
+    with torch_threads(threads or usable_cores()), torch.inference_mode():
         a, b = torch.randn(n, n, dtype=kind), torch.randn(n, n, dtype=kind)
         return float(n) ** 3 / _best_seconds(lambda: a @ b)
-
-
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's thread count for a block, restored after (the bench process has its own setting)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads or usable_cores())
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @dataclass

@@ -53,9 +53,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
-from ttsrec.ensemble.metrics import binary_metrics
+from ttsrec.ensemble.metrics import auc, binary_metrics
 from ttsrec.errors import UserError
 
 RULES = ("se", "delta", "rank")
@@ -433,15 +432,6 @@ def make_cascade(logits: np.ndarray, *, order: Sequence[int] | None = None,
                    shrink=shrink)
 
 
-def fast_auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by average ranks (ties count one half), as scikit-learn's."""
-    labels = np.asarray(labels) > 0.5
-    ranks = rankdata(scores)
-    pos = int(labels.sum())
-    neg = labels.size - pos
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
-
-
 def sweep_thresholds(tables: StageTables, points: int = SWEEP_POINTS) -> list[float]:
     """0, inf and thresholds at quantiles of the statistic (each a stopping fraction step)."""
     stat = tables.stat[:-1].ravel()
@@ -512,12 +502,12 @@ def fit_cascade(valid_logits: np.ndarray, valid_labels: np.ndarray, *, order: Se
             cascade = replace(cascade, scale=cascade.scale * width)
             tables = StageTables(valid_logits, cascade)
             if full_auc is None:
-                full_auc = fast_auc(valid_labels, tables.merged[-1])
+                full_auc = auc(valid_labels, tables.merged[-1])
             sweep = []
             for tau in sweep_thresholds(tables, points):
                 merged, used = tables.select(tau)
                 sweep.append({"threshold": tau, "avg_members": float(used.mean()),
-                              "auc": full_auc if math.isinf(tau) else fast_auc(valid_labels, merged)})
+                              "auc": full_auc if math.isinf(tau) else auc(valid_labels, merged)})
             best = pick_threshold(sweep, full_auc - tolerance, selection)
             fit = RuleFit(cascade.with_threshold(best["threshold"]), best["avg_members"], best["auc"], sweep)
             if best_fit is None or _cost(fit) < _cost(best_fit):

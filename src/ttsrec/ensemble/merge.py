@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ttsrec.ensemble.calibration import logit_logloss, platt_fit
 from ttsrec.errors import UserError
 
 MERGE_KINDS = ("mean", "weighted", "selection")
@@ -50,38 +51,9 @@ def merged_logits(weights: np.ndarray, logits: np.ndarray) -> np.ndarray:
     return np.asarray(weights, dtype=np.float64) @ np.asarray(logits, dtype=np.float64)
 
 
-def _logloss(z: np.ndarray, y: np.ndarray) -> float:
-    """Mean binary cross-entropy of sigmoid(z), stable for large |z|."""
-    return float(np.mean(np.logaddexp(0.0, z) - y * z))
-
-
 def calibrated_logloss(z: np.ndarray, y: np.ndarray, iterations: int = 10) -> float:
-    """min over (a, b) of logloss(a * z + b): a two-parameter logistic regression, solved by Newton steps
-    (with step halving, so the loss never rises)."""
-    from scipy.special import expit
-
-    a, b = 1.0, 0.0
-    loss = _logloss(z, y)
-    for _ in range(iterations):
-        p = expit(a * z + b)
-        r, h = p - y, p * (1 - p)
-        grad = np.array([np.mean(r * z), np.mean(r)])
-        hess = np.array([[np.mean(h * z * z), np.mean(h * z)], [np.mean(h * z), np.mean(h)]])
-        try:
-            step = np.linalg.solve(hess + 1e-12 * np.eye(2), grad)
-        except np.linalg.LinAlgError:
-            break
-        t = 1.0
-        while t > 1e-4:
-            trial = _logloss((a - t * step[0]) * z + (b - t * step[1]), y)
-            if trial <= loss:
-                break
-            t /= 2
-        if t <= 1e-4 or loss - trial < 1e-10:
-            loss = min(loss, trial)
-            break
-        a, b, loss = a - t * step[0], b - t * step[1], trial
-    return loss
+    """min over (a, b) of logloss(a * z + b): Platt scaling's loss (`ensemble.calibration`)."""
+    return platt_fit(z, y, iterations=iterations, min_step=1e-4)[2]
 
 
 def _fit_weighted(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -93,7 +65,7 @@ def _fit_weighted(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     def loss_grad(x: np.ndarray) -> tuple[float, np.ndarray]:
         z = x[:m] @ logits + x[m]
         r = expit(z) - labels
-        return _logloss(z, labels), np.append(logits @ r / n, r.mean())
+        return logit_logloss(z, labels), np.append(logits @ r / n, r.mean())
 
     start = np.append(np.full(m, 1.0 / m), 0.0)
     res = minimize(loss_grad, start, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * m + [(None, None)],

@@ -31,7 +31,8 @@ from ttsrec.repository.config import (
     write_config,
 )
 from ttsrec.repository.graphs import MergeKind, fused_graph, merge_graph, merge_outputs, save_onnx
-from ttsrec.repository.manifest import FORMAT, library_versions, write_json
+from ttsrec.repository.manifest import FORMAT, library_versions
+from ttsrec.utils.atomic import write_json
 from ttsrec.utils.report import Task
 
 Logits = dict[int, np.ndarray]

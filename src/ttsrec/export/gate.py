@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import log_loss, roc_auc_score
 
+from ttsrec.ensemble.metrics import auc, logloss
 from ttsrec.errors import UserError
 from ttsrec.utils.common import sigmoid
 
@@ -72,9 +72,8 @@ def score(reference: np.ndarray, reduced: np.ndarray, labels: np.ndarray) -> dic
     if not np.all(np.isfinite(got)):
         return {"rows": len(ref), "finite": False, "auc_change": float("inf")}
     drift = np.abs(got - ref)
-    auc_ref, auc_got = float(roc_auc_score(labels, ref)), float(roc_auc_score(labels, got))
-    loss_ref = float(log_loss(labels, sigmoid(ref), labels=[0, 1]))
-    loss_got = float(log_loss(labels, sigmoid(got), labels=[0, 1]))
+    auc_ref, auc_got = auc(labels, ref), auc(labels, got)
+    loss_ref, loss_got = logloss(labels, sigmoid(ref)), logloss(labels, sigmoid(got))
     return {"rows": len(ref), "max_logit_drift": float(drift.max()), "mean_logit_drift": float(drift.mean()),
             "auc_fp32": auc_ref, "auc": auc_got, "auc_change": auc_got - auc_ref,
             "logloss_fp32": loss_ref, "logloss": loss_got, "logloss_change": loss_got - loss_ref}

@@ -31,9 +31,9 @@ from ttsrec.export.sources import load_sources
 from ttsrec.repository import naming
 from ttsrec.repository.config import Serving
 from ttsrec.repository.graphs import OPSET
-from ttsrec.repository.manifest import SHARDS_FORMAT, write_json
+from ttsrec.repository.manifest import SHARDS_FORMAT
 from ttsrec.repository.tree import layout_tree
-from ttsrec.utils.atomic import atomic_dir, check_not_input, check_replaceable
+from ttsrec.utils.atomic import atomic_dir, check_not_input, check_replaceable, write_json
 from ttsrec.utils.report import SILENT, Reporter
 
 

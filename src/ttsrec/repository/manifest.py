@@ -7,14 +7,12 @@ serving options, library versions; the bench and the client read it instead of g
 from __future__ import annotations
 
 import json
-import platform
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
-from ttsrec.utils.atomic import atomic_write_text
+from ttsrec.utils.versions import library_versions as versions_of
 
 FORMAT = "ttsrec.repository/1"
 SHARDS_FORMAT = "ttsrec.shards/1"
@@ -23,17 +21,8 @@ _PACKAGES = ("ttsrec", "torch", "onnx", "onnxruntime-gpu", "onnxruntime", "onnxc
 
 
 def library_versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in _PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
-
-
-def write_json(path: Path, body: dict[str, Any]) -> None:
-    atomic_write_text(Path(path), json.dumps(body, indent=1, sort_keys=False) + "\n")
+    """The versions a manifest records."""
+    return versions_of(_PACKAGES)
 
 
 def read_manifest(repo: Path) -> dict[str, Any]:

@@ -35,9 +35,10 @@ import torch
 from scipy.special import expit
 from torch.nn.functional import binary_cross_entropy_with_logits
 
+from ttsrec.ensemble.calibration import platt_fit
 from ttsrec.errors import UserError
-from ttsrec.train.run import torch_threads
 from ttsrec.utils.report import SILENT, Reporter
+from ttsrec.utils.threads import torch_threads
 
 CACHE_PREFIX = ".member_teacher_"
 """The cache's name in --out: a run's own temp file (`prepare_out --force` wipes it, export ignores it)."""
@@ -255,26 +256,8 @@ def teacher_metrics(models, data, valid_limit: int | None, *, device: str = "cpu
 
 
 def fit_calibration(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """Platt scaling: (a, b) minimising the logloss of sigmoid(a * logit + b), by Newton steps."""
-    z, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    a, b = 1.0, 0.0
-    for _ in range(50):
-        p = expit(a * z + b)
-        r, h = p - y, np.maximum(p * (1 - p), 1e-12)
-        grad = np.array([np.mean(r * z), np.mean(r)])
-        hess = np.array([[np.mean(h * z * z), np.mean(h * z)], [np.mean(h * z), np.mean(h)]])
-        step = np.linalg.lstsq(hess + 1e-9 * np.eye(2), grad, rcond=None)[0]
-        loss = np.mean(np.logaddexp(0, a * z + b) - y * (a * z + b))
-        t = 1.0
-        while t > 1e-6:  # step halving: the loss never rises
-            na, nb = a - t * step[0], b - t * step[1]
-            if np.mean(np.logaddexp(0, na * z + nb) - y * (na * z + nb)) <= loss:
-                break
-            t /= 2
-        a, b = (na, nb) if t > 1e-6 else (a, b)
-        if t <= 1e-6 or np.abs(t * step).max() < 1e-9:
-            break
-    return float(a), float(b)
+    """Platt scaling of the teacher (`ensemble.calibration.platt_fit`): (a, b) of sigmoid(a * logit + b)."""
+    return platt_fit(logits, labels)[:2]
 
 
 def _cache_rows(path: Path) -> int | None:

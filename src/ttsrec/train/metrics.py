@@ -6,23 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.special import expit
-from sklearn.metrics import log_loss, roc_auc_score
 from torch import nn
 
-from ttsrec.errors import UserError
-
 EVAL_BATCH_SIZE = 16384
-
-
-def binary_metrics(labels: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    """AUC and logloss of sigmoid(logits), in float64 as scikit-learn expects."""
-    labels = np.asarray(labels, dtype=np.float64)
-    if labels.size == 0 or labels.min() == labels.max():
-        raise UserError("AUC needs both clicks and non-clicks in the evaluated split")
-    probs = expit(np.asarray(logits, dtype=np.float64))
-    return {"auc": float(roc_auc_score(labels, probs)),
-            "logloss": float(log_loss(labels, probs, labels=[0, 1]))}
 
 
 @torch.inference_mode()

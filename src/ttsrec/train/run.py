@@ -7,9 +7,8 @@ import multiprocessing as mp
 import os
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from queue import Empty
@@ -23,6 +22,7 @@ from ttsrec.train.progress import TrainProgress, train_progress
 from ttsrec.train.runfile import environment, member_filename, now, prepare_out, write_run
 from ttsrec.utils.atomic import atomic_write_text
 from ttsrec.utils.report import SILENT, Reporter
+from ttsrec.utils.threads import torch_threads
 
 _QUEUE: Any = None
 _DEVICE = "cpu"
@@ -173,21 +173,6 @@ def _worker_init(queue: Any, threads: int, devices: Any) -> None:
 def _worker_run(job: MemberJob) -> dict[str, Any]:
     job = replace(job, device=_DEVICE)
     return train_member(job, on_event=lambda kind, **fields: _QUEUE.put((job.index, kind, fields)))
-
-
-@contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Intra-op threads for in-process training; on a busy 2-core machine 1 thread can be several times
-    faster than 2 (the threads spin on each other), so it is a knob."""
-    import torch
-
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run_parallel(todo: list[MemberJob], jobs: int, threads: int | None, progress: TrainProgress,

@@ -16,12 +16,14 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from ttsrec.errors import RuntimeFailure, UserError
 
@@ -154,3 +156,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: Path, body: Any, *, default: Callable[[Any], Any] | None = None) -> None:
+    """A JSON file written whole or not at all (indent 1, keys in insertion order)."""
+    atomic_write_text(Path(path), json.dumps(body, indent=1, default=default) + "\n")
