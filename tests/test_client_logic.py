@@ -27,7 +27,7 @@ from ttsrec.client import (
     ShardedClient,
     ShardsFailedError,
 )
-from ttsrec.client.errors import translate
+from ttsrec.client.errors import status_code, translate
 from ttsrec.client.utils import config_parameters
 from ttsrec.errors import RuntimeFailure, UserError
 from ttsrec.repository import naming
@@ -166,12 +166,33 @@ def test_feature_map_hash_mismatch_is_refused():
      ClientError, "unexpected datatype"),
     (InferenceServerException("onnxruntime ran out of memory", status="StatusCode.INTERNAL"),
      ClientRuntimeError, "out of memory"),
+    # the status code decides where it can, whatever words the message happens to hold
+    (InferenceServerException("unable to parse 'timeout'", status="StatusCode.INVALID_ARGUMENT"),
+     ClientError, "parse 'timeout'"),
+    (InferenceServerException("model 'deadline_m2' is not ready", status="StatusCode.UNAVAILABLE"),
+     ServerUnavailableError, "server unavailable"),
+    (InferenceServerException("model version 3 of 'timeout_m1' is not found", status="404"),
+     ClientError, "is not found"),
+    (InferenceServerException("Service Unavailable", status="503"), ServerUnavailableError, "unavailable"),
 ])
 def test_translate_puts_each_fault_in_its_family(error: BaseException, family: type, words: str):
     err = translate(error, url="h:1", model="ensemble_m2", protocol="grpc", timeout_s=2)
     assert type(err) is family, (type(err), err)
     assert words in str(err) and str(err).startswith("ensemble_m2 at h:1: ") and "[grpc]" in str(err)
     assert isinstance(err, UserError) != isinstance(err, RuntimeFailure)
+
+
+def test_status_code_reads_grpc_and_http_codes() -> None:
+    import grpc
+
+    late = InferenceServerException("x", status="StatusCode.DEADLINE_EXCEEDED")
+    assert status_code(late) == "DEADLINE_EXCEEDED"
+    assert status_code(InferenceServerException("x", status="503")) == "503"
+    assert status_code(InferenceServerException("x")) == ""
+    raw = grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                               details="x")
+    assert status_code(raw) == "UNAVAILABLE"
+    assert status_code(ConnectionResetError(104, "Connection reset by peer")) == ""
 
 
 @pytest.mark.parametrize(("error", "code"), [

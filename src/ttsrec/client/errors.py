@@ -67,10 +67,20 @@ class ShardsFailedError(ClientRuntimeError):
 CLIENT_ERRORS = (ClientError, ClientRuntimeError)
 
 
+_FAMILY_OF_CODE: dict[str, type[ClientError | ClientRuntimeError]] = {
+    "DEADLINE_EXCEEDED": DeadlineExceededError, "UNAVAILABLE": ServerUnavailableError,
+    "INVALID_ARGUMENT": ClientError, "NOT_FOUND": ClientError,
+    "503": ServerUnavailableError, "404": ClientError,
+}
+"""Status codes that say the family by themselves: gRPC's (tritonclient's `StatusCode.X` or a raw
+`grpc.RpcError`'s code) and HTTP's. Triton 2.51 answers most failed HTTP inferences with 400 and a
+dead python stub with INTERNAL, so those (and UNKNOWN, 500, no code at all) fall back to the message."""
+
+_REJECTED_WORDS = ("exceeds maximum queue size", "request timeout expired", "timeout expired")
+"""Triton refuses by its queue policy with UNAVAILABLE (gRPC) or 400 (HTTP): only the message tells."""
 _BAD_INPUT_WORDS = ("unknown model", "is not found", "unexpected shape", "unexpected datatype",
                     "unexpected inference input", "unexpected inference output", "invalid argument",
                     "inconsistent", "byte size", "unable to find", "not supported")
-_REJECTED_WORDS = ("exceeds maximum queue size", "request timeout expired", "timeout expired")
 _DEADLINE_WORDS = ("deadline exceeded", "deadline", "timed out", "timeout")
 _UNREACHABLE_WORDS = ("failed to connect", "connection refused", "name resolution", "no route to host",
                       "network is unreachable")
@@ -82,7 +92,7 @@ _UNAVAILABLE_WORDS = ("unavailable", "failed to connect", "connection refused", 
 def _message(err: BaseException) -> str:
     if callable(getattr(err, "message", None)):  # tritonclient
         msg = err.message()
-    elif callable(getattr(err, "details", None)):  # grpc.RpcError (the raw channel of `async_sender`)
+    elif callable(getattr(err, "details", None)):  # grpc.RpcError (the bench's raw channels)
         msg = err.details()
     else:
         msg = str(err)
@@ -90,11 +100,32 @@ def _message(err: BaseException) -> str:
     return msg.splitlines()[0] if msg else type(err).__name__
 
 
-def _status(err: BaseException) -> str:
-    if callable(getattr(err, "status", None)):
-        return str(err.status() or "")
-    code = err.code() if callable(getattr(err, "code", None)) else None
-    return str(code or "")  # grpc.StatusCode.X -> "StatusCode.X", tritonclient's spelling
+def status_code(err: BaseException) -> str:
+    """The error's status code as one string: a gRPC code's name (`UNAVAILABLE`, from tritonclient's
+    `StatusCode.UNAVAILABLE` or a `grpc.RpcError`), an HTTP status (`503`), or "" when it has none."""
+    if callable(getattr(err, "status", None)):  # tritonclient: "StatusCode.X" (gRPC) or "503" (HTTP)
+        status = err.status()
+    elif callable(getattr(err, "code", None)):  # grpc.RpcError: a grpc.StatusCode
+        status = err.code()
+    else:
+        return ""
+    return str(getattr(status, "name", None) or status or "").removeprefix("StatusCode.")
+
+
+def _family(err: BaseException, code: str, low: str) -> type[ClientError | ClientRuntimeError]:
+    """By the status code where it decides, else by the error's type and message (sockets, gevent,
+    aiohttp and the codes Triton reuses carry nothing else)."""
+    if any(w in low for w in _REJECTED_WORDS):
+        return RequestRejectedError
+    if code in _FAMILY_OF_CODE:
+        return _FAMILY_OF_CODE[code]
+    if "Timeout" in type(err).__name__ or any(w in low for w in _DEADLINE_WORDS):
+        return DeadlineExceededError
+    if isinstance(err, ConnectionError | OSError) or any(w in low for w in _UNAVAILABLE_WORDS):
+        return ServerUnavailableError
+    if any(w in low for w in _BAD_INPUT_WORDS):
+        return ClientError
+    return ClientRuntimeError
 
 
 def translate(err: BaseException, *, url: str = "", model: str = "", protocol: str = "",
@@ -102,20 +133,17 @@ def translate(err: BaseException, *, url: str = "", model: str = "", protocol: s
     """Any failure of a call as one of the two client families, naming url, model and protocol."""
     if isinstance(err, ClientError | ClientRuntimeError):
         return err
-    text, status = _message(err), _status(err)
-    low, kind = text.lower(), type(err).__name__
+    text = _message(err)
+    low = text.lower()
+    family = _family(err, status_code(err), low)
     tag = f" [{protocol}]" if protocol else ""
     where = {"url": url, "model": model}
-    if any(w in low for w in _REJECTED_WORDS):
+    if family is RequestRejectedError:
         return RequestRejectedError(f"rejected by the server's queue policy ({text}){tag}", **where)
-    if "DEADLINE_EXCEEDED" in status or "Timeout" in kind or any(w in low for w in _DEADLINE_WORDS):
+    if family is DeadlineExceededError:
         within = f"within {timeout_s:g}s " if timeout_s else ""
         return DeadlineExceededError(f"no answer {within}({text}){tag}", **where)
-    if ("UNAVAILABLE" in status or status == "503" or isinstance(err, ConnectionError | OSError)
-            or any(w in low for w in _UNAVAILABLE_WORDS)):
+    if family is ServerUnavailableError:
         what = "unreachable" if any(w in low for w in _UNREACHABLE_WORDS) else "unavailable"
         return ServerUnavailableError(f"server {what} ({text}){tag}", **where)
-    if ("INVALID_ARGUMENT" in status or "NOT_FOUND" in status or status in ("400", "404")
-            or any(w in low for w in _BAD_INPUT_WORDS)):
-        return ClientError(f"{text}{tag}", **where)
-    return ClientRuntimeError(f"{text}{tag}", **where)
+    return family(f"{text}{tag}", **where)

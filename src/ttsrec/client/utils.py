@@ -23,6 +23,7 @@ KEEPALIVE_TIMEOUT_MS = 5_000
 MAX_RECONNECT_BACKOFF_MS = 1_000
 """gRPC's default reconnect backoff grows to 120 s: a restarted shard would stay 'unavailable' that long."""
 
+
 def check_protocol(protocol: str) -> str:
     if protocol not in PROTOCOLS:
         raise ClientError(f"unknown protocol {protocol!r} (choose {' or '.join(PROTOCOLS)})")
@@ -64,7 +65,6 @@ def grpc_channel_args() -> list[tuple[str, Any]]:
             ("grpc.keepalive_permit_without_calls", 0), ("grpc.http2.max_pings_without_data", 2),
             ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", MAX_RECONNECT_BACKOFF_MS)]
-
 
 
 def tritonclient_module(protocol: str) -> Any:
