@@ -24,9 +24,11 @@ def small_feature_map() -> FeatureMap:
     return FeatureMap(dataset_id="tiny", fields=fields)
 
 
-def small_model(name: str, seed: int = 0) -> Member:
+def small_model(name: str, seed: int = 0, init: str | None = None) -> Member:
+    """`init`: an `embedding_init` (None: the backbone's default, what the golden values were drawn with)."""
     torch.manual_seed(seed)
-    return build_model(name, small_feature_map(), **SMALL[name]).eval()
+    extra = {} if init is None else {"embedding_init": init}
+    return build_model(name, small_feature_map(), **SMALL[name], **extra).eval()
 
 
 def valid_ids(rows: int, seed: int = 0) -> torch.Tensor:

@@ -29,10 +29,10 @@ from ttsrec.train.distill import (
     fit_calibration,
     student_fit_kwargs,
     student_hparams,
-    train_distilled,
 )
 from ttsrec.train.member import MemberJob, train_member
 from ttsrec.train.metrics import predict_logits, split_labels
+from ttsrec.train.student import train_distilled
 
 BRIEF = {"epochs": 1, "train_limit": 4096, **QUICK}
 """The teacher's and the students' schedule: one epoch on 4k rows (4 steps of 1024)."""
@@ -57,10 +57,11 @@ def test_student_hparams_inherit_the_teacher_then_overrides_then_width(teacher: 
     info = load_teacher(teacher, data, None)
     num_fields = data.feature_map.num_fields
     same, inherited = student_hparams(["fnn"], info, TrainOptions(), 1.0, num_fields)
-    assert same == {"fnn.embed_dim": 8, "fnn.mlp_dims": [64, 32]}
+    assert same == {"fnn.embed_dim": 8, "fnn.mlp_dims": [64, 32], "fnn.embedding_init": "xavier"}
     assert inherited == {"fnn": "member_00_fnn_s0.pt"}
     wide, _ = student_hparams(["fnn"], info, TrainOptions(), 4.0, num_fields)
-    assert wide == {"fnn.embed_dim": 8, "fnn.mlp_dims": [256, 128]}, "width scales the MLP, not the embedding"
+    assert wide == {"fnn.embed_dim": 8, "fnn.mlp_dims": [256, 128], "fnn.embedding_init": "xavier"}, \
+        "width scales the MLP, not the embedding"
     mine, _ = student_hparams(["fnn"], info, TrainOptions(hparams={"mlp_dims": [16]}), 2.0, num_fields)
     assert mine["fnn.mlp_dims"] == [32]
     other, inherited = student_hparams(["dcnv2"], info, TrainOptions(), 2.0, num_fields)

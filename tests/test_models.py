@@ -12,6 +12,7 @@ from models_fixtures import SMALL, VOCAB_SIZES, oov_path, small_feature_map, sma
 from ttsrec.errors import UserError
 from ttsrec.models import BACKBONES, backbone_class, build_model, default_hparams, model_cost, parse_members
 from ttsrec.models.checkpoint import load_member, save_member
+from ttsrec.models.layers import EMBEDDING_INITS
 
 # torch.manual_seed(0) + small_model(name) on valid_ids(4, seed=3); torch 2.13 CPU.
 GOLDEN = {
@@ -27,6 +28,7 @@ GOLDEN = {
 }
 
 all_backbones = pytest.mark.parametrize("name", BACKBONES)
+all_inits = pytest.mark.parametrize("init", EMBEDDING_INITS)
 
 
 def test_registry_lists_the_nine_backbones_of_the_paper():
@@ -41,9 +43,10 @@ def test_output_is_a_float32_logit_per_row(name):
     assert logit.shape == (5, 1) and logit.dtype == torch.float32
 
 
+@all_inits
 @all_backbones
-def test_row_alone_equals_row_inside_a_batch_of_256(name):
-    model, ids = small_model(name), valid_ids(256, seed=1)
+def test_row_alone_equals_row_inside_a_batch_of_256(name, init):
+    model, ids = small_model(name, init=init), valid_ids(256, seed=1)
     with torch.no_grad():
         batch = model(ids)
         alone = torch.cat([model(ids[i:i + 1]) for i in range(0, 256, 17)])
@@ -55,17 +58,19 @@ def test_row_alone_equals_row_inside_a_batch_of_256(name):
     torch.testing.assert_close(first_with_other_rows, batch[0], rtol=0, atol=1e-6)
 
 
+@all_inits
 @all_backbones
-def test_eval_mode_is_deterministic(name):
-    model, ids = small_model(name), valid_ids(64)
+def test_eval_mode_is_deterministic(name, init):
+    model, ids = small_model(name, init=init), valid_ids(64)
     with torch.no_grad():
         assert torch.equal(model(ids), model(ids))
-    assert torch.equal(small_model(name)(ids), model(ids))  # same seed, same weights
+    assert torch.equal(small_model(name, init=init)(ids), model(ids))  # same seed, same weights
 
 
+@all_inits
 @all_backbones
-def test_any_int64_ids_give_finite_logits_equal_to_the_oov_path(name):
-    model, ids = small_model(name), wild_ids(300)
+def test_any_int64_ids_give_finite_logits_equal_to_the_oov_path(name, init):
+    model, ids = small_model(name, init=init), wild_ids(300)
     assert not torch.equal(ids, oov_path(ids))
     with torch.no_grad():
         logit = model(ids)
@@ -158,7 +163,8 @@ def test_knobs_are_hparams_and_grow_the_model(name):
 
 def test_paper_defaults():
     assert default_hparams("dcnv2") == {"embed_dim": 16, "mlp_dims": [1024, 512, 256], "num_cross_layers": 3,
-                                        "zero_cross_bias": False, "num_modules": 1}
+                                        "zero_cross_bias": False, "num_modules": 1,
+                                        "embedding_init": "xavier"}
     assert default_hparams("wukong")["num_layers"] == 3 and default_hparams("wukong")["rank"] == 24
     assert default_hparams("rankmixer")["num_layers"] == 3 and default_hparams("rankmixer")["expansion"] == 2
     assert build_model("rankmixer", [5] * 39).hparams["token_dim"] == 39
@@ -283,3 +289,39 @@ def test_num_modules_must_be_positive() -> None:
     for name in ("dcnv2", "wukong", "rankmixer"):
         with pytest.raises(UserError):
             build_model(name, VOCAB_SIZES, num_modules=0)
+
+
+def test_embedding_inits_set_the_scale_the_docs_say() -> None:
+    torch.manual_seed(0)
+    sizes, dim = [3, 10, 1000], 8
+    xavier = build_model("fnn", sizes, embed_dim=dim, mlp_dims=[4]).embedding.weight
+    assert xavier.abs().max() <= (6 / (sum(sizes) + dim)) ** 0.5
+    field = build_model("fnn", sizes, embed_dim=dim, mlp_dims=[4],
+                        embedding_init="xavier_field").embedding.weight
+    assert field[:3].abs().max() > (6 / (sum(sizes) + dim)) ** 0.5  # a small field starts larger
+    assert field[13:].abs().max() <= (6 / (1000 + dim)) ** 0.5
+    normal = build_model("fnn", sizes, embed_dim=dim, mlp_dims=[4], embedding_init="normal").embedding.weight
+    assert 0.5e-4 < float(normal.detach().std()) < 2e-4
+    fm = build_model("fm", sizes, embed_dim=dim, embedding_init="normal")  # first-order table too
+    assert fm.linear is None or float(fm.linear.weight.abs().max()) < 1e-3
+
+
+def test_the_init_is_recorded_in_the_checkpoint_and_old_ones_read_as_xavier(tmp_path) -> None:
+    model = small_model("dcnv2", init="normal")
+    assert model.hparams["embedding_init"] == "normal"
+    path = save_member(tmp_path / "m.pt", model, backbone="dcnv2", hparams=model.hparams, seed=0,
+                       vocab_sizes=model.vocab_sizes, feature_map_hash="h")
+    assert load_member(path).hparams["embedding_init"] == "normal"
+    old = {k: v for k, v in model.hparams.items() if k != "embedding_init"}  # written before the choice
+    path = save_member(tmp_path / "old.pt", model, backbone="dcnv2", hparams=old, seed=0,
+                       vocab_sizes=model.vocab_sizes, feature_map_hash="h")
+    loaded = load_member(path)
+    assert loaded.hparams["embedding_init"] == "xavier"
+    ids = valid_ids(8)
+    assert torch.equal(loaded.model(ids), model(ids))
+
+
+@pytest.mark.parametrize("value", ["uniform", "", 1, None])
+def test_an_unknown_embedding_init_is_refused(value: object) -> None:
+    with pytest.raises(UserError, match="unknown embedding init"):
+        build_model("fnn", VOCAB_SIZES, embedding_init=value)

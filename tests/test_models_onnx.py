@@ -14,14 +14,16 @@ from models_fixtures import VOCAB_SIZES, oov_path, small_model, valid_ids, wild_
 from ttsrec.ensemble.session import ort_session, run_session
 from ttsrec.export.onnx_member import export_member_onnx, parity
 from ttsrec.models import BACKBONES
+from ttsrec.models.layers import EMBEDDING_INITS
 from ttsrec.repository.graphs import IR_VERSION
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("init", EMBEDDING_INITS)
 @pytest.mark.parametrize("name", BACKBONES)
-def test_onnx_export_matches_torch_at_batch_1_7_256(name, tmp_path):
-    model = small_model(name)
+def test_onnx_export_matches_torch_at_batch_1_7_256(name, init, tmp_path):
+    model = small_model(name, init=init)
     path = export_member_onnx(model, tmp_path / "model.onnx")
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]  # one file, nothing left behind
 

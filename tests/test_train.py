@@ -231,3 +231,75 @@ def test_cli_ctrl_c_exits_130_and_points_to_resume(prepared_dir: Path, tmp_path:
                                                  tmp_path / "run"], capsys, monkeypatch)
     assert code == 130
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
+
+
+def test_convergence_is_the_default_and_the_epoch_cap_a_safety_net() -> None:
+    options = TrainOptions()
+    assert options.epochs >= 20 and options.patience >= 4 and options.evals_per_epoch == 2
+
+
+def _scripted_fit(prepared_dir: Path, aucs: list[float], monkeypatch, **option_fields):
+    """`fit` on real batches whose validation checks answer `aucs` in turn (one check per epoch)."""
+    import ttsrec.train.fit as fit_module
+    from ttsrec.models import build_model
+
+    answers = iter(aucs)
+    monkeypatch.setattr(fit_module, "_validate", lambda *args: {
+        "epoch": args[5], "step": args[6], "train_loss": 0.0, "valid_auc": next(answers), "valid_logloss": 0.5})
+    data = PreparedData(prepared_dir)
+    torch.manual_seed(0)
+    model = build_model("fnn", data.feature_map, **SMALL)
+    options = TrainOptions(batch_size=512, train_limit=512, evals_per_epoch=1, **option_fields)
+    return fit_module.fit([model], data, options, seed=0)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_early_stopping_outlasts_a_plateau_then_stops_and_says_why(prepared_dir: Path, monkeypatch) -> None:
+    """Four flat checks (the old patience 1 stopped at the second) and then a gain: default patience waits
+    for it, then stops after five checks without one."""
+    plateau = [0.60, 0.70, 0.70, 0.69, 0.70, 0.70, 0.72, 0.71, 0.72, 0.70, 0.71, 0.71, 0.99]
+    result = _scripted_fit(prepared_dir, plateau, monkeypatch)
+    assert result.best["valid_auc"] == 0.72 and result.best["epoch"] == 7.0
+    assert len(result.history) == 12 and result.stopped_early
+    assert result.stop_reason == "patience" and not result.still_improving
+    assert result.to_dict()["stop_reason"] == "patience"
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize(("aucs", "reason"), [([0.6, 0.61, 0.62], "epoch_cap_improving"),
+                                               ([0.6, 0.62, 0.61], "epoch_cap")])
+def test_a_run_that_reaches_the_cap_says_whether_it_was_still_improving(prepared_dir: Path, monkeypatch,
+                                                                          aucs: list[float], reason: str) -> None:
+    result = _scripted_fit(prepared_dir, aucs, monkeypatch, epochs=3)
+    assert result.stop_reason == reason and not result.stopped_early
+    assert result.still_improving == (reason == "epoch_cap_improving")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_the_run_files_and_the_summary_say_why_each_member_stopped(prepared_dir: Path, tmp_path: Path,
+                                                                    capsys, monkeypatch) -> None:
+    out = tmp_path / "run"
+    code, stdout, err = cli(train_main, "tts-train", [
+        "--data", prepared_dir, "--members", "fnn*2", "--out", out, "--epochs", "1", "--batch-size", "1024",
+        "--train-limit", "2048", "--hparam", "embed_dim=8", "--hparam", "mlp_dims=[16]",
+        "--embedding-init", "normal", "-q"], capsys, monkeypatch)
+    assert code == 0, err
+    run = load_run(out)
+    for record in run["members"]:
+        assert record["stop_reason"] in ("epoch_cap", "epoch_cap_improving")
+        assert record["hparams"]["embedding_init"] == "normal"
+        checkpoint = torch.load(out / record["file"], weights_only=True)
+        assert checkpoint["train"]["stop_reason"] == record["stop_reason"]
+        assert checkpoint["hparams"]["embedding_init"] == "normal"
+        assert load_member(out / record["file"]).hparams["embedding_init"] == "normal"
+    assert run["options"]["hparams"]["embedding_init"] == "normal"
+    assert "stop" in stdout and ("cap" in stdout)
+
+
+@pytest.mark.parametrize("flags", [["--embedding-init", "uniform"], ["--hparam", "embedding_init=zeros"]])
+def test_an_unknown_embedding_init_is_one_error_line(prepared_dir: Path, tmp_path: Path, capsys, monkeypatch,
+                                                     flags: list[str]) -> None:
+    code, _, err = cli(train_main, "tts-train", ["--data", prepared_dir, "--members", "fnn", "--out",
+                                                 tmp_path / "run", "--epochs", "1", *flags], capsys, monkeypatch)
+    assert code == 2
+    assert "unknown embedding init" in one_error_line(err) and not (tmp_path / "run").exists()

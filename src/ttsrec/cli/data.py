@@ -26,16 +26,22 @@ def synth(
     force: Annotated[
         bool, typer.Option("--force", help="Replace an existing file that synth did not write.")
     ] = False,
+    max_vocab: Annotated[
+        int | None,
+        typer.Option("--max-vocab", help="Cap every categorical field's vocabulary (e.g. 12: a "
+                     "small-vocabulary dataset of about 800 ids after prepare)."),
+    ] = None,
 ) -> None:
     """Write synthetic rows in the exact Criteo TSV format (label, I1..I13, C1..C26)."""
     from ttsrec.data.synth import check_synth_args, write_synthetic_criteo
 
-    check_synth_args(out, rows, seed, force)
+    check_synth_args(out, rows, seed, force, max_vocab)
     columns = (TextColumn("synthesising"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("rows", total=rows)
         write_synthetic_criteo(
-            out, rows=rows, seed=seed, on_rows=lambda n: bar.advance(task, n), force=force
+            out, rows=rows, seed=seed, on_rows=lambda n: bar.advance(task, n), force=force,
+            max_vocab=max_vocab,
         )
     console.print(f"wrote {rows:,} rows to {out} ({out.stat().st_size / 1e6:.1f} MB)")
 

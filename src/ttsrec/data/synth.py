@@ -86,16 +86,17 @@ def _hex_vocab(size: int, salt: int) -> pl.Series:
     return pl.Series(np.ascontiguousarray(chars).view("S8").ravel()).cast(pl.String)
 
 
-def _teacher(seed: int) -> _Teacher:
+def _teacher(seed: int, max_vocab: int | None = None) -> _Teacher:
     rng = np.random.default_rng([seed, 0])
+    vocab = [size if max_vocab is None else min(size, max_vocab) for size in CAT_VOCAB]
     cdfs, hexes, first = [], [], []
-    for j, size in enumerate(CAT_VOCAB):
+    for j, size in enumerate(vocab):
         p = 1.0 / (np.arange(1, size + 1) + ZIPF_Q) ** ZIPF_A
         cdfs.append(np.cumsum(p / p.sum()))
         hexes.append(_hex_vocab(size, int(rng.integers(0, 2**32)) | j))
         first.append(rng.normal(0.0, rng.uniform(0.15, 0.6), size).astype(np.float32))
-    left = [rng.normal(0.0, 1.0, (CAT_VOCAB[a], LATENT)).astype(np.float32) for a, _ in CROSSES]
-    right = [rng.normal(0.0, 1.0, (CAT_VOCAB[b], LATENT)).astype(np.float32) for _, b in CROSSES]
+    left = [rng.normal(0.0, 1.0, (vocab[a], LATENT)).astype(np.float32) for a, _ in CROSSES]
+    right = [rng.normal(0.0, 1.0, (vocab[b], LATENT)).astype(np.float32) for _, b in CROSSES]
     return _Teacher(
         cdfs=cdfs,
         hexes=hexes,
@@ -108,7 +109,7 @@ def _teacher(seed: int) -> _Teacher:
         int_missing=rng.choice([0.0, 0.02, 0.2, 0.45], NUM_INT),
         int_weight=rng.normal(0.0, 0.5, NUM_INT),
         int_freq=rng.uniform(0.5, 2.0, NUM_INT),
-        gate=rng.normal(0.0, 0.6, CAT_VOCAB[1]).astype(np.float32),
+        gate=rng.normal(0.0, 0.6, vocab[1]).astype(np.float32),
     )
 
 
@@ -156,16 +157,19 @@ def write_synthetic_criteo(
     on_rows: Callable[[int], None] | None = None,
     *,
     force: bool = False,
+    max_vocab: int | None = None,
 ) -> Path:
     """Write `rows` rows of label, I1..I13, C1..C26 (tab-separated, empty = missing) to `path`.
 
     The file appears whole or not at all. An existing file is replaced only if this function wrote
     it (a hidden stamp next to it records its size and mtime) or with `force`: a user's real log is
     never overwritten by mistake. `on_rows(n)` is called after each chunk of `n` rows (for a progress bar).
+    `max_vocab` caps every categorical field's vocabulary (a small-vocabulary dataset, where the scale of a
+    vocabulary-dependent embedding init shows; None: Criteo's mix of tiny and huge fields).
     """
     path = Path(path)
-    check_synth_args(path, rows, seed, force)
-    t = _teacher(seed)
+    check_synth_args(path, rows, seed, force, max_vocab)
+    t = _teacher(seed, max_vocab)
     t.bias = _calibrate(_chunk(t, seed, CALIBRATION, 50_000)[4])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -199,8 +203,10 @@ def _stamp(path: Path) -> Path:
     return path.with_name(f".{path.name}.tts-synth.json")
 
 
-def check_synth_args(path: Path, rows: int, seed: int, force: bool) -> None:
+def check_synth_args(path: Path, rows: int, seed: int, force: bool, max_vocab: int | None = None) -> None:
     """Refuse bad arguments before any work (the CLI calls it before drawing its progress bar)."""
+    if max_vocab is not None and max_vocab < 2:
+        raise UserError(f"--max-vocab must be at least 2 (got {max_vocab})")
     if rows < 1:
         raise UserError(f"--rows must be at least 1 (got {rows})")
     if seed < 0:

@@ -14,6 +14,9 @@ from torch import nn
 
 from ttsrec.models.layers import FeatureEmbedding
 
+DEFAULT_EMBEDDING_INIT = "xavier"
+"""The `embedding_init` of a member that names none (docs/training.md says why this one)."""
+
 
 class Member(nn.Module):
     backbone: ClassVar[str] = ""
@@ -38,6 +41,17 @@ class Member(nn.Module):
     def resolve(cls, hparams: dict[str, Any], num_fields: int) -> dict[str, Any]:
         """Fill hparams that depend on the feature map (e.g. RankMixer's token width); checks them."""
         return hparams
+
+    def init_embeddings(self, init: str) -> None:
+        """Start every embedding table (parallel modules' and FM's first-order ones too) with `init`.
+
+        The backbones build their tables with the paper's Xavier; another choice redraws them after
+        construction, so `xavier` models keep their exact draws (and golden values)."""
+        if init == "xavier":
+            return
+        for module in self.modules():
+            if isinstance(module, FeatureEmbedding):
+                module.reset(init)
 
     def extra_embeddings(self, num_modules: int) -> nn.ModuleList:
         """Tables for parallel modules 2..K (module 1 uses `self.embedding`, so K=1 is today's model)."""

@@ -17,6 +17,8 @@ from torch import nn
 from ttsrec.errors import UserError
 
 FORMAT = "ttsrec.member/1"
+LEGACY_EMBEDDING_INIT = "xavier"
+"""The embedding init of checkpoints written before `embedding_init` was recorded (the paper's)."""
 
 
 @dataclass
@@ -74,15 +76,17 @@ def load_member(path: Path) -> LoadedMember:
         raise UserError(f"cannot load checkpoint {path}: {type(err).__name__}: {first_line}") from err
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a ttsrec member checkpoint (expected format {FORMAT})")
+    # A checkpoint from before the init was a choice was built with the paper's Xavier: say so.
+    hparams = {"embedding_init": LEGACY_EMBEDDING_INIT, **payload.get("hparams", {})}
     try:
-        model = build_model(payload["backbone"], payload["vocab_sizes"], **payload["hparams"])
+        model = build_model(payload["backbone"], payload["vocab_sizes"], **hparams)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise UserError(f"checkpoint {path} does not match its backbone: {str(err).splitlines()[0]}") from err
     model.eval()
     return LoadedMember(
         path=path, model=model, backbone=payload["backbone"], seed=payload["seed"],
-        hparams=payload["hparams"], vocab_sizes=payload["vocab_sizes"],
+        hparams=hparams, vocab_sizes=payload["vocab_sizes"],
         feature_map_hash=payload["feature_map_hash"], metrics=payload.get("metrics", {}),
         sha256=hashlib.sha256(raw).hexdigest(),
     )

@@ -14,6 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+EMBEDDING_INITS = ("xavier", "xavier_field", "normal")
+"""How a member's embedding tables start (the `embedding_init` hparam of every backbone):
+
+- `xavier`: Xavier-uniform over the one concatenated table, as the paper's code; its scale,
+  sqrt(6 / (total vocabulary + d)), is an accident of the vocabulary size (+-0.11 at 474 ids, +-0.013 at 35k).
+- `xavier_field`: Xavier-uniform per field, sqrt(6 / (field vocabulary + d)): one field's size sets its scale.
+- `normal`: N(0, 1e-4) (std 1e-4), the default of FuxiCTR and DeepCTR: independent of any vocabulary.
+"""
+NORMAL_INIT_STD = 1e-4
+
 
 class FeatureEmbedding(nn.Module):
     """One table for all fields of one member (global row = field offset + field-local id).
@@ -32,6 +42,21 @@ class FeatureEmbedding(nn.Module):
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
         self.weight = nn.Parameter(torch.empty(int(sizes.sum()), dim))
         nn.init.xavier_uniform_(self.weight)
+
+    @torch.no_grad()
+    def reset(self, init: str) -> None:
+        """Redraw the table with one of `EMBEDDING_INITS` (torch's global RNG, as at construction)."""
+        if init == "xavier":
+            nn.init.xavier_uniform_(self.weight)
+        elif init == "xavier_field":
+            dim = self.weight.shape[1]
+            for offset, size in zip(self.offsets.tolist(), self.sizes.tolist(), strict=True):
+                bound = math.sqrt(6.0 / (size + dim))
+                self.weight[offset:offset + size].uniform_(-bound, bound)
+        elif init == "normal":
+            nn.init.normal_(self.weight, 0.0, NORMAL_INIT_STD)
+        else:
+            raise ValueError(f"unknown embedding init {init!r}; choose from {', '.join(EMBEDDING_INITS)}")
 
     def forward(self, feat_ids: torch.Tensor) -> torch.Tensor:
         """[B, F] int64 field-local ids -> [B, F, dim]."""

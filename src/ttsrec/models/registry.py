@@ -9,7 +9,7 @@ from typing import Any
 
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.errors import UserError
-from ttsrec.models.base import Member
+from ttsrec.models.base import DEFAULT_EMBEDDING_INIT, Member
 from ttsrec.models.dcn import DCN
 from ttsrec.models.dcnv2 import DCNv2
 from ttsrec.models.deepfm import DeepFM
@@ -17,6 +17,7 @@ from ttsrec.models.finalmlp import FinalMLP
 from ttsrec.models.fm import FM
 from ttsrec.models.fnn import FNN
 from ttsrec.models.ipnn import IPNN
+from ttsrec.models.layers import EMBEDDING_INITS
 from ttsrec.models.rankmixer import RankMixer
 from ttsrec.models.wukong import Wukong
 
@@ -34,9 +35,12 @@ def backbone_class(name: str) -> type[Member]:
 
 
 def default_hparams(name: str) -> dict[str, Any]:
-    """The backbone's keyword arguments and their (paper) defaults, JSON-able."""
+    """The backbone's keyword arguments and their (paper) defaults, JSON-able, plus `embedding_init`
+    (every backbone's, applied by `build_model`)."""
     params = inspect.signature(backbone_class(name).__init__).parameters
-    return {k: _jsonable(p.default) for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    out = {k: _jsonable(p.default) for k, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    out["embedding_init"] = DEFAULT_EMBEDDING_INIT
+    return out
 
 
 def resolve_hparams(name: str, num_fields: int, **overrides: Any) -> dict[str, Any]:
@@ -68,9 +72,10 @@ def build_model(name: str, feature_map: FeatureMap | Sequence[int], **hparams: A
     cls = backbone_class(name)
     resolved = resolve_hparams(cls.backbone, len(vocab_sizes), **hparams)
     try:
-        model = cls(vocab_sizes, **resolved)
+        model = cls(vocab_sizes, **{k: v for k, v in resolved.items() if k != "embedding_init"})
     except ValueError as err:
         raise UserError(f"{cls.backbone}: {err}") from err
+    model.init_embeddings(resolved["embedding_init"])
     model.hparams = resolved
     return model
 
@@ -112,6 +117,10 @@ def _jsonable(value: Any) -> Any:
 
 def _coerce(backbone: str, key: str, value: Any, default: Any) -> Any:
     """Check one hparam against its default's type: int lists, bools (true/false or 0/1), ints, floats."""
+    if key == "embedding_init":
+        if value not in EMBEDDING_INITS:
+            raise UserError(f"unknown embedding init {value!r}; choose from {', '.join(EMBEDDING_INITS)}")
+        return value
     bad = UserError(f"{backbone}: hparam {key}={value!r} must be like {default!r}")
     if isinstance(default, bool):
         if value in (0, 1) and not isinstance(value, float):

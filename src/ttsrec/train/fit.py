@@ -28,6 +28,14 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """`loss_fn(logit float [B], target)`: the training loss, in place of BCE on the labels."""
 
 
+STOP_REASONS = {
+    "patience": "validation AUC stopped improving (patience spent)",
+    "epoch_cap_improving": "epoch cap, still improving (best state at the last check)",
+    "epoch_cap": "epoch cap, on a plateau (patience not yet spent)",
+}
+"""Why a member stopped training, as recorded in run.json and the checkpoint (`stop_reason`)."""
+
+
 @dataclass
 class FitResult:
     best: dict[str, Any]
@@ -40,6 +48,8 @@ class FitResult:
     stopped_early: bool = False
     still_improving: bool = False
     """The best state is the last validation check of the last epoch: more epochs would probably help."""
+    stop_reason: str = ""
+    """A key of `STOP_REASONS`."""
 
     @property
     def samples_per_s(self) -> float:
@@ -49,7 +59,7 @@ class FitResult:
         return {"best": self.best, "history": self.history, "steps": self.steps, "samples": self.samples,
                 "wall_time_s": round(self.wall_time_s, 3), "step_time_s": round(self.step_time_s, 3),
                 "samples_per_s": round(self.samples_per_s, 1), "stopped_early": self.stopped_early,
-                "still_improving": self.still_improving}
+                "still_improving": self.still_improving, "stop_reason": self.stop_reason}
 
 
 def merged_logit(models: Sequence[nn.Module], feat_ids: torch.Tensor) -> torch.Tensor:
@@ -97,18 +107,15 @@ def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
         loss_fn: LossFn | None = None) -> FitResult:
     """Train `models` in place; on return they hold their best-validation-AUC state, in eval mode.
 
+    Stops once validation AUC has not improved for `options.patience` checks in a row (plateaus shorter
+    than that are outlasted), or at the `options.epochs` cap; `stop_reason` says which.
     `batches(epoch)` replaces the shuffled training batches `(feat_ids, labels)` with `(feat_ids, target)`
     and `loss_fn(logit, target)` the BCE on the labels (distillation: a teacher term, train/distill.py).
     """
     from ttsrec.data.loader import iter_batches
-    from ttsrec.train.device import autocast, grad_scaler
 
     emit = on_event or (lambda kind, **fields: None)
-    params = [p for m in models for p in m.parameters()]
-    device = str(params[0].device)
-    on_gpu = device.startswith("cuda")
-    scaler = grad_scaler(options.precision, device)
-    optimiser = make_adam(params, options)
+    step_fn = _Stepper(models, options, loss_fn)
     n_train = data.num_rows("train")
     if options.train_limit is not None:
         n_train = min(n_train, options.train_limit)
@@ -126,37 +133,19 @@ def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
         epoch_batches = (batches(epoch) if batches is not None else
                          iter_batches(data, "train", options.batch_size, shuffle=True,
                                       seed=options.shuffle_seed(seed, epoch), limit=options.train_limit))
-        if on_gpu:
-            epoch_batches = _to_device(epoch_batches, device)
+        if step_fn.on_gpu:
+            epoch_batches = _to_device(epoch_batches, step_fn.device)
         for step, (feat_ids, labels) in enumerate(epoch_batches, start=1):
-            t0 = time.perf_counter()
-            with autocast(options.precision, device):
-                logit = merged_logit(models, feat_ids)
-            loss = (loss_fn(logit.float(), labels) if loss_fn is not None
-                    else binary_cross_entropy_with_logits(logit.float(), labels.reshape(-1)))
-            optimiser.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimiser)
-                scaler.update()
-            else:
-                loss.backward()
-                optimiser.step()
-            result.step_time_s += time.perf_counter() - t0
-            result.steps += 1
-            result.samples += len(labels)
-            ema = loss.item() if ema is None else 0.9 * ema + 0.1 * loss.item()
+            loss = step_fn(feat_ids, labels, result)
+            ema = loss if ema is None else 0.9 * ema + 0.1 * loss
             emit("step", loss=ema)
             if step not in checks:
                 continue
-            logits = predict_logits(models, data, "valid", limit=options.valid_limit).mean(0)
-            valid = binary_metrics(valid_labels, logits)
-            point = {"epoch": round(epoch + step / steps_per_epoch, 3), "step": result.steps,
-                     "train_loss": round(ema, 5), "valid_auc": valid["auc"],
-                     "valid_logloss": valid["logloss"]}
+            point = _validate(models, data, options, valid_labels, ema,
+                              round(epoch + step / steps_per_epoch, 3), result.steps)
             result.history.append(point)
-            emit("eval", auc=valid["auc"], logloss=valid["logloss"])
-            if valid["auc"] > result.best["valid_auc"]:
+            emit("eval", auc=point["valid_auc"], logloss=point["valid_logloss"])
+            if point["valid_auc"] > result.best["valid_auc"]:
                 result.best, best_state, waited = dict(point), _snapshot(models), 0
             else:
                 waited += 1
@@ -165,11 +154,63 @@ def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
                     break
         if result.stopped_early:
             break
+    _finish(result, models, best_state)
+    result.wall_time_s = time.perf_counter() - started
+    return result
+
+
+class _Stepper:
+    """One optimiser step on the merged logit (autocast, grad scaling); times and counts it."""
+
+    def __init__(self, models: Sequence[nn.Module], options: TrainOptions, loss_fn: LossFn | None):
+        from ttsrec.train.device import grad_scaler
+
+        self.models, self.options, self.loss_fn = models, options, loss_fn
+        params = [p for m in models for p in m.parameters()]
+        self.device = str(params[0].device)
+        self.on_gpu = self.device.startswith("cuda")
+        self.scaler = grad_scaler(options.precision, self.device)
+        self.optimiser = make_adam(params, options)
+
+    def __call__(self, feat_ids: torch.Tensor, labels: torch.Tensor, result: FitResult) -> float:
+        from ttsrec.train.device import autocast
+
+        t0 = time.perf_counter()
+        with autocast(self.options.precision, self.device):
+            logit = merged_logit(self.models, feat_ids)
+        loss = (self.loss_fn(logit.float(), labels) if self.loss_fn is not None
+                else binary_cross_entropy_with_logits(logit.float(), labels.reshape(-1)))
+        self.optimiser.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimiser)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimiser.step()
+        result.step_time_s += time.perf_counter() - t0
+        result.steps += 1
+        result.samples += len(labels)
+        return loss.item()
+
+
+def _validate(models: Sequence[nn.Module], data, options: TrainOptions, valid_labels, train_loss: float,
+              epoch: float, steps: int) -> dict[str, Any]:
+    """One validation check of the merged logit: a history point."""
+    logits = predict_logits(models, data, "valid", limit=options.valid_limit).mean(0)
+    valid = binary_metrics(valid_labels, logits)
+    return {"epoch": epoch, "step": steps, "train_loss": round(train_loss, 5), "valid_auc": valid["auc"],
+            "valid_logloss": valid["logloss"]}
+
+
+def _finish(result: FitResult, models: Sequence[nn.Module],
+            best_state: list[dict[str, torch.Tensor]]) -> None:
+    """Why training stopped, and the models back at their best state in eval mode."""
     last_check = result.history[-1] if result.history else None
     result.still_improving = (not result.stopped_early and last_check is not None
                               and result.best.get("step") == last_check["step"])
+    result.stop_reason = ("patience" if result.stopped_early else
+                          "epoch_cap_improving" if result.still_improving else "epoch_cap")
     for m, state in zip(models, best_state, strict=True):
         m.load_state_dict(state)
         m.eval()
-    result.wall_time_s = time.perf_counter() - started
-    return result

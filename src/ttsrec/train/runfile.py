@@ -9,6 +9,8 @@ Fields other stages read (format `ttsrec.run/1`):
   ("fixed" | "per-seed"): how it was trained; checkpoints record the same under `train`.
 - `members[i].still_improving` (bool): its best state was the last validation check of the last epoch
   ("still improving at the epoch cap": more epochs would probably help).
+- `members[i].stop_reason`: why it stopped, a key of `train.fit.STOP_REASONS` ("patience",
+  "epoch_cap_improving", "epoch_cap"); `group_metrics.stop_reason` for a group. Absent in older runs.
 
 A `--group-series` output folder holds `series.json` (`{"format": "ttsrec.series/1",
 "runs": {"<M>": "m<M>"}}`) and one ordinary run dir `m<M>/` (with its own run.json) per M.
