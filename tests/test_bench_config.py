@@ -69,9 +69,9 @@ def test_python_only_rejections_are_one_line() -> None:
 def test_one_url_is_one_repository() -> None:
     message = "-u/--url is one server; several --repository values need tts-bench to start them"
     with pytest.raises(UserError, match=message):
-        configs_for([Path("a"), Path("b")], modes=["fused"], url="127.0.0.1:1")
+        configs_for([Path("a"), Path("b")], SweepConfig(modes=["fused"], url="127.0.0.1:1"))
     assert _cli_error(["-u", "127.0.0.1:1", "--repository", "a,b", "--mode", "fused"]) == message
-    one, two = configs_for([Path("a"), Path("b")], modes=["fused"], batches=[1, 8])
+    one, two = configs_for([Path("a"), Path("b")], SweepConfig(modes=["fused"], batches=[1, 8]))
     assert (one.repository, two.repository, two.batches) == (Path("a"), Path("b"), [1, 8])
 
 

@@ -17,9 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ttsrec.bench.modes import served_rows
 from ttsrec.bench.roofline import Roofline
 from ttsrec.bench.row import IDS, RAW, Row
-from ttsrec.ensemble.modes import SERVED_MODES, Mode
+from ttsrec.ensemble.modes import Mode
 
 
 def _index(rows: Sequence[Row], inputs: str = IDS) -> dict[tuple[str, int, int, int], Row]:
@@ -78,7 +79,7 @@ def serving_ratio(rows: Sequence[Row]) -> list[dict[str, Any]]:
     for (mode, m, batch, conc), ref in index.items():
         if mode != Mode.INPROCESS_FUSED or ref.throughput <= 0:
             continue
-        served = [index[(t, m, batch, conc)] for t in SERVED_MODES if (t, m, batch, conc) in index]
+        served = [index[(t, m, batch, conc)] for t in served_rows() if (t, m, batch, conc) in index]
         if served:
             best = max(served, key=lambda r: r.throughput)
             out.append(

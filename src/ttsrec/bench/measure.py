@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import psutil
 
+from ttsrec.bench.flags import flag
 from ttsrec.bench.load import Load, Record
 from ttsrec.errors import RuntimeFailure, UserError
 
@@ -24,15 +25,21 @@ STABLE_WINDOWS = 3
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    window_ms: int = 1000
+    window_ms: int = field(default=1000, metadata=flag(
+        "-p", "--measurement-interval", order=5, help="Measurement window in ms."))
     """`-p/--measurement-interval`: one measurement window."""
-    stability_pct: float = 10.0
+    stability_pct: float = field(default=10.0, metadata=flag(
+        "-s", "--stability-percentage", order=6, help="Max spread of the last 3 windows, in %."))
     """`-s/--stability-percentage`."""
-    max_trials: int = 10
+    max_trials: int = field(default=10, metadata=flag(
+        "--max-trials", order=7, help="Windows before a row is reported unstable."))
     """`--max-trials`: windows before giving up on stability."""
-    percentile: int | None = None
+    percentile: int | None = field(default=None, metadata=flag(
+        "--percentile", order=8,
+        help="Latency percentile for stability (50, 90, 95, 99); default the average."))
     """`--percentile`: latency percentile used for stability (None: the average)."""
-    warmup_requests: int = 20
+    warmup_requests: int = field(default=20, metadata=flag(
+        "--warmup-request-count", order=9, help="Requests before the first window."))
     """`--warmup-request-count`: requests completed before the first window."""
     warmup_timeout_s: float = 120.0
 

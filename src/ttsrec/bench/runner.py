@@ -1,86 +1,34 @@
-"""Running planned points: the target each one measures, the engine that measures it, the row it gives;
-and the accuracy per M through the same models.
+"""Running planned points: the engine that measures a point's target, the row it gives; and the accuracy
+per M through the same models.
 
-No planning and no server lifecycle here (`bench.plan`, `bench.servers`): given URLs and a point,
-measure it.
+No planning, no targets and no server lifecycle here (`bench.plan`, `bench.modes`, `bench.servers`):
+given a target and a point, measure it.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from ttsrec.bench import inputs, perf_analyzer
 from ttsrec.bench.config import SweepConfig
 from ttsrec.bench.cpu import tree_cpu_seconds
 from ttsrec.bench.measure import Measurement, measure
-from ttsrec.bench.plan import Point, raw_model, served_model
+from ttsrec.bench.modes import MODES, mode_of_row
+from ttsrec.bench.point import Point
 from ttsrec.bench.row import IDS, RAW, Row
 from ttsrec.bench.sources import Sources
-from ttsrec.bench.targets import (
-    REQUEST_TIMEOUT_S,
-    Target,
-    inprocess_fused_target,
-    inprocess_members_target,
-    sharded_target,
-    triton_target,
-)
+from ttsrec.bench.targets import Target
 from ttsrec.data.feature_map import FeatureMap
-from ttsrec.ensemble.modes import TRITON_MODES, Mode
+from ttsrec.ensemble.modes import Mode
 from ttsrec.repository import naming
-
-TargetCache = dict[tuple[str, int, int, str], Target]
-"""Targets by (mode, M, concurrency for in-process fused, else 0, inputs): sessions and channels reused."""
-
-
-def target_for(
-    point: Point, cfg: SweepConfig, src: Sources, url: str | None, shard_urls: list[str], cache: TargetCache
-) -> Target:
-    key = (point.mode, point.m, point.concurrency if point.mode == Mode.INPROCESS_FUSED else 0, point.inputs)
-    if key in cache:
-        return cache[key]
-    mode, m = point.mode, point.m
-    if point.inputs == RAW:  # --raw: the raw-record twin of the mode's model
-        target = triton_target(mode, m, url, cfg.protocol, raw_model(mode, m))  # type: ignore[arg-type]
-    elif mode in TRITON_MODES:
-        target = triton_target(mode, m, url, cfg.protocol, served_model(mode, m))  # type: ignore[arg-type]
-    elif mode == Mode.SHARDED:
-        target = sharded_target(m, shard_urls, cfg.protocol)
-    elif mode == Mode.INPROCESS_MEMBERS:
-        assert src.repo is not None
-        target = inprocess_members_target(m, [src.repo.onnx_path(n) for n in src.repo.members(m)])
-    else:
-        assert src.repo is not None
-        target = inprocess_fused_target(m, src.repo.onnx_path(naming.fused_name(m)), point.concurrency)
-    cache[key] = target
-    return target
-
-
-def cascade_cost(target: Target, pool: Any, batch: int,
-                 member_macs: list[int] | None) -> tuple[float, int | None]:
-    """A cascade row's cost, read from the server's answers: each of the row's request batches sent once,
-    the average of `members_used` over their rows, and the dense MACs per row that implies (a row that
-    went through k members paid for the first k)."""
-    from ttsrec.client.transport import Transport
-
-    assert target.url is not None
-    transport = Transport(target.url, target.protocol, REQUEST_TIMEOUT_S)
-    try:
-        used = np.concatenate([
-            transport.infer(target.model, naming.FEAT_IDS, ids, (naming.MEMBERS_USED,))[naming.MEMBERS_USED]
-            .reshape(-1) for ids in inputs.batches(pool, batch)]).astype(np.int64)
-    finally:
-        transport.close()
-    macs = None if member_macs is None else round(float(np.cumsum(member_macs)[used - 1].mean()))
-    return float(used.mean()), macs
 
 
 def use_perf_analyzer(engine: str, target: Target, point: Point) -> bool:
     """perf_analyzer for served rows; with `auto` only at batch 1, where the native client's own
     per-request overhead is a visible share of the latency, and only when it is installed."""
-    if target.url is None or target.mode == Mode.SHARDED or target.inputs == RAW:  # the bench's ids only
-        return False
+    unit = mode_of_row(target.mode)
+    if target.url is None or target.inputs == RAW or (unit is not None and not unit.perf_analyzer):
+        return False  # a model on one server, the bench's ids only
     if engine == "auto":
         return point.batch == 1 and perf_analyzer.locate() is not None
     return engine == "perf_analyzer"
@@ -172,7 +120,7 @@ def evaluate(
                 continue
             out.append(evaluate_served(url, cfg.protocol, model, ids, labels) | {"m": m, **tags,
                                                                                  "inputs": IDS})
-            twin = raw_model(Mode.ENSEMBLE if model.startswith("ensemble") else Mode.FUSED, m)
+            twin = MODES[Mode.ENSEMBLE if model.startswith("ensemble") else Mode.FUSED].raw_model(m)  # type: ignore[attr-defined]
             if cfg.raw and src.raw_eval is not None and twin in served:  # the same rows as raw records
                 out.append(evaluate_served_records(url, cfg.protocol, twin, src.raw_eval.records, labels)
                            | {"m": m, **tags, "inputs": RAW})

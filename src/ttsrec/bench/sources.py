@@ -15,12 +15,12 @@ import numpy as np
 
 from ttsrec.bench import inputs, pinning
 from ttsrec.bench.config import SweepConfig
+from ttsrec.bench.modes import selected
 from ttsrec.bench.repo_info import RepositoryInfo
 from ttsrec.bench.row import RAW
 from ttsrec.bench.server_info import ServedInfo, served_info
 from ttsrec.bench.targets import server_models
 from ttsrec.data.feature_map import FeatureMap
-from ttsrec.ensemble.modes import Mode
 from ttsrec.errors import UserError
 from ttsrec.repository import naming
 from ttsrec.repository.manifest import read_shards
@@ -45,7 +45,7 @@ class Sources:
 
     @classmethod
     def load(cls, cfg: SweepConfig) -> Sources:
-        needs_repo = cfg.url is None or Mode.INPROCESS in cfg.modes
+        needs_repo = cfg.url is None or any(u.in_process for u in selected(cfg.modes))
         repo = RepositoryInfo.load(cfg.repository) if needs_repo or cfg.repository.is_dir() else None
         if cfg.shards_repository is not None and not cfg.shard_urls:
             if not Path(cfg.shards_repository).is_dir():

@@ -36,12 +36,11 @@ from ttsrec.bench.server_stats import ServerTimes, Snapshot, critical_path, mode
 from ttsrec.client.raw import RawField, raw_fields
 from ttsrec.client.transport import Transport
 from ttsrec.client.utils import config_parameters
-from ttsrec.ensemble.modes import CLI_MODES, Mode
-from ttsrec.errors import UserError
+from ttsrec.ensemble.modes import Mode
 from ttsrec.repository import naming
 from ttsrec.utils.common import usable_cores
 
-__all__ = ["REQUEST_TIMEOUT_S", "Target", "check_modes", "inprocess_fused_target",
+__all__ = ["REQUEST_TIMEOUT_S", "Target", "inprocess_fused_target",
            "inprocess_members_target", "model_config", "server_models", "sharded_target", "triton_target",
            "usable_cores"]
 
@@ -232,10 +231,3 @@ def inprocess_fused_target(m: int, onnx_path: Any, concurrency: int) -> Target:
         make_load=make_load,
         notes={"intra_op_threads": threads},
     )
-
-
-def check_modes(modes: Sequence[str]) -> list[str]:
-    unknown = [m for m in modes if m not in CLI_MODES]
-    if unknown:
-        raise UserError(f"unknown mode {', '.join(unknown)} (choose from {', '.join(CLI_MODES)})")
-    return list(dict.fromkeys(modes))
