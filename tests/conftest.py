@@ -1,9 +1,13 @@
-"""Session fixtures shared by every stage's tests: one small synthetic dataset and a few briefly
-trained members, built once per test session (the machine has 2 cores)."""
+"""Fixtures shared by every stage's tests: one small synthetic dataset and a few briefly trained
+members, built once per test session (the machine has 2 cores); and, per test module, the repository the
+module names in its `REPO = serve_fixtures.RepoSpec(...)` (`repo`) and one tritonserver serving it
+(`server`)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -60,3 +64,23 @@ def member_checkpoints(prepared_dir: Path, tmp_path_factory: pytest.TempPathFact
                                  hparams=model.hparams, seed=seed, vocab_sizes=fmap.vocab_sizes,
                                  feature_map_hash=fmap.hash))
     return paths
+
+
+@pytest.fixture(scope="module")
+def repo(request: pytest.FixtureRequest, member_checkpoints: list[Path], prepared_dir: Path,
+         tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's repository, exported once as its `REPO` (`serve_fixtures.RepoSpec`) says."""
+    spec = getattr(request.module, "REPO", None)
+    if spec is None:
+        pytest.fail(f"{request.module.__name__} uses the `repo` fixture: give it a module-level "
+                    "REPO = serve_fixtures.RepoSpec(...)", pytrace=False)
+    return spec.build(member_checkpoints, tmp_path_factory.mktemp(spec.name), prepared_dir)
+
+
+@pytest.fixture(scope="module")
+def server(repo: Path) -> Iterator[Any]:
+    """One tritonserver serving the module's `repo` (free ports, ready), stopped after the module."""
+    from ttsrec.serve import TritonServer
+
+    with TritonServer(repo) as srv:
+        yield srv

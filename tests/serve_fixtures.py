@@ -1,10 +1,13 @@
 """Helpers for the serving tests: exported repositories, raw Criteo records, and the in-process
-onnxruntime reference (members' `model.onnx` run directly, their logits averaged)."""
+onnxruntime reference (members' `model.onnx` run directly, their logits averaged).
+
+A test module that uses the shared `repo` / `server` fixtures (conftest.py) says which repository it
+needs with a module-level `REPO = RepoSpec(...)`."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,20 @@ def export(checkpoints: list[Path], out: Path, data: Path, **options: object) ->
                          **{k: v for k, v in options.items() if k in scheduling}})
     config = ExportConfig(**{k: v for k, v in options.items() if k not in scheduling})
     return export_repository(checkpoints, out, serving, config, data=data)
+
+
+@dataclass(frozen=True)
+class RepoSpec:
+    """The repository a test module exports once (conftest.py's `repo`): the first `members` of the
+    session's member checkpoints (None: all), exported by `export` with `options`, in a temporary folder
+    named `name`."""
+
+    name: str
+    members: int | None = None
+    options: dict[str, object] = field(default_factory=dict)
+
+    def build(self, checkpoints: list[Path], root: Path, data: Path) -> Path:
+        return export(list(checkpoints[:self.members]), root / "repo", data, **self.options)
 
 
 def onnx_path(repo: Path, model: str) -> Path:

@@ -3,14 +3,13 @@ Triton's request timeout, reused request objects, and each error family as the s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from export_fixtures import tiny_feature_map
-from serve_fixtures import OrtReference, export
+from serve_fixtures import OrtReference, RepoSpec
 from ttsrec.client import (
     Client,
     ClientError,
@@ -24,19 +23,7 @@ from ttsrec.serve import TritonServer
 
 pytestmark = pytest.mark.slow
 MODEL = naming.ensemble_name(2)
-
-
-@pytest.fixture(scope="module")
-def repo(member_checkpoints: list[Path], prepared_dir: Path,
-         tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(member_checkpoints[:2], tmp_path_factory.mktemp("client_server") / "repo", prepared_dir,
-                  m_list=[2], fused=False)
-
-
-@pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[TritonServer]:
-    with TritonServer(repo) as srv:
-        yield srv
+REPO = RepoSpec("client_server", members=2, options={"m_list": [2], "fused": False})
 
 
 @pytest.mark.parametrize("protocol", ["grpc", "http"])
@@ -74,21 +61,19 @@ def test_feature_map_of_another_dataset_is_refused(server: TritonServer, repo: P
     served = FeatureMap.load(repo / naming.FEATURE_MAP_FILE)
     with Client(server.grpc_url, model=MODEL, timeout_s=10) as client:
         advertised = client.info.parameters.get("feature_map_hash")
-        if not advertised:
-            pytest.skip("this export does not advertise ttsrec.feature_map_hash yet")
-        assert advertised == served.hash
+        assert advertised == served.hash, "the served config must advertise ttsrec.feature_map_hash"
         client.check_feature_map(served)
         with pytest.raises(ClientError, match="does not match the served model's"):
             client.predict_records([{"c0": "1"}], feature_map=tiny_feature_map())
 
 
-def test_stopped_server_is_a_runtime_failure(server: TritonServer, repo: Path):
-    """Runs last: it stops the module's server."""
+def test_stopped_server_is_a_runtime_failure(repo: Path):
+    """Its own server, stopped under a connected client (the module's server stays up for the others)."""
     fields = len(FeatureMap.load(repo / naming.FEATURE_MAP_FILE).vocab_sizes)
-    url = server.grpc_url
-    with Client(url, model=MODEL, timeout_s=5) as client:
+    with TritonServer(repo) as own, Client(own.grpc_url, model=MODEL, timeout_s=5) as client:
+        url = own.grpc_url
         client.predict(np.zeros((1, fields), np.int64))
-        server.stop()
+        own.stop()
         with pytest.raises(ServerUnavailableError) as err:
             client.predict(np.zeros((1, fields), np.int64))
     assert isinstance(err.value, RuntimeFailure) and url in str(err.value)

@@ -4,14 +4,13 @@ onnxruntime's), and what the server refuses lands in the right family on both pr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from serve_fixtures import OrtReference, export
+from serve_fixtures import OrtReference, RepoSpec
 from ttsrec.bench.load import AsyncLoad, ThreadLoad
 from ttsrec.bench.loadgen import async_sender, decode_answer, grpc_sender
 from ttsrec.bench.measure import MeasureSettings, measure
@@ -24,19 +23,7 @@ from ttsrec.serve import TritonServer
 pytestmark = pytest.mark.slow
 MODEL = naming.fused_name(1)
 OUTPUTS = (naming.LOGIT,)
-
-
-@pytest.fixture(scope="module")
-def repo(member_checkpoints: list[Path], prepared_dir: Path,
-         tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("raw_path") / "repo"
-    return export(member_checkpoints[:1], out, prepared_dir, m_list=[1])
-
-
-@pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[TritonServer]:
-    with TritonServer(repo) as srv:
-        yield srv
+REPO = RepoSpec("raw_path", members=1, options={"m_list": [1]})
 
 
 def _batches(repo: Path, shapes: tuple[int, ...] = (1, 3, 5), extra_fields: int = 0) -> list[np.ndarray]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from export_fixtures import tiny_run
-from serve_fixtures import export
+from serve_fixtures import RepoSpec
 from ttsrec.client import Client
 from ttsrec.data.prepared import PreparedData
 from ttsrec.ensemble.cascade import Cascade, cascade_inprocess
@@ -24,14 +24,8 @@ from ttsrec.repository.graphs import onnx_file
 from ttsrec.serve import TritonServer
 
 ROWS = 3000
-
-
-@pytest.fixture(scope="module")
-def repo(member_checkpoints: list[Path], prepared_dir: Path,
-         tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("cascade") / "repo"
-    return export(member_checkpoints, out, prepared_dir, m_list=[1, 2, 4], fused=False, cascade=True,
-                  max_auc_drop=5e-3)
+REPO = RepoSpec("cascade", options={"m_list": [1, 2, 4], "fused": False, "cascade": True,
+                                    "max_auc_drop": 5e-3})
 
 
 def _inprocess(repo: Path, record: dict, ids: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:

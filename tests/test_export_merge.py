@@ -4,13 +4,12 @@ logits, equal to the same weighted mean computed in-process."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from serve_fixtures import OrtReference, export
+from serve_fixtures import OrtReference, RepoSpec
 from ttsrec.data.prepared import PreparedData
 from ttsrec.ensemble.session import ort_session
 from ttsrec.repository import naming, read_manifest
@@ -18,6 +17,8 @@ from ttsrec.repository.config import get_parameters, read_config
 from ttsrec.repository.graphs import merge_graph
 
 TOL = 2e-5
+REPO = RepoSpec("merge", options={"m_list": [2, 4], "merge": "selection"})
+"""Greedy selection (with replacement): weights are pick counts, rarely all equal."""
 
 
 def test_weighted_merge_graph_is_the_weighted_mean() -> None:
@@ -31,17 +32,9 @@ def test_weighted_merge_graph_is_the_weighted_mean() -> None:
     np.testing.assert_allclose(prob, 1 / (1 + np.exp(-expected)), rtol=1e-6, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def fitted_repo(member_checkpoints: list[Path], prepared_dir: Path,
-                  tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Greedy selection (with replacement): weights are pick counts, rarely all equal."""
-    return export(member_checkpoints, tmp_path_factory.mktemp("merge") / "repo", prepared_dir, m_list=[2, 4],
-                  merge="selection")
-
-
 @pytest.mark.slow
-def test_fitted_export_records_weights(fitted_repo: Path) -> None:
-    manifest = read_manifest(fitted_repo)
+def test_fitted_export_records_weights(repo: Path) -> None:
+    manifest = read_manifest(repo)
     assert manifest["merge"] == "selection" and manifest["merge_fit"]["split"] == "valid"
     for entry in manifest["ensembles"]:
         weights = np.asarray(entry["weights"])
@@ -49,25 +42,17 @@ def test_fitted_export_records_weights(fitted_repo: Path) -> None:
         assert entry["merge"] == f"merge_selection_m{entry['m']}"
         fit = manifest["merge_fit"]["per_m"][str(entry["m"])]
         assert fit["weights"] == entry["weights"] and 0.5 < fit["valid_auc"] < 1
-        assert get_parameters(read_config(fitted_repo / entry["name"]))["merge"] == "selection"
+        assert get_parameters(read_config(repo / entry["name"]))["merge"] == "selection"
     assert [f["weights"] for f in manifest["fused"]] == [e["weights"] for e in manifest["ensembles"]]
 
 
-@pytest.fixture(scope="module")
-def server(fitted_repo: Path) -> Iterator[object]:
-    from ttsrec.serve import TritonServer
-
-    with TritonServer(fitted_repo) as srv:
-        yield srv
-
-
 @pytest.mark.slow
-def test_served_fitted_merge_equals_in_process_weighted_mean(server, fitted_repo: Path,
+def test_served_fitted_merge_equals_in_process_weighted_mean(server, repo: Path,
                                                                prepared_dir: Path) -> None:
     from ttsrec.client import Client
 
     ids = np.ascontiguousarray(PreparedData(prepared_dir).ids("test")[:200], dtype=np.int64)
-    reference = OrtReference(fitted_repo)
+    reference = OrtReference(repo)
     entries = {e["name"]: e for e in reference.manifest["ensembles"] + reference.manifest["fused"]}
     for name in ("ensemble_m2", "ensemble_m4", "fused_m4"):
         entry = entries[name]

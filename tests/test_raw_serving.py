@@ -15,7 +15,6 @@ import re
 import shutil
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 from tritonclient.utils import InferenceServerException, serialize_byte_tensor
 
-from serve_fixtures import MAX_BATCH, export
+from serve_fixtures import MAX_BATCH, RepoSpec, export
 from ttsrec.client import Client, ClientError
 from ttsrec.client.model_info import ModelInfo
 from ttsrec.client.raw import raw_columns, serialize_strings
@@ -45,14 +44,8 @@ from ttsrec.serve import TritonServer
 
 M_LIST = [1, 4]
 PROTOCOLS = ["grpc", "http"]
-
-
-@pytest.fixture(scope="module")
-def repo(member_checkpoints: list[Path], prepared_dir: Path,
-         tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Python flavour, one instance per fused graph (the machine has 2 cores)."""
-    return export(member_checkpoints, tmp_path_factory.mktemp("raw") / "repo", prepared_dir, m_list=M_LIST,
-                  raw_inputs=True, fused_instance_count=1)
+REPO = RepoSpec("raw", options={"m_list": M_LIST, "raw_inputs": True, "fused_instance_count": 1})
+"""Python flavour, one instance per fused graph (the machine has 2 cores)."""
 
 
 @pytest.fixture(scope="module")
@@ -227,13 +220,7 @@ def test_client_layout_and_checks_name_the_field(repo: Path, test_rows) -> None:
     assert cols["I1"][0] == 2.5 and math.isnan(cols["I2"][0])
 
 
-# -- a real server ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[TritonServer]:
-    with TritonServer(repo) as srv:
-        yield srv
+# -- a real server (conftest.py's `server`) ----------------------------------------------------------------
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 from tritonclient.utils import InferenceServerException
 
-from serve_fixtures import MAX_BATCH, OrtReference, criteo_records, export
+from serve_fixtures import MAX_BATCH, OrtReference, RepoSpec, criteo_records, export
 from ttsrec.client import Client, ClientError, ShardedClient
 from ttsrec.client.errors import CLIENT_ERRORS, ShardsFailedError
 from ttsrec.data.encode import RecordEncoder
@@ -34,12 +34,7 @@ pytestmark = pytest.mark.slow
 M_LIST = [1, 2, 4]
 MODELS = [f"{kind}_m{m}" for kind in ("ensemble", "fused") for m in M_LIST]
 TOL = 1e-6
-
-
-@pytest.fixture(scope="module")
-def repo(member_checkpoints: list[Path], prepared_dir: Path,
-         tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(member_checkpoints, tmp_path_factory.mktemp("serve") / "repo", prepared_dir, m_list=M_LIST)
+REPO = RepoSpec("serve", options={"m_list": M_LIST})
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +42,6 @@ def sharded_repo(member_checkpoints: list[Path], prepared_dir: Path,
                  tmp_path_factory: pytest.TempPathFactory) -> Path:
     return export(member_checkpoints, tmp_path_factory.mktemp("serve") / "sharded", prepared_dir, shards=2,
                   fused=False)
-
-
-@pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[TritonServer]:
-    with TritonServer(repo) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

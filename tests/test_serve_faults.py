@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serve_fixtures import export
+from serve_fixtures import RepoSpec
 from ttsrec.cli.serve import KEY_HEADER
 from ttsrec.client import Client
 from ttsrec.serve import shm
@@ -27,12 +27,7 @@ pytestmark = pytest.mark.slow
 MODEL = "fused_m2"
 CRASH = {"inputs": [{"name": "feat_ids", "shape": [1000000000000, 39], "datatype": "INT64",
                      "data": [1] * 39}]}
-
-
-@pytest.fixture(scope="module")
-def repo(member_checkpoints: list[Path], prepared_dir: Path,
-         tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return export(member_checkpoints, tmp_path_factory.mktemp("faults") / "repo", prepared_dir, m_list=[2])
+REPO = RepoSpec("faults", options={"m_list": [2]})
 
 
 def _alive(pid: int) -> bool:
