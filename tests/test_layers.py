@@ -19,6 +19,7 @@ LAYERS: list[set[str]] = [
     {"models"},
     {"train"},
     {"evaluate", "export", "serve", "client"},  # the stages, none importing another
+    {"deploy"},  # generations: export into a served repository, rollout against running servers
     {"bench"},  # drives servers and clients
     {"experiments"},  # drive several stages (train + eval, export + bench)
     {"cli"},
@@ -92,3 +93,115 @@ def test_the_rule_catches_what_it_should() -> None:
     relative = _imports(probe, code)
     assert relative == [(1, "ttsrec.data"), (4, "ttsrec.cli.common")]
     assert _upward("data", relative) == ["line 4: ttsrec.cli.common"]
+
+
+# -- no import cycle inside a package -----------------------------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(SRC).with_suffix("")
+    parts = ["ttsrec", *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in SOURCES}
+
+
+def _targets(module: str, names: list[str], known: set[str]) -> list[str]:
+    """The modules an import statement depends on: `from pkg import sub` loads the module `pkg.sub` (a
+    package being initialised still gives its submodules); `from pkg import name` reads `name` from `pkg`
+    itself (its `__init__`), as `import pkg.mod` and `from pkg.mod import name` read `pkg.mod`."""
+    subs = [f"{module}.{name}" for name in names if f"{module}.{name}" in known]
+    reads_module = len(subs) < len(names) or not names
+    return [*subs, *([module] if reads_module and module in known else [])]
+
+
+def _import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """module -> the ttsrec modules it imports (module-level and function-level), from each file's text."""
+    known = set(MODULES) | set(sources)
+    graph: dict[str, set[str]] = {}
+    for name, text in sources.items():
+        path = MODULES.get(name) or SRC.joinpath(*name.split(".")[1:]).with_suffix(".py")
+        edges: set[str] = set()
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                edges.update(t for alias in node.names for t in _targets(alias.name, [], known))
+            elif isinstance(node, ast.ImportFrom):
+                (_, module), = _imports(path, ast.unparse(ast.Module([node], [])))
+                edges.update(_targets(module, [alias.name for alias in node.names], known))
+        graph[name] = {t for t in edges if t != name}
+    return graph
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Each strongly connected group of more than one module, as one cycle through it (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while (top := stack.pop()) != node:
+                group.append(top)
+            if group:
+                groups.append([node, *group])
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return [_one_cycle(graph, set(group), min(group)) for group in groups]
+
+
+def _one_cycle(graph: dict[str, set[str]], group: set[str], start: str) -> list[str]:
+    """A shortest path start -> ... -> start inside the group (breadth first)."""
+    paths = {start: [start]}
+    frontier = [start]
+    while frontier:
+        step = []
+        for node in frontier:
+            for nxt in sorted(graph.get(node, set()) & group):
+                if nxt == start:
+                    return [*paths[node], start]
+                if nxt not in paths:
+                    paths[nxt] = [*paths[node], nxt]
+                    step.append(nxt)
+        frontier = step
+    return [start]
+
+
+PACKAGES = sorted({_package(p) for p in SOURCES if (SRC / _package(p)).is_dir()})
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_cycle_inside_a_package(package: str) -> None:
+    """Function-level imports count too: a cycle hidden in a function is still a cycle."""
+    prefix = f"ttsrec.{package}"
+    inside = {name: path.read_text() for name, path in MODULES.items()
+              if name == prefix or name.startswith(prefix + ".")}
+    graph = {name: {t for t in edges if t in inside} for name, edges in _import_graph(inside).items()}
+    cycles = _cycles(graph)
+    assert not cycles, f"import cycles inside {package}/: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_cycle_rule_catches_module_and_function_level_cycles() -> None:
+    probe = {
+        "ttsrec.data.a": "from ttsrec.data import b\n",  # a submodule imported by name
+        "ttsrec.data.b": "def f():\n    from .c import x\n",  # function level, relative
+        "ttsrec.data.c": "import ttsrec.data.a\n",
+        "ttsrec.data.d": "from ttsrec.data.a import thing\n",  # into the cycle, not part of it
+    }
+    graph = _import_graph(probe)
+    assert graph["ttsrec.data.a"] == {"ttsrec.data.b"} and graph["ttsrec.data.b"] == {"ttsrec.data.c"}
+    assert _cycles({k: v & set(probe) for k, v in graph.items()}) == [
+        ["ttsrec.data.a", "ttsrec.data.b", "ttsrec.data.c", "ttsrec.data.a"]]
+    assert _cycles({"x": {"y"}, "y": set()}) == []

@@ -109,15 +109,7 @@ def serve(
              "metrics_port": _port(metrics_port)}
     extra, key = exposure_args(host, expose, protocol, os.environ.get("TTSREC_ADMIN_KEY"))
     sharded = is_sharded(repository) if shards is None else shards
-    if sharded:
-        if port_step < 1:
-            raise UserError(f"--port-step must be >= 1, got {port_step}")
-        group = ShardedServers(repository, **ports, port_step=port_step, host=host, log_dir=log_dir,
-                               start_timeout_s=start_timeout, extra_args=extra)
-        servers = group.servers
-    else:
-        servers = [TritonServer(repository, **ports, host=host, start_timeout_s=start_timeout,
-                                extra_args=extra, log_file=log_dir / "tritonserver.log" if log_dir else None)]
+    servers = _servers(repository, sharded, ports, port_step, host, log_dir, start_timeout, extra)
     # Checked before anything starts; said once the servers are up, so a failure is one line.
     integrity = ["integrity check skipped (--skip-integrity)"] if skip_integrity else [
         verify_files(server.repo) for server in servers]
@@ -130,15 +122,7 @@ def serve(
                 server.launch()
             for server in servers:
                 server.wait_ready()
-        for line in dict.fromkeys(integrity):
-            console.print(line)
-        _print_servers(servers, sharded)
-        if ready_file:
-            atomic_write_text(ready_file, json.dumps(_endpoints(servers), indent=1) + "\n")
-        if key:
-            out.print(f"exposed on {host}: {RESTRICTED} need header {KEY_HEADER} (gRPC metadata "
-                      f"triton-grpc-protocol-{KEY_HEADER}) "
-                      f"(key from TTSREC_ADMIN_KEY, else this one: {key})")
+        _announce(servers, sharded, integrity, ready_file, host, key)
         if check:
             _print_check(servers, sharded)
             clean = True
@@ -159,6 +143,34 @@ def serve(
             ready_file.unlink(missing_ok=True)
         if clean:
             console.print("[green]stopped[/]")
+
+
+def _servers(repository: Path, sharded: bool, ports: dict[str, int | None], port_step: int, host: str,
+             log_dir: Path | None, start_timeout: float, extra: list[str]) -> list[TritonServer]:
+    """The servers to start, not started: one per shard of a sharded export, else one."""
+    if sharded:
+        if port_step < 1:
+            raise UserError(f"--port-step must be >= 1, got {port_step}")
+        group = ShardedServers(repository, **ports, port_step=port_step, host=host, log_dir=log_dir,
+                               start_timeout_s=start_timeout, extra_args=extra)
+        return group.servers
+    return [TritonServer(repository, **ports, host=host, start_timeout_s=start_timeout,
+                         extra_args=extra, log_file=log_dir / "tritonserver.log" if log_dir else None)]
+
+
+def _announce(servers: list[TritonServer], sharded: bool, integrity: list[str], ready_file: Path | None,
+              host: str, key: str | None) -> None:
+    """Once every server is ready: the integrity verdicts, the servers and their models, the ready file,
+    and (exposed) which APIs need the key."""
+    for line in dict.fromkeys(integrity):
+        console.print(line)
+    _print_servers(servers, sharded)
+    if ready_file:
+        atomic_write_text(ready_file, json.dumps(_endpoints(servers), indent=1) + "\n")
+    if key:
+        out.print(f"exposed on {host}: {RESTRICTED} need header {KEY_HEADER} (gRPC metadata "
+                  f"triton-grpc-protocol-{KEY_HEADER}) "
+                  f"(key from TTSREC_ADMIN_KEY, else this one: {key})")
 
 
 def _supervise(servers: list[TritonServer], every_s: float) -> None:
