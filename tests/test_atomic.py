@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ttsrec.errors import RuntimeFailure, UserError
-from ttsrec.utils.atomic import atomic_dir
+from ttsrec.utils.atomic import atomic_dir, write_json
 
 
 def _write(out: Path, text: str, **kw) -> None:
@@ -103,3 +104,15 @@ def test_swap_never_leaves_the_output_missing(tmp_path: Path) -> None:
     while time.time() < deadline:
         _write(out, str(os.getpid()), force=True)
     assert reader.communicate(timeout=30)[0].strip() == "0"
+
+
+def test_write_json_is_whole_or_not_at_all(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "r.json"
+    write_json(path, {"b": 1, "a": [1.5, None]})
+    assert path.read_text() == '{\n "b": 1,\n "a": [\n  1.5,\n  null\n ]\n}\n'
+    write_json(path, {"when": Path("x")}, default=str)
+    assert json.loads(path.read_text()) == {"when": "x"}
+    with pytest.raises(TypeError):
+        write_json(path, {"when": object()})  # not serialisable: the previous file stays
+    assert json.loads(path.read_text()) == {"when": "x"}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]
