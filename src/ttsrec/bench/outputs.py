@@ -10,53 +10,50 @@ writes the same files and reports the same tables and lines as `tts-bench -f r.c
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ttsrec.bench.config import OutputPaths
 from ttsrec.bench.frontier import best_within, frontier_points, plot_frontier
-from ttsrec.bench.report import markdown, plot, summary_tables, write_csv
+from ttsrec.bench.markdown import markdown
+from ttsrec.bench.plot import plot
 from ttsrec.bench.result import SweepResult
-from ttsrec.errors import UserError
+from ttsrec.bench.rows_csv import write_csv
+from ttsrec.bench.tables import summary_tables
 from ttsrec.utils.atomic import atomic_write_text, write_json
 from ttsrec.utils.report import SILENT, Reporter
 
 
-@dataclass(frozen=True)
-class OutputPaths:
-    """Where a sweep's files go; None: not written."""
+def _json(path: Path, result: SweepResult) -> None:
+    write_json(path, result.to_json(), default=str)
 
-    csv: Path | None = None
-    """perf_analyzer's `-f` CSV of every row (`tts-bench -f/--latency-report-file`)."""
-    json: Path | None = None
-    """The rows with the run's metadata, roofline, derived figures and accuracy (`--json`)."""
-    plot: Path | None = None
-    """PNG: throughput and p99 against M (`--plot`)."""
-    markdown: Path | None = None
-    """The rows and derived figures as markdown tables (`--markdown`)."""
-    frontier: Path | None = None
-    """PNG: served AUC against throughput and p99; needs the sweep's accuracy (`--frontier`)."""
 
-    def check(self) -> None:
-        """Refuse a folder where a file goes, before anything is measured."""
-        for path in astuple(self):
-            if path is not None and Path(path).is_dir():
-                raise UserError(f"{path} is a directory, expected a file path")
+def _markdown(path: Path, result: SweepResult) -> None:
+    atomic_write_text(path, markdown(result))
+
+
+def _frontier(path: Path, result: SweepResult) -> None:
+    plot_frontier(path, frontier_points(result.rows, result.accuracy))
+
+
+WRITERS: dict[str, Callable[[Path, SweepResult], None]] = {
+    "csv": lambda path, result: write_csv(path, result.rows),
+    "json": _json,
+    "plot": lambda path, result: plot(path, result.rows),
+    "markdown": _markdown,
+    "frontier": _frontier,
+}
+"""One writer per format, by its `OutputPaths` field, in the order they are written."""
 
 
 def write_outputs(result: SweepResult, paths: OutputPaths, reporter: Reporter = SILENT) -> list[Path]:
     """Write the files `paths` names (each atomically), saying `wrote PATH` after each; returns them."""
-    writers = [
-        (paths.csv, lambda path: write_csv(path, result.rows)),
-        (paths.json, lambda path: write_json(path, result.to_json(), default=str)),
-        (paths.plot, lambda path: plot(path, result.rows)),
-        (paths.markdown, lambda path: atomic_write_text(path, markdown(result))),
-        (paths.frontier, lambda path: plot_frontier(path, frontier_points(result.rows, result.accuracy))),
-    ]
     written = []
-    for path, write in writers:
+    for name, write in WRITERS.items():
+        path = getattr(paths, name)
         if path is not None:
-            write(Path(path))
+            write(Path(path), result)
             reporter.note(f"wrote {path}")
             written.append(Path(path))
     return written
