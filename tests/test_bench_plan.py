@@ -161,3 +161,23 @@ def test_combine_keeps_rows_sources_and_merges_rooflines() -> None:
     assert both.roofline is not None and both.roofline.read_bw_cached == {1 << 20: 60e9, 1 << 21: 50e9}
     assert combine([_result("fp32"), _result("int8")]).roofline is None
     assert both.to_json()["dense_weight_bytes_per_repository"]["repo_int8"] == {2: 4_000_000}
+
+
+def test_a_new_mode_is_one_unit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mode is its unit in `bench.modes.MODES`: the config takes its name and the plan lays out its rows
+    and checks its models, with nothing else changed."""
+    from ttsrec.bench import modes
+
+    class Probe(modes.TritonMode):
+        name = "probe"  # type: ignore[assignment]
+        min_m = 2
+
+        def model(self, m: int) -> str:
+            return f"fused_m{m}"
+
+    monkeypatch.setitem(modes.MODES, "probe", Probe())
+    points = plan(cfg(["probe", "fused"], batches=[1]), None, LOCAL, None)
+    assert points == [Point("probe", 2, 1, 1), Point("fused", 1, 1, 1), Point("fused", 2, 1, 1)]
+    assert modes.mode_of_row("probe").main_server and "probe" in modes.served_rows()  # type: ignore[union-attr]
+    with pytest.raises(UserError, match="--mode probe needs fused_m2"):
+        plan(cfg(["probe"]), None, {"ensemble_m2", "fused_m1"}, None)
