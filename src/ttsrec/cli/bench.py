@@ -17,10 +17,10 @@ from ttsrec.bench.config import BenchConfig, flag_fields
 from ttsrec.bench.flags import parse_concurrency, parse_int_list, parse_modes
 from ttsrec.bench.outputs import finish
 from ttsrec.bench.plan import Point
-from ttsrec.bench.tables import table
 from ttsrec.bench.result import combine
 from ttsrec.bench.row import Row
 from ttsrec.bench.sweep import Sweep
+from ttsrec.bench.tables import table
 from ttsrec.cli.common import console, reporter, run_app
 from ttsrec.cli.reporter import render_table
 
