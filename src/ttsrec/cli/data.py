@@ -49,7 +49,8 @@ def synth(
 @app.command()
 def prepare(
     inputs: Annotated[
-        list[Path], typer.Option("--input", "-i", help="Input file (repeatable; movielens: folder).")
+        list[Path], typer.Option("--input", "-i", help="Input file, folder or glob (repeatable; in order; "
+                                 "movielens: the folder).")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")],
     preset: Annotated[
@@ -63,12 +64,25 @@ def prepare(
         str, typer.Option("--on-bad-row", help="skip (count them) or fail (name file:line).")
     ] = "skip",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
+    executor: Annotated[str, typer.Option(
+        "--executor", help="local (this process) | ray (shards as Ray tasks; inputs and output on "
+        "storage every node reads).")] = "local",
+    address: Annotated[str | None, typer.Option(
+        "--address", help="Ray cluster to join (ray://host:10001, host:6379 or auto); default: start a "
+        "local instance.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="CPUs of the local Ray instance (default: all).", min=1)] = None,
+    shard_mb: Annotated[int, typer.Option(
+        "--shard-mb", help="Ray: plain text files are cut into shards of this many MB.", min=1)] = 128,
+    max_retries: Annotated[int, typer.Option(
+        "--max-retries", help="Ray: reruns of a shard whose worker died.", min=0)] = 3,
 ) -> None:
     """Two streaming passes (count, encode): id splits + feature_map.json + summary.json in OUT."""
     from ttsrec.data.prepare import prepare as run_prepare
 
     summary = run_prepare(preset, inputs, out, force=force, seed=seed, spec=spec, on_bad_row=on_bad_row,
-                          reporter=reporter)
+                          reporter=reporter, executor=executor, address=address, workers=workers,
+                          shard_bytes=shard_mb << 20, max_retries=max_retries)
     reporter.table(summary_table(summary.to_dict()))
 
 
@@ -114,6 +128,13 @@ def summary_table(s: dict) -> Table:
     table.add_row("fields", str(len(vocab)))
     table.add_row("total vocabulary (incl. OOV ids)", f"{sum(vocab.values()):,}")
     table.add_row("time", f"{s.get('seconds', 0):.2f} s ({s.get('rows_per_s', 0):,.0f} rows/s)")
+    if "executor" in s:
+        where = f"{s.get('workers', 1)} workers, {s.get('shards', 1)} shards"
+        table.add_row("executor", f"{s['executor']} ({where})")
+    for stage, seconds in s.get("pass_seconds", {}).items():
+        table.add_row(f"  {stage}", f"{seconds:.2f} s")
+    for process, mb in s.get("peak_rss_mb", {}).items():
+        table.add_row(f"peak RSS {process}", f"{mb:,.0f} MB")
     table.add_row("feature map", str(s.get("feature_map_hash", "")))
     return table
 

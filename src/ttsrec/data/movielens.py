@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ttsrec.data.readers import BAD, LINE, RawChunk, iter_text
+from ttsrec.data.delimited import BAD, LINE, RawChunk, iter_text
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.errors import UserError
 
@@ -83,4 +83,4 @@ def iter_movielens(spec: DatasetSpec, folder: Path, chunk_bytes: int) -> Iterato
             .join(items, on="item_id", how="left", maintain_order="left")
             .select(*dict.fromkeys(wanted), LINE, BAD)
         )
-        yield RawChunk(chunk.file, frame, chunk.nbytes, chunk.ncols)
+        yield RawChunk(chunk.file, frame, chunk.nbytes, chunk.ncols, chunk.lines)

@@ -1,41 +1,61 @@
 """`tts-data prepare`: raw files -> memory-mappable id matrices per split + `feature_map.json`.
 
-Two streaming passes over bounded chunks, so files larger than memory work and memory grows with
-the vocabulary, not the rows: pass 1 parses and tokenises each chunk once, counts tokens (train split
-only, so valid/test values never leak into the vocabulary) and rows per split, and caches the
-tokens as Arrow IPC in the temp folder; pass 2 looks them up and writes `.npy` files preallocated
-from the counts. Everything is written into a temp folder that replaces `out` only when complete.
+Two streaming passes over bounded chunks of each shard (an input file, or a byte span of a big one), so
+inputs larger than memory work and memory grows with the vocabulary, not the rows:
+
+1. **read + count** (`shard.read_shard`): parse and tokenise each chunk once, give every token a dense
+   code, cache the kept rows' codes in the temp folder, and count the train split's codes (valid/test
+   values never reach the vocabulary). The split of a row is a hash of its position among all rows of
+   all inputs, so a shard read before the rows ahead of it are known (Ray) is counted from its cache
+   once they are (`count_shard`).
+2. **encode** (`shard.encode_shard`): the merged counts give the vocabulary; each shard's codes map to
+   ids through a table built from its distinct tokens and are written at its rows of the split files.
+
+`executor="local"` runs the shards in order in this process; `"ray"` runs the same functions as Ray
+tasks (`ray_prepare`), and the output is the same bytes. Everything is written into a temp folder that
+replaces `out` only when complete.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import resource
+import shutil
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import closing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import polars as pl
 
-from ttsrec.data.encode import LABEL, Lookup, describe_bad, tokens
-from ttsrec.data.feature_map import FeatureMap, Field
-from ttsrec.data.prefetch import prefetch
-from ttsrec.data.readers import BAD, CHUNK_BYTES, LINE, RawChunk, check_inputs, input_size, iter_chunks
+from ttsrec.data.delimited import CHUNK_BYTES
+from ttsrec.data.dictionary import vocabulary
+from ttsrec.data.feature_map import FeatureMap, Field, dumps_indented
+from ttsrec.data.readers import Shard, expand_inputs, input_size, plan_shards
+from ttsrec.data.shard import (
+    CountJob,
+    EncodeJob,
+    NpyFile,
+    ProcessStats,
+    ReadJob,
+    ShardCounts,
+    ShardRead,
+    encode_shard,
+    read_shard,
+)
 from ttsrec.data.spec import DatasetSpec, resolve_spec
-from ttsrec.data.split import SPLITS, split_of
-from ttsrec.data.transforms import MISSING
+from ttsrec.data.split import SPLITS
 from ttsrec.errors import UserError
 from ttsrec.repository.naming import FEATURE_MAP_FILE
 from ttsrec.utils.atomic import atomic_dir, atomic_write_text
 from ttsrec.utils.report import SILENT, Board, Reporter
 
 ON_BAD_ROW = ("skip", "fail")
-SPLIT = "_split"
-COUNT = "_count"  # field names never start with "_" (spec rule), so no column clashes
+EXECUTORS = ("local", "ray")
+SHARD_BYTES = 128 << 20
+"""Ray: plain text files larger than this are cut into byte spans of this size (one task each)."""
 
 
 @dataclass
@@ -56,10 +76,64 @@ class PrepareSummary:
     seconds: float
     rows_per_s: float
     out: str = ""
+    executor: str = "local"
+    workers: int = 1
+    shards: int = 1
+    pass_seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds per stage: read + count, (Ray: count), vocabulary (+ feature map), encode."""
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    """Peak resident memory per process: this one (`driver`) and, with Ray, each worker that ran a task."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Runner(Protocol):
+    """Runs the shard jobs of each pass: here in order (`LocalRunner`) or as Ray tasks (`RayRunner`)."""
+
+    workers: int
+
+    def read(self, jobs: list[ReadJob], board: Board) -> list[ShardRead]: ...
+
+    def count(self, jobs: list[CountJob]) -> list[ShardCounts]: ...
+
+    def encode(self, jobs: list[EncodeJob], vocab: list[list[str]], board: Board) -> list[ProcessStats]: ...
+
+
+class LocalRunner:
+    """Shards in order in this process: each shard's first row position is known when it is read, so
+    pass 1 counts as it goes, and `--on-bad-row fail` stops at the first bad shard."""
+
+    workers = 1
+
+    def __enter__(self) -> LocalRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def read(self, jobs: list[ReadJob], board: Board) -> list[ShardRead]:
+        task = board.task("pass 1/2 read + count", total=sum(j.shard.nbytes for j in jobs))
+        reads, offset = [], 0
+        for job in jobs:
+            job.offset = offset
+            reads.append(read_shard(job, progress=lambda n: task.update(advance=n)))
+            offset += reads[-1].rows
+            if reads[-1].first_bad:
+                break
+        return reads
+
+    def count(self, jobs: list[CountJob]) -> list[ShardCounts]:
+        raise AssertionError("the local runner counts while reading")
+
+    def encode(self, jobs: list[EncodeJob], vocab: list[list[str]], board: Board) -> list[ProcessStats]:
+        task = board.task("pass 2/2 encode", total=len(jobs))
+        stats = []
+        for job in jobs:
+            stats.append(encode_shard(job, vocab))
+            task.update(advance=1)
+        return stats
 
 
 def prepare(
@@ -73,222 +147,136 @@ def prepare(
     on_bad_row: str = "skip",
     chunk_bytes: int = CHUNK_BYTES,
     reporter: Reporter = SILENT,
+    executor: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
+    shard_bytes: int = SHARD_BYTES,
+    max_retries: int = 3,
 ) -> PrepareSummary:
-    """Prepare `inputs` with a preset (or a spec file for `csv`) into `out`; see the module docstring."""
+    """Prepare `inputs` (files, folders or globs) with a preset (or a spec file for `csv`) into `out`."""
     started = time.perf_counter()
     ds = spec if isinstance(spec, DatasetSpec) else resolve_spec(preset, spec)
     if on_bad_row not in ON_BAD_ROW:
         raise UserError(f"--on-bad-row must be one of {', '.join(ON_BAD_ROW)} (got {on_bad_row!r})")
-    inputs = [Path(p) for p in inputs]
-    check_inputs(ds, inputs)
-    total_bytes = input_size(ds, inputs)
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    runner: Any = LocalRunner()
+    if executor == "ray":
+        from ttsrec.data.ray_prepare import RayRunner, require_ray
+
+        require_ray()
+        runner = RayRunner(address=address, workers=workers, max_retries=max_retries)
+    files = expand_inputs(ds, inputs)
+    shards = plan_shards(ds, files, shard_bytes if executor == "ray" else None)
     with atomic_dir(Path(out), force=force, marker="summary.json", tool="tts-data prepare",
-                    inputs=inputs) as tmp, reporter.progress("bytes", transient=True) as bar:
-        seen = _read_and_count(ds, inputs, seed, chunk_bytes, on_bad_row, tmp / ".tokens", bar, total_bytes)
-        if seen.per_split.sum() == 0:
-            raise UserError(
-                f"no usable rows in {', '.join(map(str, inputs))} "
-                f"({seen.rows_read} read, all skipped: {_top(seen.reasons)})"
-            )
-        fmap = FeatureMap(
-            dataset_id=ds.dataset_id,
-            label=ds.label,
-            spec=ds.to_dict(),
-            fields=[
-                Field(
-                    name=f.name,
-                    kind=f.kind,
-                    vocab=_vocab(seen.counts.pop(f.name), f.name, f.min_count),
-                    source=f.source,
-                    preprocess=f.preprocess,
-                )
-                for f in ds.fields
-            ],
-        )
-        _encode(fmap, seen, tmp, bar)
-        fmap_dict = fmap.to_dict()  # the same bytes as FeatureMap.save, hashed once
-        atomic_write_text(tmp / FEATURE_MAP_FILE, json.dumps(fmap_dict, indent=1) + "\n")
+                    inputs=[*map(Path, inputs), *files]) as tmp, \
+            reporter.progress("bytes", transient=True) as board, runner:
+        summary = _prepare_in(ds, shards, tmp, board, runner, seed, on_bad_row, chunk_bytes)
+        if executor == "ray":
+            summary["pass_seconds"] = {"ray start": round(runner.start_seconds, 3), **summary["pass_seconds"]}
         seconds = time.perf_counter() - started
-        kept = int(seen.per_split.sum())
-        summary = PrepareSummary(
-            dataset_id=ds.dataset_id,
-            inputs=[str(p) for p in inputs],
-            rows_read=seen.rows_read,
-            rows_kept=kept,
-            rows_skipped=seen.rows_read - kept,
-            skipped_by_reason=dict(seen.reasons.most_common()),
-            splits={name: int(seen.per_split[s]) for s, name in enumerate(SPLITS)},
-            num_fields=fmap.num_fields,
-            vocab_sizes=dict(zip(fmap.field_names, fmap.vocab_sizes, strict=True)),
-            feature_map_hash=fmap_dict["hash"],
-            seed=seed,
-            on_bad_row=on_bad_row,
-            input_bytes=total_bytes,
-            seconds=round(seconds, 3),
-            rows_per_s=round(seen.rows_read / seconds, 1) if seconds > 0 else 0.0,
-            out=str(out),
+        summary.update(
+            inputs=[str(p) for p in files], input_bytes=input_size(ds, files), seconds=round(seconds, 3),
+            rows_per_s=round(summary["rows_read"] / seconds, 1) if seconds > 0 else 0.0, out=str(out),
+            executor=executor, workers=runner.workers, shards=len(shards),
         )
-        atomic_write_text(tmp / "summary.json", json.dumps(summary.to_dict(), indent=1) + "\n")
-    return summary
+        result = PrepareSummary(**summary)
+        atomic_write_text(tmp / "summary.json", json.dumps(result.to_dict(), indent=1) + "\n")
+    return result
 
 
-@dataclass
-class _Seen:
-    """What pass 1 learned: token counts, bad-row reasons, kept rows per split, cached token chunks."""
-
-    counts: _TokenCounts
-    reasons: Counter[str]
-    per_split: np.ndarray
-    rows_read: int
-    parts: list[Path]
-
-
-def _read_and_count(
-    ds: DatasetSpec,
-    inputs: list[Path],
-    seed: int,
-    chunk_bytes: int,
-    on_bad_row: str,
-    cache: Path,
-    bar: Board,
-    total_bytes: int,
-) -> _Seen:
-    """Pass 1: parse + tokenise once, count train tokens, cache the kept rows' tokens as Arrow IPC."""
-    task = bar.task("pass 1/2 read + count", total=total_bytes)
+def _prepare_in(ds: DatasetSpec, shards: list[Shard], tmp: Path, board: Board, runner: Runner, seed: int,
+                on_bad_row: str, chunk_bytes: int) -> dict[str, Any]:
+    """The two passes into the temp folder `tmp`; returns the summary's counts and per-pass figures."""
+    cache = tmp / ".cache"
     cache.mkdir()
-    seen = _Seen(_TokenCounts([f.name for f in ds.fields]), Counter(), np.zeros(len(SPLITS), np.int64), 0, [])
-    with closing(_token_chunks(ds, inputs, seed, chunk_bytes)) as chunks:  # closing stops the reader thread
-        for toks, chunk in chunks:
-            kept = _see(seen, toks, chunk, ds, on_bad_row)
-            part = cache / f"{len(seen.parts):06d}.arrow"
-            kept.write_ipc(part, compression="uncompressed")
-            seen.parts.append(part)
-            task.update(advance=chunk.nbytes)
-    return seen
+    clock = time.perf_counter()
+    jobs = [ReadJob(ds, s, i, cache, seed, on_bad_row, chunk_bytes) for i, s in enumerate(shards)]
+    reads = runner.read(jobs, board)
+    _refuse_first_bad(shards, reads)
+    offsets = np.concatenate([[0], np.cumsum([r.rows for r in reads])]).tolist()
+    passes = {"read": time.perf_counter() - clock}
+    counted = [r.counts for r in reads]
+    if any(c is None for c in counted):
+        clock = time.perf_counter()
+        counted = runner.count([CountJob(cache, r.index, r.chunks, len(ds.fields), offsets[r.index], seed)
+                                for r in reads])
+        passes["count"] = time.perf_counter() - clock
+    counts: list[ShardCounts] = counted  # type: ignore[assignment]
+    rows_read = sum(r.rows for r in reads)
+    reasons: Counter[str] = Counter()
+    for r in reads:
+        reasons.update(r.reasons)
+    per_split = np.array([c.per_split for c in counts], dtype=np.int64).reshape(len(counts), len(SPLITS))
+    if per_split.sum() == 0:
+        raise UserError(f"no usable rows in {', '.join(str(s.file) for s in shards)} "
+                        f"({rows_read} read, all skipped: {_top(reasons)})")
+    clock = time.perf_counter()
+    fmap = _feature_map(ds, counts)
+    fmap_dict = fmap.to_dict()  # the same bytes as FeatureMap.save, hashed once
+    atomic_write_text(tmp / FEATURE_MAP_FILE, dumps_indented(fmap_dict) + "\n")
+    passes["vocabulary"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    encoded = runner.encode(_encode_jobs(reads, per_split, offsets, tmp, len(ds.fields), seed),
+                            [f.vocab for f in fmap.fields], board)
+    shutil.rmtree(cache)
+    passes["encode"] = time.perf_counter() - clock
+    kept = int(per_split.sum())
+    return {
+        "dataset_id": ds.dataset_id, "rows_read": rows_read, "rows_kept": kept,
+        "rows_skipped": rows_read - kept,
+        "skipped_by_reason": dict(reasons.most_common()),
+        "splits": {name: int(n) for name, n in zip(SPLITS, per_split.sum(axis=0), strict=True)},
+        "num_fields": fmap.num_fields,
+        "vocab_sizes": dict(zip(fmap.field_names, fmap.vocab_sizes, strict=True)),
+        "feature_map_hash": fmap_dict["hash"], "seed": seed, "on_bad_row": on_bad_row,
+        "pass_seconds": {k: round(v, 3) for k, v in passes.items()},  # (Ray's start added by the caller)
+        "peak_rss_mb": _peak_rss([*(r.stats for r in reads), *(c.stats for c in counts), *encoded]),
+    }
 
 
-def _see(seen: _Seen, toks: pl.DataFrame, chunk: RawChunk, ds: DatasetSpec, on_bad_row: str) -> pl.DataFrame:
-    """Count one tokenised chunk (rows, bad rows by reason, splits, train tokens); return its kept rows."""
-    seen.rows_read += toks.height
-    bad = toks.get_column(BAD).to_numpy()
-    if bad.any():
-        if on_bad_row == "fail":
-            row = int(np.flatnonzero(bad)[0])
-            where = f"{chunk.file}:{toks.get_column(LINE)[row]}"
-            reason = describe_bad(int(bad[row]), ds, chunk.ncols)
-            raise UserError(f"{where}: {reason} (pass --on-bad-row skip to skip such rows)")
-        codes, n = np.unique(bad[bad != 0], return_counts=True)
-        seen.reasons.update(
-            {describe_bad(int(c), ds, chunk.ncols): int(k) for c, k in zip(codes, n, strict=True)}
-        )
-        toks = toks.filter(pl.Series(bad == 0))
-    seen.per_split += np.bincount(toks.get_column(SPLIT).to_numpy(), minlength=len(SPLITS))
-    seen.counts.add(toks)
-    return toks.drop(BAD, LINE)
+def _feature_map(ds: DatasetSpec, counts: list[ShardCounts]) -> FeatureMap:
+    fields = [
+        Field(name=f.name, kind=f.kind, vocab=vocabulary([c.tokens[j] for c in counts], f.min_count),
+              source=f.source, preprocess=f.preprocess)
+        for j, f in enumerate(ds.fields)
+    ]
+    return FeatureMap(dataset_id=ds.dataset_id, label=ds.label, spec=ds.to_dict(), fields=fields)
 
 
-def _encode(fmap: FeatureMap, seen: _Seen, tmp: Path, bar: Board) -> None:
-    """Pass 2: look the cached tokens up in the vocabulary, append them to the per-split `.npy` files."""
-    task = bar.task("pass 2/2 encode", total=sum(p.stat().st_size for p in seen.parts))
-    lookup = Lookup(fmap)
-    ids, labels = [], []
+def _encode_jobs(reads: list[ShardRead], per_split: np.ndarray, offsets: list[int], tmp: Path,
+                 num_fields: int, seed: int) -> list[EncodeJob]:
+    """Preallocate the split files and give each shard its first row in each of them."""
+    totals = per_split.sum(axis=0)
     for s, name in enumerate(SPLITS):
         (tmp / name).mkdir()
-        rows = int(seen.per_split[s])
-        ids.append(_NpyWriter(tmp / name / "ids.npy", np.int32, (rows, fmap.num_fields)))
-        labels.append(_NpyWriter(tmp / name / "labels.npy", np.float32, (rows,)))
-    for part, toks in prefetch((p, pl.read_ipc(p)) for p in seen.parts):
-        chunk_ids = lookup(toks)
-        chunk_labels = toks.get_column(LABEL).to_numpy()
-        chunk_split = toks.get_column(SPLIT).to_numpy()
-        for s in range(len(SPLITS)):
-            mask = chunk_split == s
-            ids[s].write(chunk_ids[mask])
-            labels[s].write(chunk_labels[mask])
-        task.update(advance=part.stat().st_size)
-        part.unlink()
-    (tmp / ".tokens").rmdir()
-    for writer in [*ids, *labels]:
-        writer.close()
+        NpyFile.create(tmp / name / "ids.npy", np.int32, (int(totals[s]), num_fields))
+        NpyFile.create(tmp / name / "labels.npy", np.float32, (int(totals[s]),))
+    first = np.cumsum(per_split, axis=0) - per_split
+    return [EncodeJob(tmp / ".cache", r.index, r.chunks, num_fields, offsets[r.index], seed, tmp,
+                      first[r.index].tolist()) for r in reads]
 
 
-def _token_chunks(
-    ds: DatasetSpec, inputs: list[Path], seed: int, chunk_bytes: int
-) -> Iterator[tuple[pl.DataFrame, RawChunk]]:
-    """Tokenised chunks with `_split` from each row's position among all data rows of all inputs."""
-    start = 0
-    for chunk in prefetch(iter_chunks(ds, inputs, chunk_bytes)):
-        toks = tokens(chunk.frame, ds)
-        n = toks.height
-        toks = toks.with_columns(
-            chunk.frame.get_column(LINE), pl.Series(SPLIT, split_of(np.arange(start, start + n), seed))
-        )
-        start += n
-        yield toks, chunk
+def _refuse_first_bad(shards: list[Shard], reads: list[ShardRead]) -> None:
+    """`--on-bad-row fail`: name the first bad row of all inputs (line numbers run across a file's spans)."""
+    for r in reads:
+        if r.first_bad:
+            line, reason = r.first_bad
+            shard = shards[r.index]
+            line += sum(p.lines for p in reads[: r.index]
+                        if shards[p.index].file == shard.file and shards[p.index].start < shard.start)
+            raise UserError(f"{shard.file}:{line}: {reason} (pass --on-bad-row skip to skip such rows)")
 
 
-class _NpyWriter:
-    """Append rows to a `.npy` file of known shape with plain writes (no memmap: RSS stays flat)."""
-
-    def __init__(self, path: Path, dtype: type, shape: tuple[int, ...]) -> None:
-        self.dtype, self.shape, self.rows = np.dtype(dtype), shape, 0
-        self.fh = open(path, "wb")  # noqa: SIM115 (closed in close())
-        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": shape}
-        np.lib.format.write_array_header_1_0(self.fh, header)
-
-    def write(self, rows: np.ndarray) -> None:
-        self.fh.write(np.ascontiguousarray(rows, dtype=self.dtype).tobytes())
-        self.rows += len(rows)
-
-    def close(self) -> None:
-        self.fh.close()
-        if self.rows != self.shape[0]:
-            raise RuntimeError(f"wrote {self.rows} rows, expected {self.shape[0]}")
-
-
-class _TokenCounts:
-    """Running token counts per field (train rows).
-
-    Chunk counts wait in a list and are merged once they outweigh the running totals (merging is
-    O(vocab), so geometric batches keep the total cost near-linear), memory staying O(vocab).
-    """
-
-    def __init__(self, names: list[str], min_pending: int = 1_000_000) -> None:
-        self.names, self.min_pending = names, min_pending
-        self.total: dict[str, pl.DataFrame] = {}
-        self.pending: dict[str, list[pl.DataFrame]] = {n: [] for n in names}
-
-    def add(self, toks: pl.DataFrame) -> None:
-        train = pl.Series(toks.get_column(SPLIT).to_numpy() == 0)
-        for name in self.names:  # eager value_counts beat a lazy group_by per column on small chunks
-            counts = toks.get_column(name).filter(train).value_counts(name=COUNT)
-            self.pending[name].append(counts.with_columns(pl.col(COUNT).cast(pl.Int64)))
-        waiting = sum(f.height for frames in self.pending.values() for f in frames)
-        if waiting >= max(self.min_pending, sum(f.height for f in self.total.values())):
-            self._merge()
-
-    def _merge(self) -> None:
-        parts = {n: ([self.total[n]] if n in self.total else []) + self.pending[n] for n in self.names}
-        merged = pl.collect_all(
-            [pl.concat(parts[n]).lazy().group_by(n).agg(pl.col(COUNT).sum()) for n in self.names if parts[n]]
-        )
-        self.total.update(zip([n for n in self.names if parts[n]], merged, strict=True))
-        self.pending = {n: [] for n in self.names}
-
-    def pop(self, name: str) -> pl.DataFrame | None:
-        if self.pending[self.names[0]]:
-            self._merge()
-        return self.total.pop(name, None)
-
-
-def _vocab(counts: pl.DataFrame | None, name: str, min_count: int) -> list[str]:
-    """Tokens seen at least `min_count` times, most frequent first (ties by token, so deterministic)."""
-    if counts is None:
-        return []
-    kept = counts.filter(pl.col(COUNT) >= min_count).select(
-        pl.col(name).cast(pl.String).fill_null(MISSING), COUNT
-    )
-    return kept.sort([COUNT, name], descending=[True, False]).get_column(name).to_list()
+def _peak_rss(stats: list[ProcessStats]) -> dict[str, float]:
+    """This process's peak RSS, and each other process's (a Ray worker) by pid."""
+    here = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peaks: dict[str, float] = {"driver": round(here, 1)}
+    for s in stats:
+        if s.pid and s.pid != os.getpid():
+            key = f"worker {s.pid}"
+            peaks[key] = max(peaks.get(key, 0.0), s.peak_rss_mb)
+    return peaks
 
 
 def _top(reasons: Counter[str]) -> str:

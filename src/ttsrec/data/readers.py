@@ -1,82 +1,162 @@
-"""Stream raw input files as polars frames of raw columns, a bounded chunk at a time.
+"""Stream raw inputs as polars frames of raw columns, a bounded chunk at a time, whatever their format.
 
-Files larger than memory work: text is read in byte chunks cut at line ends, Parquet in record
-batches. Every chunk carries the file line number of each row (for `--on-bad-row fail`) and a
-`_bad` code (0 = fine, -k = the line has k columns instead of `ncols`, `UNDECODABLE` = bytes that
-are not valid in the spec's encoding), so the caller can skip or refuse such rows. A truncated or
-corrupt `.gz` is a one-line `UserError`, never a traceback.
+Files larger than memory work: text is read in byte chunks cut at line ends (`delimited`), Parquet in
+record batches, the MovieLens folder through its join (`movielens`). Every chunk carries `_line` and
+`_bad` (see `delimited`).
 """
 
 from __future__ import annotations
 
+import glob
 import gzip
 import zlib
-from collections.abc import Iterator
-from contextlib import nullcontext
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
+from ttsrec.data.delimited import BAD, CHUNK_BYTES, LINE, UNDECODABLE, RawChunk, iter_text, null_if_empty
+from ttsrec.data.movielens import iter_movielens
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.errors import UserError
 
-CHUNK_BYTES = 8 << 20  # bounded memory; small enough for allocations to be reused
-BAD = "_bad"
-LINE = "_line"
-UNDECODABLE = -(1 << 30)
-"""`_bad` code of a line whose bytes are not valid in the spec's encoding (never silently replaced)."""
+__all__ = ["BAD", "CHUNK_BYTES", "LINE", "UNDECODABLE", "RawChunk", "Shard", "expand_inputs", "input_size",
+           "iter_chunks", "iter_shard", "plan_shards"]
+
+PARQUET = (".parquet", ".pq")
+SAMPLE_LINES, SAMPLE_BYTES = 64, 1 << 20
+"""Lines (at most bytes) read from the start of each text input to compare column counts between files."""
 
 
-@dataclass
-class RawChunk:
+@dataclass(frozen=True)
+class Shard:
+    """A unit of work for one pass: a whole input, or a byte span of an uncompressed text file (whole lines
+    starting in it), so one big file still splits across workers."""
+
     file: Path
-    frame: pl.DataFrame
-    """Columns `spec.label` + `spec.sources` (text; Float64 where only numbers are expected; null = missing),
-    `_line` (1-based line in `file`) and `_bad` (see the module docstring)."""
-    nbytes: int
-    """Input bytes this chunk consumed (for progress)."""
-    ncols: int = 0
-    """Columns a well-formed line has (0: not a delimited text file)."""
+    start: int = 0
+    end: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        size = self.file.stat().st_size if self.file.is_file() else _folder_size(self.file)
+        return (size if self.end is None else self.end) - self.start
 
 
-def input_size(spec: DatasetSpec, inputs: list[Path]) -> int:
-    return sum(_data_files(spec, p)[0].stat().st_size for p in inputs)
+def expand_inputs(spec: DatasetSpec, inputs: Sequence[Path | str]) -> list[Path]:
+    """The files to read, in a defined order: each input as given; a folder's files and a glob's matches
+    sorted by name (so the row positions, hence the split, are reproducible)."""
+    if not inputs:
+        raise UserError("no input given (--input PATH)")
+    files: list[Path] = []
+    for given in inputs:
+        path = Path(given)
+        if spec.format == "movielens":
+            _movielens_files(path)
+            files.append(path)
+        elif path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+            if not found:
+                raise UserError(f"input folder holds no files: {path}")
+            files += found
+        elif glob.has_magic(str(given)) and not path.exists():
+            found = sorted(Path(p) for p in glob.glob(str(given)) if Path(p).is_file())
+            if not found:
+                raise UserError(f"no input file matches {given}")
+            files += found
+        elif not path.exists():
+            raise UserError(f"input file not found: {path}")
+        elif not path.is_file():
+            raise UserError(f"input is not a file: {path}")
+        else:
+            files.append(path)
+    if spec.format != "movielens":
+        _check_same_format(spec, files)
+    return files
+
+
+def _kind(spec: DatasetSpec, path: Path) -> str:
+    if spec.format == "parquet" or path.suffix in PARQUET:
+        return "parquet"
+    suffix = Path(path.name.removesuffix(".gz")).suffix.lower()
+    return {".csv": "csv", ".tsv": "tsv"}.get(suffix, "text")
+
+
+def _check_same_format(spec: DatasetSpec, files: list[Path]) -> None:
+    """One format per run (text of one kind, or Parquet) and, for text, one column count."""
+    kinds = [_kind(spec, f) for f in files]
+    named = [(f, k) for f, k in zip(files, kinds, strict=True) if k != "text"]
+    for f, k in named[1:]:
+        if k != named[0][1]:
+            raise UserError(f"{f}: a {k} file among {named[0][1]} inputs ({named[0][0]}); one format per run")
+    if "parquet" in kinds and any(k != "parquet" for k in kinds):
+        text = files[kinds.index(next(k for k in kinds if k != "parquet"))]
+        raise UserError(f"{text}: a text file among Parquet inputs; one format per run")
+    if len(files) > 1 and kinds[0] != "parquet":
+        first = _columns_of(spec, files[0])
+        for f in files[1:]:
+            got = _columns_of(spec, f)
+            if got != first and got is not None and first is not None:
+                raise UserError(f"{f}: {got} columns where {files[0]} has {first} "
+                                "(the column count changes between files)")
+
+
+def _columns_of(spec: DatasetSpec, path: Path) -> int | None:
+    """A text file's column count: its header's, else the most common among its first lines (None: empty)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(SAMPLE_BYTES)
+    except (OSError, EOFError, zlib.error):
+        return None  # the reader names a broken file when it gets there
+    lines = head.split(b"\n")[: -1 if len(head) == SAMPLE_BYTES else None]  # the last may be cut
+    lines = lines[: 1 if spec.header else SAMPLE_LINES]
+    sep = spec.separator.encode()
+    counts = Counter(line.count(sep) + 1 for line in (x.rstrip(b"\r") for x in lines) if line)
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def plan_shards(spec: DatasetSpec, files: list[Path], shard_bytes: int | None = None) -> list[Shard]:
+    """Shards in row order: each file whole, or plain text files over `shard_bytes` cut into byte spans."""
+    shards = []
+    for f in files:
+        size = f.stat().st_size if f.is_file() else 0
+        if (shard_bytes is None or size <= shard_bytes or spec.format == "movielens" or f.suffix == ".gz"
+                or _kind(spec, f) == "parquet"):
+            shards.append(Shard(f))
+            continue
+        cuts = list(range(0, size, shard_bytes))
+        shards += [Shard(f, a, b) for a, b in zip(cuts, [*cuts[1:], size], strict=True)]
+    return shards
+
+
+def input_size(spec: DatasetSpec, files: list[Path]) -> int:
+    return sum(_data_files(spec, p)[0].stat().st_size for p in files)
+
+
+def iter_shard(spec: DatasetSpec, shard: Shard, chunk_bytes: int = CHUNK_BYTES) -> Iterator[RawChunk]:
+    """The rows of one shard, in order, as raw frames."""
+    if spec.format == "movielens":
+        yield from iter_movielens(spec, shard.file, chunk_bytes)
+    elif _kind(spec, shard.file) == "parquet":
+        yield from _parquet(spec, shard.file)
+    else:
+        yield from iter_text(spec, shard.file, chunk_bytes, span=(shard.start, shard.end))
 
 
 def iter_chunks(spec: DatasetSpec, inputs: list[Path], chunk_bytes: int = CHUNK_BYTES) -> Iterator[RawChunk]:
-    """All rows of all inputs, in order, as string frames."""
+    """All rows of all inputs, in order, as raw frames."""
     for path in inputs:
-        if spec.format == "parquet" or Path(path).suffix in (".parquet", ".pq"):
-            yield from _parquet(spec, path)
-        elif spec.format == "movielens":
-            from ttsrec.data.movielens import iter_movielens
-
-            yield from iter_movielens(spec, path, chunk_bytes)
-        else:
-            yield from iter_text(spec, path, chunk_bytes)
-
-
-def check_inputs(spec: DatasetSpec, inputs: list[Path]) -> None:
-    if not inputs:
-        raise UserError("no input given (--input PATH)")
-    for path in inputs:
-        _data_files(spec, path)
+        _data_files(spec, Path(path))
+        yield from iter_shard(spec, Shard(Path(path)), chunk_bytes)
 
 
 def _data_files(spec: DatasetSpec, path: Path) -> list[Path]:
     path = Path(path)
     if spec.format == "movielens":
-        if not path.is_dir():
-            raise UserError(
-                f"movielens input must be the ml-100k folder (with u.data, u.user, u.item): {path}"
-            )
-        files = [path / n for n in ("u.data", "u.user", "u.item")]
-        absent = [f.name for f in files if not f.is_file()]
-        if absent:
-            raise UserError(f"{path} is not an ml-100k folder: missing {', '.join(absent)}")
-        return files
+        return _movielens_files(path)
     if not path.exists():
         raise UserError(f"input file not found: {path}")
     if not path.is_file():
@@ -84,213 +164,18 @@ def _data_files(spec: DatasetSpec, path: Path) -> list[Path]:
     return [path]
 
 
-def iter_text(
-    spec: DatasetSpec,
-    path: Path,
-    chunk_bytes: int = CHUNK_BYTES,
-    columns: list[str] | None = None,
-    wanted: list[str] | None = None,
-) -> Iterator[RawChunk]:
-    """Delimited text (plain or .gz) in chunks of whole lines; `columns` overrides the spec's names."""
-    path = Path(path)
-    try:
-        yield from _iter_text(spec, path, chunk_bytes, columns, wanted)
-    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
-        raise UserError(f"{path}: truncated or corrupt gzip file ({err})") from err
+def _movielens_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        raise UserError(f"movielens input must be the ml-100k folder (with u.data, u.user, u.item): {path}")
+    files = [path / n for n in ("u.data", "u.user", "u.item")]
+    absent = [f.name for f in files if not f.is_file()]
+    if absent:
+        raise UserError(f"{path} is not an ml-100k folder: missing {', '.join(absent)}")
+    return files
 
 
-def _iter_text(
-    spec: DatasetSpec, path: Path, chunk_bytes: int, columns: list[str] | None, wanted: list[str] | None
-) -> Iterator[RawChunk]:
-    line_no = 1
-    with (
-        open(path, "rb") as raw,
-        gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else nullcontext(raw) as fh,
-    ):
-        names = columns if columns is not None else spec.columns
-        if spec.header:
-            first = fh.readline()
-            try:
-                header = first.decode(spec.encoding).rstrip("\r\n").split(spec.separator)
-            except UnicodeDecodeError as err:
-                raise UserError(f"{path}:1: header is not valid {spec.encoding} ({err.reason})") from None
-            line_no += 1
-            if columns is None:
-                names = [h.strip().strip('"') for h in header]
-        assert names is not None
-        wanted = wanted if wanted is not None else list(dict.fromkeys([spec.label, *spec.sources]))
-        absent = [c for c in wanted if c not in names]
-        if absent:
-            raise UserError(f"{path}: spec names column(s) {absent} not present (has: {', '.join(names)})")
-        cols = [(c, names.index(c)) for c in wanted]
-        done = raw.tell()
-        while block := fh.read(chunk_bytes):
-            if not block.endswith(b"\n"):
-                block += fh.readline()  # finish the last line
-            frame = _parse_fast(block, spec, len(names), cols, line_no)
-            if frame is None:
-                text = block.decode(spec.encoding, errors="replace")
-                frame = _split_lines(text, spec.separator, len(names), cols, line_no)
-            frame = _mark_undecodable(frame, block, spec.encoding, line_no)
-            line_no += block.count(b"\n") + (not block.endswith(b"\n"))
-            yield RawChunk(path, frame, raw.tell() - done, len(names))
-            done = raw.tell()
-
-
-def _mark_undecodable(frame: pl.DataFrame, block: bytes, encoding: str, first_line: int) -> pl.DataFrame:
-    """Mark the rows whose line is not valid `encoding` as `UNDECODABLE` (the parsers replaced its bytes)."""
-    if block.isascii() and _ascii_compatible(encoding):
-        return frame  # the common case, checked at memory speed
-    try:
-        block.decode(encoding)
-        return frame
-    except UnicodeDecodeError:
-        pass
-    bad_lines = []
-    for i, line in enumerate(block.split(b"\n")):
-        try:
-            line.decode(encoding)
-        except UnicodeDecodeError:
-            bad_lines.append(first_line + i)
-    return frame.with_columns(
-        pl.when(pl.col(LINE).is_in(bad_lines))
-        .then(pl.lit(UNDECODABLE, pl.Int32))
-        .otherwise(pl.col(BAD))
-        .alias(BAD)
-    )
-
-
-def _ascii_compatible(encoding: str) -> bool:
-    return "".join(c for c in encoding.lower() if c.isalnum()) in {
-        "utf8", "latin1", "iso88591", "cp1252", "windows1252", "ascii", "usascii", "iso885915", "l1",
-    }
-
-
-def _parse_fast(
-    data: bytes, spec: DatasetSpec, ncols: int, wanted: list[tuple[str, int]], first_line: int
-) -> pl.DataFrame | None:
-    """Polars' multi-threaded CSV parser on the chunk, column counts checked per line with numpy.
-
-    None when the fast path does not apply (non-UTF-8 encoding, multi-byte separator, or the parser
-    disagreeing with the line count); the caller then splits lines itself.
-    """
-    if spec.encoding.lower().replace("-", "") != "utf8" or len(spec.separator.encode()) != 1:
-        return None
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    if spec.quote_char and spec.quote_char.encode() in data:
-        return _parse_quoted(data, spec, ncols, wanted, first_line)
-    raw = np.frombuffer(data, dtype=np.uint8)
-    hits = _scratch(len(raw))  # reused: fresh 32 MB temporaries cost more in page faults than in compares
-    ends = np.flatnonzero(np.equal(raw, 10, out=hits))
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    # separators per line (each segment ends with its newline, so none is empty for reduceat)
-    got = (
-        np.add.reduceat(np.equal(raw, ord(spec.separator), out=hits).view(np.int8), starts, dtype=np.int32)
-        + 1
-    )
-    length = ends - starts - (raw[np.maximum(ends - 1, 0)] == 13)
-    numeric = _numeric_sources(spec)
-    typed = {i: pl.Float64 for name, i in wanted if name in numeric}
-    frame = None
-    for schema in ([typed] if typed else []) + [{}]:  # typed numerics first; text if one is not a number
-        try:
-            frame = pl.read_csv(
-                data,
-                separator=spec.separator,
-                has_header=False,
-                quote_char=None,
-                encoding="utf8-lossy",
-                schema={f"c{i}": schema.get(i, pl.String) for i in range(ncols)},
-                truncate_ragged_lines=True,
-                missing_columns="insert",
-                extra_columns="ignore",
-            ).select(pl.col(f"c{i}").alias(name) for name, i in wanted)
-            break
-        except pl.exceptions.PolarsError:
-            continue
-    if frame is None:
-        return None
-    if frame.height != len(ends):
-        return None
-    lines = np.arange(first_line, first_line + len(ends), dtype=np.int64)
-    frame = frame.with_columns(
-        pl.Series(LINE, lines), pl.Series(BAD, np.where(got != ncols, -got, 0), dtype=pl.Int32)
-    )
-    return frame.filter(pl.Series(length > 0)) if (length == 0).any() else frame
-
-
-_SCRATCH: list[np.ndarray] = [np.empty(0, dtype=bool)]
-
-
-def _scratch(n: int) -> np.ndarray:
-    if len(_SCRATCH[0]) < n:
-        _SCRATCH[0] = np.empty(n, dtype=bool)
-    return _SCRATCH[0][:n]
-
-
-def _numeric_sources(spec: DatasetSpec) -> set[str]:
-    """Raw columns read only as numbers (parsed typed, which is faster than text + cast)."""
-    label_kind = "text" if spec.label_transform.split(":")[0] in ("eq", "in") else "numeric"
-    uses: dict[str, set[str]] = {spec.label: {label_kind}}
-    for f in spec.fields:
-        uses.setdefault(f.source, set()).add(f.kind)
-    return {col for col, kinds in uses.items() if kinds == {"numeric"}}
-
-
-def _parse_quoted(
-    data: bytes, spec: DatasetSpec, ncols: int, wanted: list[tuple[str, int]], first_line: int
-) -> pl.DataFrame:
-    """Quoted CSV: polars parses the quoting; a spare column catches lines with too many fields.
-
-    Lines with too few fields read as missing trailing values here (quoting hides the true count).
-    """
-    try:
-        frame = pl.read_csv(
-            data,
-            separator=spec.separator,
-            has_header=False,
-            quote_char=spec.quote_char,
-            encoding="utf8-lossy",
-            schema={f"c{i}": pl.String for i in range(ncols + 1)},
-            truncate_ragged_lines=True,
-            missing_columns="insert",
-            extra_columns="ignore",
-        )
-    except pl.exceptions.PolarsError as err:
-        raise UserError(
-            f"CSV parse error in the chunk from line {first_line}: {str(err).splitlines()[0]}"
-        ) from err
-    if frame.height != data.count(b"\n"):
-        raise UserError(f"a quoted field spans lines near line {first_line} (not supported)")
-    return frame.select(
-        *[_null_if_empty(pl.col(f"c{i}")).alias(name) for name, i in wanted],
-        pl.int_range(first_line, first_line + pl.len(), dtype=pl.Int64).alias(LINE),
-        pl.when(pl.col(f"c{ncols}").is_not_null()).then(-(ncols + 1)).otherwise(0).cast(pl.Int32).alias(BAD),
-    )
-
-
-def _split_lines(
-    text: str, sep: str, ncols: int, wanted: list[tuple[str, int]], first_line: int
-) -> pl.DataFrame:
-    if text.endswith("\n"):
-        text = text[:-1]
-    lines = pl.DataFrame({"l": [text]}).select(pl.col("l").str.split("\n").explode())
-    lines = lines.with_columns(
-        pl.col("l").str.strip_suffix("\r"),
-        pl.int_range(first_line, first_line + pl.len(), dtype=pl.Int64).alias(LINE),
-    ).filter(pl.col("l") != "")
-    got = pl.col("l").str.count_matches(sep, literal=True).cast(pl.Int32) + 1
-    parts = pl.col("l").str.split_exact(sep, ncols - 1)
-    return lines.select(
-        *[_null_if_empty(parts.struct.field(f"field_{i}")).alias(name) for name, i in wanted],
-        pl.col(LINE),
-        pl.when(got != ncols).then(-got).otherwise(0).cast(pl.Int32).alias(BAD),
-    )
-
-
-def _null_if_empty(col: pl.Expr) -> pl.Expr:
-    return pl.when(col == "").then(None).otherwise(col)
+def _folder_size(path: Path) -> int:
+    return sum(f.stat().st_size for f in _movielens_files(path))
 
 
 def _parquet(spec: DatasetSpec, path: Path) -> Iterator[RawChunk]:
@@ -309,10 +194,10 @@ def _parquet_batches(spec: DatasetSpec, path: Path) -> Iterator[RawChunk]:
     line = 1
     for batch in pl.scan_parquet(path).select(wanted).collect_batches(chunk_size=1 << 18):
         n = batch.height
-        frame = batch.select(_null_if_empty(pl.col(c).cast(pl.String)).alias(c) for c in wanted).with_columns(
+        frame = batch.select(null_if_empty(pl.col(c).cast(pl.String)).alias(c) for c in wanted).with_columns(
             pl.int_range(line, line + n, dtype=pl.Int64).alias(LINE), pl.lit(0, pl.Int32).alias(BAD)
         )
         line += n
-        yield RawChunk(path, frame, total * n // max(1, rows))
+        yield RawChunk(path, frame, total * n // max(1, rows), 0, n)
     if line - 1 != rows:  # polars may stop early on damaged row groups without raising
         raise UserError(f"{path}: not a readable Parquet file (read {line - 1:,} of its {rows:,} rows)")

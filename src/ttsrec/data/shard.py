@@ -1,0 +1,292 @@
+"""The work of `prepare` on one shard, as plain functions of picklable jobs: the local path calls them in
+order, the Ray path runs them as tasks (`ray_prepare`), so both write the same bytes.
+
+- `read_shard` (pass 1): parse, tokenise, code each token once (`dictionary`), cache the kept rows' codes,
+  labels and row positions in the run's temp folder; count the train tokens when the shard's first row
+  position is known (local: always; Ray: only after every shard's row count is in, see `count_shard`).
+- `count_shard`: the same counts from the cache, for shards read before their position was known.
+- `encode_shard` (pass 2): codes -> ids through the vocabulary, written with `pwrite` at the shard's own
+  rows of each preallocated split file, so shards encode in any order or in parallel.
+
+A job that runs twice (a retried Ray task) rewrites the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ttsrec.data.delimited import BAD, CHUNK_BYTES, LINE
+from ttsrec.data.dictionary import TOKEN, TokenDictionary, add_counts, count_frame, id_table
+from ttsrec.data.encode import LABEL, describe_bad, tokens
+from ttsrec.data.prefetch import prefetch
+from ttsrec.data.readers import Shard, iter_shard
+from ttsrec.data.spec import DatasetSpec
+from ttsrec.data.split import SPLITS, split_of
+
+FAIL_ONCE_ENV = "TTSREC_TEST_DATA_FAIL_ONCE"
+"""Tests only: a marker-file path; the first shard task that finds it missing creates it and kills its
+worker process (`os._exit`), as a crashed or preempted node would."""
+
+
+@dataclass
+class ProcessStats:
+    """Where a job ran and what it cost, for the summary's per-process figures."""
+
+    pid: int = 0
+    seconds: float = 0.0
+    peak_rss_mb: float = 0.0
+
+    @classmethod
+    def since(cls, started: float) -> ProcessStats:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return cls(os.getpid(), time.perf_counter() - started, round(peak, 1))
+
+
+@dataclass
+class ReadJob:
+    spec: DatasetSpec
+    shard: Shard
+    index: int
+    cache: Path
+    seed: int = 0
+    on_bad_row: str = "skip"
+    chunk_bytes: int = CHUNK_BYTES
+    offset: int | None = None
+    """Position of the shard's first row among all rows of all inputs, when known (then counts inline)."""
+
+
+@dataclass
+class ShardCounts:
+    per_split: list[int]
+    tokens: list[pl.DataFrame]
+    """Per field: (token, count) over the shard's train rows."""
+    stats: ProcessStats = field(default_factory=ProcessStats)
+
+
+@dataclass
+class ShardRead:
+    index: int
+    rows: int
+    """Data rows read (bad ones included): the row positions the shard takes."""
+    lines: int
+    """Lines consumed (header and blank ones included), to number the lines of later spans of a file."""
+    reasons: dict[str, int]
+    first_bad: tuple[int, str] | None
+    """`--on-bad-row fail`: (line within the shard, reason) of the first bad row; the shard stops there."""
+    chunks: list[int]
+    """Kept rows per cached chunk."""
+    nbytes: int
+    counts: ShardCounts | None
+    stats: ProcessStats
+
+
+def _cache_file(cache: Path, index: int, kind: str) -> Path:
+    return cache / f"{index:06d}.{kind}"
+
+
+def _fail_once() -> None:
+    marker = os.environ.get(FAIL_ONCE_ENV)
+    if marker and not Path(marker).exists():
+        Path(marker).write_text(f"killed pid {os.getpid()}\n")
+        os._exit(17)
+
+
+def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> ShardRead:
+    """Pass 1 on one shard; see the module docstring."""
+    started = time.perf_counter()
+    _fail_once()
+    names = [f.name for f in job.spec.fields]
+    coder = TokenDictionary(len(names))
+    counts = [np.zeros(0, dtype=np.int64) for _ in names] if job.offset is not None else None
+    per_split = np.zeros(len(SPLITS), dtype=np.int64)
+    rows = lines = nbytes = 0
+    reasons: Counter[str] = Counter()
+    first_bad, chunks = None, []
+    with open(_cache_file(job.cache, job.index, "rows"), "wb") as out, \
+            closing(_tokenised(job)) as parts:  # closing stops the reader thread
+        for toks, ncols, chunk_lines, chunk_bytes in parts:
+            positions = np.arange(rows, rows + toks.height, dtype=np.int64)
+            rows, lines, nbytes = rows + toks.height, lines + chunk_lines, nbytes + chunk_bytes
+            bad = toks.get_column(BAD).to_numpy()
+            if bad.any():
+                if job.on_bad_row == "fail":
+                    row = int(np.flatnonzero(bad)[0])
+                    first_bad = int(toks.get_column(LINE)[row]), describe_bad(int(bad[row]), job.spec, ncols)
+                    break
+                reasons.update(_reasons(job.spec, bad, ncols))
+                keep = bad == 0
+                toks, positions = toks.filter(pl.Series(keep)), positions[keep]
+            codes = coder.encode(toks, names)
+            out.write(codes.tobytes())
+            out.write(toks.get_column(LABEL).to_numpy().astype(np.float32, copy=False).tobytes())
+            out.write(positions.tobytes())
+            chunks.append(toks.height)
+            if counts is not None:
+                per_split += _count(codes, positions + job.offset, job.seed, counts)  # type: ignore[operator]
+            if progress:
+                progress(chunk_bytes)
+    dictionary = coder.tokens()
+    _save_tokens(_cache_file(job.cache, job.index, "tokens"), dictionary)
+    shard_counts = None
+    if counts is not None:
+        frames = [count_frame(t, c) for t, c in zip(dictionary, counts, strict=True)]
+        shard_counts = ShardCounts(per_split.tolist(), frames)
+    return ShardRead(job.index, rows, lines, dict(reasons), first_bad, chunks, nbytes, shard_counts,
+                     ProcessStats.since(started))
+
+
+def _reasons(spec: DatasetSpec, bad: np.ndarray, ncols: int) -> dict[str, int]:
+    codes, n = np.unique(bad[bad != 0], return_counts=True)
+    return {describe_bad(int(c), spec, ncols): int(k) for c, k in zip(codes, n, strict=True)}
+
+
+def _tokenised(job: ReadJob) -> Iterator[tuple[pl.DataFrame, int, int, int]]:
+    """(tokens with `_bad` and `_line`, columns per line, lines, bytes) per chunk; parsing runs a chunk
+    ahead in a thread."""
+    for chunk in prefetch(iter_shard(job.spec, job.shard, job.chunk_bytes)):
+        toks = tokens(chunk.frame, job.spec).with_columns(chunk.frame.get_column(LINE))
+        yield toks, chunk.ncols, chunk.lines, chunk.nbytes
+
+
+def _count(codes: np.ndarray, positions: np.ndarray, seed: int, counts: list[np.ndarray]) -> np.ndarray:
+    """Count the train rows' codes into `counts`; return the rows per split."""
+    split = split_of(positions, seed)
+    add_counts(counts, codes[:, split == 0])
+    return np.bincount(split, minlength=len(SPLITS))
+
+
+def _save_tokens(path: Path, dictionary: list[pl.Series]) -> None:
+    frame = pl.DataFrame({"field": np.repeat(np.arange(len(dictionary), dtype=np.int32),
+                                             [len(t) for t in dictionary]),
+                          TOKEN: pl.concat(dictionary) if dictionary else pl.Series(TOKEN, [], pl.String)})
+    frame.write_ipc(path, compression="uncompressed")
+
+
+def _load_tokens(path: Path, num_fields: int) -> list[pl.Series]:
+    frame = pl.read_ipc(path)
+    parts = frame.partition_by("field", as_dict=True, maintain_order=True)
+    empty = pl.Series(TOKEN, [], dtype=pl.String)
+    return [parts[(j,)].get_column(TOKEN) if (j,) in parts else empty for j in range(num_fields)]
+
+
+def _cached_chunks(cache: Path, index: int, chunks: list[int], num_fields: int) -> Iterator[
+        tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(codes [F, n], labels [n], positions [n]) per cached chunk."""
+    with open(_cache_file(cache, index, "rows"), "rb") as fh:
+        for n in chunks:
+            codes = np.fromfile(fh, dtype=np.uint32, count=n * num_fields).reshape(num_fields, n)
+            labels = np.fromfile(fh, dtype=np.float32, count=n)
+            positions = np.fromfile(fh, dtype=np.int64, count=n)
+            yield codes, labels, positions
+
+
+@dataclass
+class CountJob:
+    cache: Path
+    index: int
+    chunks: list[int]
+    num_fields: int
+    offset: int
+    seed: int
+
+
+def count_shard(job: CountJob) -> ShardCounts:
+    """The train-token counts of a shard read before its first row position was known."""
+    started = time.perf_counter()
+    _fail_once()
+    counts = [np.zeros(0, dtype=np.int64) for _ in range(job.num_fields)]
+    per_split = np.zeros(len(SPLITS), dtype=np.int64)
+    for codes, _, positions in _cached_chunks(job.cache, job.index, job.chunks, job.num_fields):
+        per_split += _count(codes, positions + job.offset, job.seed, counts)
+    dictionary = _load_tokens(_cache_file(job.cache, job.index, "tokens"), job.num_fields)
+    frames = [count_frame(t, c) for t, c in zip(dictionary, counts, strict=True)]
+    return ShardCounts(per_split.tolist(), frames, ProcessStats.since(started))
+
+
+@dataclass
+class EncodeJob:
+    cache: Path
+    index: int
+    chunks: list[int]
+    num_fields: int
+    offset: int
+    seed: int
+    out: Path
+    """The output (temp) folder holding the preallocated `<split>/ids.npy` and `labels.npy`."""
+    first_rows: list[int]
+    """Per split: the row of the split's files where this shard's rows start."""
+
+
+def encode_shard(job: EncodeJob, vocab: list[list[str]]) -> ProcessStats:
+    """Pass 2 on one shard: write its ids and labels at its rows of the split files."""
+    started = time.perf_counter()
+    _fail_once()
+    dictionary = _load_tokens(_cache_file(job.cache, job.index, "tokens"), job.num_fields)
+    tables = [id_table(t, v) for t, v in zip(dictionary, vocab, strict=True)]
+    ids_files = [NpyFile.open(job.out / name / "ids.npy") for name in SPLITS]
+    label_files = [NpyFile.open(job.out / name / "labels.npy") for name in SPLITS]
+    cursor = list(job.first_rows)
+    try:
+        for codes, labels, positions in _cached_chunks(job.cache, job.index, job.chunks, job.num_fields):
+            ids = np.empty((len(labels), job.num_fields), dtype=np.int32)
+            for j, table in enumerate(tables):
+                ids[:, j] = table[codes[j]]
+            split = split_of(positions + job.offset, job.seed)
+            for s in range(len(SPLITS)):
+                mask = split == s
+                ids_files[s].write_rows(cursor[s], ids[mask])
+                label_files[s].write_rows(cursor[s], labels[mask])
+                cursor[s] += int(mask.sum())
+    finally:
+        for f in [*ids_files, *label_files]:
+            f.close()
+    return ProcessStats.since(started)
+
+
+class NpyFile:
+    """A `.npy` file of known shape written at row offsets with `pwrite` (by one process or many).
+
+    `create` writes the header and sizes the file; rows are then plain writes, never a memmap, so the
+    writer's RSS stays flat.
+    """
+
+    def __init__(self, fd: int, offset: int, row_bytes: int) -> None:
+        self.fd, self.offset, self.row_bytes = fd, offset, row_bytes
+
+    @staticmethod
+    def create(path: Path, dtype: type, shape: tuple[int, ...]) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                  "shape": shape}
+        with open(path, "wb") as fh:
+            np.lib.format.write_array_header_1_0(fh, header)
+            fh.truncate(fh.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+
+    @classmethod
+    def open(cls, path: Path) -> NpyFile:
+        fd = os.open(path, os.O_WRONLY)
+        with open(path, "rb") as fh:
+            np.lib.format.read_magic(fh)
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            offset = fh.tell()
+        return cls(fd, offset, int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize)
+
+    def write_rows(self, row: int, rows: np.ndarray) -> None:
+        if rows.size == 0:
+            return
+        data = memoryview(np.ascontiguousarray(rows)).cast("B")
+        at, done = self.offset + row * self.row_bytes, 0
+        while done < data.nbytes:
+            done += os.pwrite(self.fd, data[done:], at + done)
+
+    def close(self) -> None:
+        os.close(self.fd)
