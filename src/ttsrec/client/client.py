@@ -145,6 +145,14 @@ class Client:
         """(prob, logit) float32 [B] for int ids [B, F]."""
         return self._prediction(self.infer(feat_ids, timeout_s))
 
+    def predict_generation(self, feat_ids: Any, generation: int | None = None,
+                           timeout_s: float | None = None) -> Any:
+        """`GenerationPrediction(prob, logit, generation)`: `predict` plus the generation that made the answer
+        (a repository with generations, `tts-deploy`); `generation` pins one. `ttsrec.client.generations`."""
+        from ttsrec.client.generations import predict_generation
+
+        return predict_generation(self, feat_ids, generation, timeout_s)
+
     def _prediction(self, out: dict[str, np.ndarray]) -> Prediction:
         if naming.LOGIT in out:
             logit = out[naming.LOGIT].reshape(-1)

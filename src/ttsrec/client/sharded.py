@@ -29,6 +29,7 @@ from ttsrec.client.errors import (
     ServerUnavailableError,
     ShardsFailedError,
 )
+from ttsrec.client.generations import infer_generation, one_generation
 from ttsrec.client.model_info import ModelInfo
 from ttsrec.client.transport import Transport
 from ttsrec.client.utils import DEFAULT_TIMEOUT_S
@@ -53,6 +54,8 @@ class ShardedResult:
     """URL -> cause, for shards left out (only with `min_members`)."""
     latency_s: dict[str, float] = field(default_factory=dict)
     """URL -> seconds from `predict` handing the request over to that shard's answer (answered shards)."""
+    generation: int | None = None
+    """The generation every answering shard used (`tts-deploy`; None where the servers do not say)."""
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return iter((self.prob, self.logit))
@@ -194,8 +197,9 @@ class ShardedClient:
         sent = time.monotonic()
         deadline = sent + limit
         ids = np.asarray(feat_ids)
+        seen: dict[str, int | None] = {}
         futures: dict[Future[Any], Client] = {
-            self._pools[c.url].submit(self._ask, c, ids, sent, deadline): c for c in self.clients}
+            self._pools[c.url].submit(self._ask, c, ids, sent, deadline, seen): c for c in self.clients}
         # Without a quorum the first failure decides; with one, wait for all (up to the deadline).
         done, _ = wait(futures, timeout=max(0.0, deadline - time.monotonic()),
                        return_when=FIRST_EXCEPTION if self.min_members is None else ALL_COMPLETED)
@@ -218,6 +222,8 @@ class ShardedClient:
                     bad_input = err
         if bad_input is not None:  # the request or the setup is wrong: leaving shards out would not help
             raise bad_input
+        answers, generation = one_generation(  # a rollout switching shard by shard: never a mixed mean
+            answers, seen, lambda c, g: self._ask(c, ids, sent, deadline, seen, g))
         members = [m for _, _, names, _ in answers for m in names]
         answered = sum(_count(out, names) for _, out, names, _ in answers)
         if self.min_members is None and failed:
@@ -232,10 +238,11 @@ class ShardedClient:
         logit = (logit_sum / count).astype(np.float32)
         return ShardedResult(prob=sigmoid(logit), logit=logit, members=members,
                              shards=[c.url for c, _, _, _ in answers], failed=failed,
-                             latency_s={c.url: t for c, _, _, t in answers})
+                             latency_s={c.url: t for c, _, _, t in answers}, generation=generation)
 
-    def _ask(self, client: Client, ids: np.ndarray, sent: float,
-             deadline: float) -> tuple[dict[str, np.ndarray], tuple[str, ...], float]:
+    def _ask(self, client: Client, ids: np.ndarray, sent: float, deadline: float,
+             seen: dict[str, int | None] | None = None,
+             generation: int | None = None) -> tuple[dict[str, np.ndarray], tuple[str, ...], float]:
         """One shard's answer within the deadline; one retry if it was UNAVAILABLE and time is left.
         Its latency counts from `sent`, so time spent waiting for one of the shard's threads shows."""
         for attempt in (0, 1):
@@ -245,7 +252,9 @@ class ShardedClient:
                                             model=client.model)
             try:
                 info = self._admit(client)
-                out = client.infer(ids, timeout_s=left)
+                out, made_by = infer_generation(client, ids, generation, left)
+                if seen is not None:
+                    seen[client.url] = made_by
                 # A fused shard model without member names stands for its members.
                 return out, info.members or (f"{client.model}@{client.url}",), time.monotonic() - sent
             except ServerUnavailableError:

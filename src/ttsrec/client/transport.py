@@ -170,21 +170,31 @@ class Transport:
     def infer(self, model: str, input_name: str, ids: np.ndarray, outputs: tuple[str, ...],
               timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """One request; `timeout_s` (default the transport's) is the deadline, sent to the server too."""
+        return self.infer_versioned(model, input_name, ids, outputs, timeout_s)[0]
+
+    def infer_versioned(self, model: str, input_name: str, ids: np.ndarray, outputs: tuple[str, ...],
+                        timeout_s: float | None = None,
+                        model_version: str = "") -> tuple[dict[str, np.ndarray], str]:
+        """`infer`, plus the `model_version` Triton answered with (in a repository with generations: the
+        generation that made the answer, `ttsrec.client.generations`); `model_version` asks for one."""
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
         if limit <= 0:
             raise DeadlineExceededError("deadline already passed before the request was sent",
                                    url=self.url, model=model)
         outputs = tuple(outputs)
 
-        def call(client: Any) -> dict[str, np.ndarray]:
+        def call(client: Any) -> tuple[dict[str, np.ndarray], str]:
             inputs = self._inputs(input_name, ids)
             wanted = self._requested(outputs)
             if self.protocol == "grpc":
-                result = client.infer(model, inputs, outputs=wanted, timeout=deadline_us(limit),
-                                      client_timeout=limit)
+                result = client.infer(model, inputs, model_version=model_version, outputs=wanted,
+                                      timeout=deadline_us(limit), client_timeout=limit)
+                version = result.get_response().model_version
             else:
-                result = client.infer(model, inputs, outputs=wanted, timeout=deadline_us(limit))
-            return {name: result.as_numpy(name) for name in outputs}
+                result = client.infer(model, inputs, model_version=model_version, outputs=wanted,
+                                      timeout=deadline_us(limit))
+                version = str(result.get_response().get("model_version", ""))
+            return {name: result.as_numpy(name) for name in outputs}, version
 
         return self._call(model, call, limit)
 

@@ -13,6 +13,7 @@ A job that runs twice (a retried Ray task) rewrites the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import time
@@ -35,7 +36,7 @@ from ttsrec.data.split import SPLITS, split_of
 
 FAIL_ONCE_ENV = "TTSREC_TEST_DATA_FAIL_ONCE"
 """Tests only: a marker-file path; the first shard task that finds it missing creates it and kills its
-worker process (`os._exit`), as a crashed or preempted node would."""
+worker process (`os._exit`), as a crashed or preempted node would (every task, if it cannot be created)."""
 
 
 @dataclass
@@ -97,7 +98,8 @@ def _cache_file(cache: Path, index: int, kind: str) -> Path:
 def _fail_once() -> None:
     marker = os.environ.get(FAIL_ONCE_ENV)
     if marker and not Path(marker).exists():
-        Path(marker).write_text(f"killed pid {os.getpid()}\n")
+        with contextlib.suppress(OSError):
+            Path(marker).write_text(f"killed pid {os.getpid()}\n")
         os._exit(17)
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ttsrec.errors import UserError
+from ttsrec.repository.generations import server_args as generation_args
 from ttsrec.serve import shm
 from ttsrec.serve.bundle import find_bundle
 from ttsrec.serve.ports import check_ports, free_port
@@ -139,6 +140,8 @@ class TritonServer:
             "--pinned-memory-pool-byte-size=0", "--allow-gpu-metrics=false", "--exit-timeout-secs=5",
             *self.extra_args,
         ]
+        if not any(a.startswith("--model-control-mode") for a in self.extra_args):
+            cmd += generation_args(self.repo)  # explicit model control for a repository with generations
         with open(self._log_path, "ab") as log, _thread_affinity(self.cpus):
             # Own session: a terminal's Ctrl-C reaches us, and we shut the server down in order.
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
