@@ -1,11 +1,12 @@
-"""Benchmark `tts-data prepare` end to end on synthetic Criteo files of two sizes.
+"""Benchmark `tts-data prepare` end to end on synthetic Criteo files, against the parse-only roof.
 
-Prints rows/s and peak RSS per size (each prepare runs in a fresh child process, so its peak RSS
-is its own). The claim to check: >= 300k rows/s, and peak memory that follows the vocabulary, not
-the number of rows.
+For each size, in fresh child processes (so each peak RSS is that run's own): the roof (polars parsing the
+same file and nothing else), `prepare` locally, and with `--ray` the Ray path on a local instance with 1
+and 2 workers. Prints rows/s, CPU, peak RSS per process, time per pass, prepare as a fraction of the roof,
+and a projection of Criteo-1TB (4.4B rows) from the measured per-worker rate.
 
-    .venv/bin/python benchmarks/data_prepare.py                      # 500k and 2M rows
-    .venv/bin/python benchmarks/data_prepare.py --rows 2000000 --rows 4000000 --json out.json
+    .venv/bin/python benchmarks/data_prepare.py                          # 1M and 4M rows, local
+    .venv/bin/python benchmarks/data_prepare.py --rows 4000000 --ray --json out/data_prepare.json
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,92 +28,124 @@ from rich.table import Table
 
 console = Console(width=120)
 app = typer.Typer(add_completion=False)
+CRITEO_1TB_ROWS = 4_373_472_329
+MODES = ("roof", "local", "ray1", "ray2")
 
 
-def child(tsv: Path, out: Path) -> None:
-    """Prepare in this process and print one JSON line with timings and peak RSS."""
-    from ttsrec.data.prepare import prepare
+def _peak_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
+
+def child(mode: str, tsv: Path, out: Path) -> dict[str, Any]:
+    """One measurement in this process."""
     wall, cpu = time.perf_counter(), time.process_time()
-    summary = prepare("criteo", [tsv], out, force=True)
+    if mode == "roof":
+        import polars as pl
+
+        from ttsrec.data.spec import resolve_spec
+
+        spec = resolve_spec("criteo")
+        schema = {c: pl.Float64 if c[0] in "lI" else pl.String for c in spec.columns or []}
+        rows = pl.read_csv(tsv, separator="\t", has_header=False, schema=schema, quote_char=None).height
+        extra: dict[str, Any] = {}
+    else:
+        from ttsrec.data.prepare import prepare
+
+        workers = {"ray1": 1, "ray2": 2}.get(mode)
+        summary = prepare("criteo", [tsv], out, force=True, executor="ray" if workers else "local",
+                          workers=workers, shard_bytes=64 << 20)
+        rows = summary.rows_read
+        extra = {"pass_seconds": summary.pass_seconds, "peak_rss_mb": summary.peak_rss_mb,
+                 "vocab_total": sum(summary.vocab_sizes.values()), "shards": summary.shards,
+                 "feature_map_hash": summary.feature_map_hash}
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    print(
-        json.dumps(
-            {
-                "rows": summary.rows_read,
-                "seconds": round(wall, 2),
-                "cpu_seconds": round(cpu, 2),
-                "rows_per_s": round(summary.rows_read / wall),
-                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                "vocab_total": sum(summary.vocab_sizes.values()),
-                "input_mb": round(tsv.stat().st_size / 1e6, 1),
-            }
-        )
-    )
+    return {"mode": mode, "rows": rows, "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+            "rows_per_s": round(rows / wall), "peak_rss_mb": _peak_mb(),
+            "input_mb": round(tsv.stat().st_size / 1e6, 1), **extra}
+
+
+def _run_child(mode: str, tsv: Path, out: Path) -> dict[str, Any]:
+    load = os.getloadavg()[0]
+    args = ["--child", mode, "--child", str(tsv), "--child", str(out)]
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if proc.returncode:
+        console.print(proc.stderr[-3000:])
+        raise typer.Exit(1)
+    return {**json.loads(proc.stdout.strip().splitlines()[-1]), "load_avg_before": round(load, 2)}
+
+
+def _per_worker_rate(result: dict[str, Any]) -> float:
+    """Rows per second of one worker over its passes (Ray's start and the driver's vocabulary excluded)."""
+    busy = sum(v for k, v in result["pass_seconds"].items() if k not in ("ray start", "vocabulary"))
+    return result["rows"] / busy if busy else 0.0
+
+
+def _table(results: list[dict[str, Any]]) -> Table:
+    table = Table(title="tts-data prepare (criteo preset, synthetic data)")
+    for col in ("rows", "mode", "wall s", "rows/s", "of roof", "CPU s", "peak RSS MB", "passes s", "load"):
+        table.add_column(col, justify="right")
+    roofs = {r["rows"]: r["rows_per_s"] for r in results if r["mode"] == "roof"}
+    for r in results:
+        roof = roofs.get(r["rows"]) if r["mode"] != "roof" else None
+        share = f"{r['rows_per_s'] / roof:.0%}" if roof else ""
+        peaks = r["peak_rss_mb"]
+        peak = ", ".join(f"{v:,.0f}" for v in peaks.values()) if isinstance(peaks, dict) else f"{peaks:,.0f}"
+        passes = " / ".join(f"{v:.1f}" for v in r.get("pass_seconds", {}).values())
+        table.add_row(f"{r['rows']:,}", r["mode"], f"{r['seconds']:.1f}", f"{r['rows_per_s']:,}", share,
+                      f"{r['cpu_seconds']:.1f}", peak, passes, f"{r['load_avg_before']:.1f}")
+    return table
+
+
+def _projection(results: list[dict[str, Any]]) -> list[str]:
+    one = [r for r in results if r["mode"] == "ray1"] or [r for r in results if r["mode"] == "local"]
+    if not one:
+        return []
+    rate = _per_worker_rate(one[-1])
+    lines = [f"per-worker rate ({one[-1]['mode']}, {one[-1]['rows']:,} rows): {rate:,.0f} rows/s; "
+             f"Criteo-1TB ({CRITEO_1TB_ROWS / 1e9:.1f}B rows), linear in workers, I/O not the limit:"]
+    for workers in (2, 16, 64, 256):
+        hours = CRITEO_1TB_ROWS / (rate * workers) / 3600
+        lines.append(f"  {workers:>4} workers: {hours:6.2f} h")
+    return lines
 
 
 @app.command()
 def main(
     rows: Annotated[list[int] | None, typer.Option("--rows", help="File sizes in rows (repeat).")] = None,
-    workdir: Annotated[
-        Path | None, typer.Option(help="Where to write the files (default: a temp dir).")
-    ] = None,
+    ray: Annotated[bool, typer.Option("--ray", help="Also the Ray path with 1 and 2 workers.")] = False,
+    workdir: Annotated[Path | None, typer.Option(help="Folder for the files (default: a temp dir).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results here.")] = None,
     seed: int = 0,
-    _child: Annotated[list[Path] | None, typer.Option("--child", hidden=True)] = None,
+    _child: Annotated[list[str] | None, typer.Option("--child", hidden=True)] = None,
 ) -> None:
     if _child:
-        child(*_child)
+        print(json.dumps(child(_child[0], Path(_child[1]), Path(_child[2]))))
         return
     from ttsrec.data.synth import write_synthetic_criteo
 
-    sizes = rows or [500_000, 2_000_000]
+    modes = [m for m in MODES if ray or not m.startswith("ray")]
     results = []
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        for n in sizes:
+        for n in rows or [1_000_000, 4_000_000]:
             tsv = Path(tmp) / f"criteo_{n}.tsv"
             with console.status(f"synthesising {n:,} rows"):
-                started = time.perf_counter()
                 write_synthetic_criteo(tsv, rows=n, seed=seed)
-                synth_s = time.perf_counter() - started
-            load = os.getloadavg()[0]
-            with console.status(f"preparing {n:,} rows"):
-                proc = subprocess.run(
-                    [sys.executable, __file__, "--child", str(tsv), "--child", str(Path(tmp) / f"out_{n}")],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-            if proc.returncode:
-                console.print(proc.stderr)
-                raise typer.Exit(1)
-            result = {
-                **json.loads(proc.stdout.strip().splitlines()[-1]),
-                "synth_seconds": round(synth_s, 2),
-                "load_avg_before": round(load, 2),
-            }
-            results.append(result)
+            for mode in modes:
+                with console.status(f"{mode}: {n:,} rows"):
+                    results.append(_run_child(mode, tsv, Path(tmp) / f"out_{n}_{mode}"))
+                if mode.startswith("ray"):
+                    local = next(r for r in results if r["rows"] == n and r["mode"] == "local")
+                    assert results[-1]["feature_map_hash"] == local["feature_map_hash"], "ray != local"
             tsv.unlink()
-
-    table = Table(title="tts-data prepare (criteo preset, synthetic data)")
-    for col in ("rows", "input MB", "wall s", "rows/s", "CPU s", "peak RSS MB", "vocab (ids)", "load avg"):
-        table.add_column(col, justify="right")
-    for r in results:
-        table.add_row(
-            f"{r['rows']:,}",
-            f"{r['input_mb']:,.0f}",
-            f"{r['seconds']:.1f}",
-            f"{r['rows_per_s']:,}",
-            f"{r['cpu_seconds']:.1f}",
-            f"{r['peak_rss_mb']:,}",
-            f"{r['vocab_total']:,}",
-            f"{r['load_avg_before']:.1f}",
-        )
-    console.print(table)
+    console.print(_table(results))
+    for line in _projection(results):
+        console.print(line)
     console.print(f"{os.cpu_count()} CPUs, {platform.platform()}, python {platform.python_version()}")
     if json_out:
         machine = {"cpus": os.cpu_count(), "platform": platform.platform()}
-        json_out.write_text(json.dumps({"machine": machine, "results": results}, indent=1) + "\n")
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps({"machine": machine, "results": results,
+                                        "projection": _projection(results)}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,8 +16,6 @@ import polars as pl
 from ttsrec.data.transforms import MISSING
 
 TOKEN, COUNT = "token", "count"
-LUT_SLACK = 4096
-"""Integer tokens are coded through a lookup table when their range is at most 4x the rows plus this."""
 
 
 class TokenDictionary:
@@ -27,42 +25,86 @@ class TokenDictionary:
         self.cats = [pl.Categories.random(namespace="ttsrec") for _ in range(num_fields)]
         # a Categories mapping lives only while a Series uses it
         self._alive = [pl.Series([], dtype=pl.Categorical(c)) for c in self.cats]
+        self._tables: dict[int, _IntTable] = {}
+        self.sizes = [0] * num_fields
+        """Codes used per field (the largest code: codes are dense, 0 being the missing value)."""
 
     def encode(self, toks: pl.DataFrame, names: list[str]) -> np.ndarray:
         """Codes (uint32 [F, rows]) of the token columns `names`, in field order."""
         out = np.empty((len(names), toks.height), dtype=np.uint32)
+        text = [j for j, n in enumerate(names) if not toks.schema[n].is_integer()]
+        if text:  # one query: polars codes the columns in parallel
+            codes = toks.select(
+                (pl.col(names[j]).cast(pl.String).cast(pl.Categorical(self.cats[j])).to_physical() + 1)
+                .fill_null(0).alias(names[j])
+                for j in text
+            )
+            for j in text:
+                out[j] = codes.get_column(names[j]).to_numpy()
         for j, name in enumerate(names):
-            out[j] = self._codes(j, toks.get_column(name))
+            if j not in text:
+                out[j] = self._tables.setdefault(j, _IntTable(self, j)).codes(toks.get_column(name))
+        if toks.height:
+            self.sizes = np.maximum(self.sizes, out.max(axis=1)).tolist()
         return out
 
-    def _codes(self, j: int, col: pl.Series) -> np.ndarray:
-        if col.dtype.is_integer():
-            return self._int_codes(j, col)
-        return self._text_codes(j, col.cast(pl.String))
-
-    def _text_codes(self, j: int, col: pl.Series) -> np.ndarray:
-        physical = col.cast(pl.Categorical(self.cats[j])).to_physical()
+    def text_codes(self, j: int, col: pl.Series) -> np.ndarray:
+        physical = col.cast(pl.String).cast(pl.Categorical(self.cats[j])).to_physical()
         return (physical + 1).fill_null(0).to_numpy()
-
-    def _int_codes(self, j: int, col: pl.Series) -> np.ndarray:
-        distinct = col.drop_nulls().unique()
-        if distinct.len() == 0:
-            return np.zeros(col.len(), dtype=np.uint32)
-        codes = self._text_codes(j, distinct.cast(pl.String))
-        lo, hi = int(distinct.min()), int(distinct.max())  # type: ignore[arg-type]
-        if hi - lo > 4 * col.len() + LUT_SLACK:  # sparse values: a hash lookup per row
-            mapped = col.replace_strict(distinct, pl.Series(codes), default=0, return_dtype=pl.UInt32)
-            return mapped.fill_null(0).to_numpy()
-        table = np.zeros(hi - lo + 1, dtype=np.uint32)
-        table[distinct.to_numpy() - lo] = codes
-        out = table[col.fill_null(lo).to_numpy() - lo]
-        if col.null_count():
-            out[col.is_null().to_numpy()] = 0
-        return out
 
     def tokens(self) -> list[pl.Series]:
         """Each field's tokens in code order (code g + 1 is entry g)."""
-        return [c.to_series().rename(TOKEN) for c in self.cats]
+        out = []
+        for c, size in zip(self.cats, self.sizes, strict=True):
+            physical = pl.DataFrame({TOKEN: np.arange(size, dtype=np.uint32)})
+            out.append(physical.select(pl.col(TOKEN).cat.to(pl.Categorical(c)).cast(pl.String)).to_series())
+        return out
+
+
+class _IntTable:
+    """Integer token -> code through an array over the values' range (one gather per row, no hashing);
+    values spread wider than `MAX_RANGE` fall back to the text codes of their decimal form."""
+
+    MAX_RANGE = 1 << 22
+
+    def __init__(self, coder: TokenDictionary, j: int) -> None:
+        self.coder, self.j = coder, j
+        self.lo, self.table = 0, np.zeros(0, dtype=np.uint32)
+
+    def codes(self, col: pl.Series) -> np.ndarray:
+        nulls = col.null_count()
+        if nulls == col.len():
+            return np.zeros(col.len(), dtype=np.uint32)
+        values = col.fill_null(col.min()).to_numpy() if nulls else col.to_numpy()
+        lo, hi = int(values.min()), int(values.max())
+        if not self._cover(lo, hi):
+            return self.coder.text_codes(self.j, col)
+        at = values - self.lo
+        out = self.table[at]
+        new = out == 0
+        if new.any():
+            fresh = np.unique(values[new])
+            self.table[fresh - self.lo] = self.coder.text_codes(self.j, pl.Series(fresh).cast(pl.String))
+            out[new] = self.table[at[new]]
+        if nulls:
+            out[col.is_null().to_numpy()] = 0
+        return out
+
+    def _cover(self, lo: int, hi: int) -> bool:
+        """Grow the table to span [lo, hi]; False (and the table unused from then on) when too wide."""
+        if self.table is None:
+            return False
+        if not len(self.table):
+            self.lo = lo
+        new_lo, new_hi = min(lo, self.lo), max(hi, self.lo + len(self.table) - 1)
+        if new_hi - new_lo + 1 > self.MAX_RANGE:
+            self.table = None  # type: ignore[assignment]
+            return False
+        if new_lo < self.lo or new_hi >= self.lo + len(self.table):
+            grown = np.zeros(new_hi - new_lo + 1, dtype=np.uint32)
+            grown[self.lo - new_lo: self.lo - new_lo + len(self.table)] = self.table
+            self.lo, self.table = new_lo, grown
+        return True
 
 
 def add_counts(counts: list[np.ndarray], codes: np.ndarray) -> None:
