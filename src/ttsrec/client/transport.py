@@ -170,53 +170,44 @@ class Transport:
     def infer(self, model: str, input_name: str, ids: np.ndarray, outputs: tuple[str, ...],
               timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """One request; `timeout_s` (default the transport's) is the deadline, sent to the server too."""
-        return self.infer_versioned(model, input_name, ids, outputs, timeout_s)[0]
+        return self._infer(model, lambda: self._inputs(input_name, ids), outputs, timeout_s)
 
     def infer_versioned(self, model: str, input_name: str, ids: np.ndarray, outputs: tuple[str, ...],
                         timeout_s: float | None = None,
                         model_version: str = "") -> tuple[dict[str, np.ndarray], str]:
         """`infer`, plus the `model_version` Triton answered with (in a repository with generations: the
         generation that made the answer, `ttsrec.client.generations`); `model_version` asks for one."""
-        limit = self.timeout_s if timeout_s is None else float(timeout_s)
-        if limit <= 0:
-            raise DeadlineExceededError("deadline already passed before the request was sent",
-                                   url=self.url, model=model)
-        outputs = tuple(outputs)
-
-        def call(client: Any) -> tuple[dict[str, np.ndarray], str]:
-            inputs = self._inputs(input_name, ids)
-            wanted = self._requested(outputs)
-            if self.protocol == "grpc":
-                result = client.infer(model, inputs, model_version=model_version, outputs=wanted,
-                                      timeout=deadline_us(limit), client_timeout=limit)
-                version = result.get_response().model_version
-            else:
-                result = client.infer(model, inputs, model_version=model_version, outputs=wanted,
-                                      timeout=deadline_us(limit))
-                version = str(result.get_response().get("model_version", ""))
-            return {name: result.as_numpy(name) for name in outputs}, version
-
-        return self._call(model, call, limit)
+        answered: list[str] = []
+        out = self._infer(model, lambda: self._inputs(input_name, ids), outputs, timeout_s, model_version,
+                          answered)
+        return out, answered[0]
 
     def infer_raw(self, model: str, tensors: Sequence[tuple[str, str, bytes]], rows: int,
                   outputs: tuple[str, ...], timeout_s: float | None = None) -> dict[str, np.ndarray]:
         """One request to a raw model: `tensors` are (input name, datatype, payload in wire layout), each
         [rows, 1]; deadline as in `infer`."""
+        return self._infer(model, lambda: [build_raw_input(self.protocol, name, datatype, rows, payload)
+                                           for name, datatype, payload in tensors], outputs, timeout_s)
+
+    def _infer(self, model: str, inputs: Callable[[], list[Any]], outputs: tuple[str, ...],
+               timeout_s: float | None, model_version: str = "",
+               answered: list[str] | None = None) -> dict[str, np.ndarray]:
         limit = self.timeout_s if timeout_s is None else float(timeout_s)
         if limit <= 0:
             raise DeadlineExceededError("deadline already passed before the request was sent",
                                         url=self.url, model=model)
         outputs = tuple(outputs)
+        wait = {"client_timeout": limit} if self.protocol == "grpc" else {}
 
         def call(client: Any) -> dict[str, np.ndarray]:
-            inputs = [build_raw_input(self.protocol, name, datatype, rows, payload)
-                      for name, datatype, payload in tensors]
+            tensors = inputs()
             wanted = self._requested(outputs)
-            if self.protocol == "grpc":
-                result = client.infer(model, inputs, outputs=wanted, timeout=deadline_us(limit),
-                                      client_timeout=limit)
-            else:
-                result = client.infer(model, inputs, outputs=wanted, timeout=deadline_us(limit))
+            result = client.infer(model, tensors, model_version=model_version, outputs=wanted,
+                                  timeout=deadline_us(limit), **wait)
+            if answered is not None:  # which version answered (gRPC: a protobuf, HTTP: a dict)
+                response = result.get_response()
+                answered.append(str(response.model_version if self.protocol == "grpc"
+                                    else response.get("model_version", "")))
             return {name: result.as_numpy(name) for name in outputs}
 
         return self._call(model, call, limit)
