@@ -38,13 +38,13 @@ def member(folder: Path, index: int, backbone: str, seed: int) -> Path:
                        feature_map_hash=FMAP.hash)
 
 
-def two_runs(root: Path) -> tuple[list[Path], list[Path]]:
-    """Generation 1: four members; generation 2: members 1 and 3 retrained (new seeds), 0 and 2 the same
-    files, so they keep their version."""
-    first = [member(root / "run1", i, b, s) for i, (b, s) in enumerate(
-        [("fnn", 0), ("dcnv2", 1), ("fnn", 2), ("dcnv2", 3)])]
-    second = [first[0], member(root / "run2", 1, "dcnv2", 11), first[2],
-              member(root / "run2", 3, "dcnv2", 13)]
+def two_runs(root: Path, changed: tuple[int, ...] = (1, 3)) -> tuple[list[Path], list[Path]]:
+    """Generation 1: four members; generation 2: the `changed` ones retrained (seed + 10), the others the
+    same files, so they keep their version."""
+    spec = [("fnn", 0), ("dcnv2", 1), ("fnn", 2), ("dcnv2", 3)]
+    first = [member(root / "run1", i, b, s) for i, (b, s) in enumerate(spec)]
+    second = [member(root / "run2", i, b, s + 10) if i in changed else first[i]
+              for i, (b, s) in enumerate(spec)]
     return first, second
 
 

@@ -25,7 +25,6 @@ from ttsrec.repository import generations as gens
 from ttsrec.repository import naming
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("ensemble_m4", "fused_m4", "ensemble_m2")
 
 
@@ -269,7 +268,7 @@ def test_a_killed_export_leaves_the_repository_as_it_was(
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run([str(ROOT / ".venv" / "bin" / "tts-deploy"), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ttsrec.cli.deploy", *args], capture_output=True, text=True,
                           timeout=300, env=env)
 
 

@@ -243,7 +243,8 @@ def _print_check(servers: list[TritonServer], sharded: bool) -> None:
         rows = check_shards([s.grpc_url for s in servers], servers[0].repo)
     else:
         server = servers[0]
-        names = [m["name"] for m in server.models()]
+        # READY only: with generations (explicit model control) the index also lists unloaded models
+        names = [m["name"] for m in server.models() if m.get("state", "READY") == "READY"]
         rows = check_server({"grpc": server.grpc_url, "http": server.http_url}, server.repo, names)
     table = Table("round trip (ids drawn from feature_map.json)",
                   [Column("model", numeric=False), Column("protocol", numeric=False),

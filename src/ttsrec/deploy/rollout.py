@@ -36,9 +36,9 @@ from ttsrec.repository.config import read_config
 from ttsrec.utils.report import SILENT, Reporter
 
 STEPS = ("check", "stage", "switch", "retire", "record")
-INSTANCE_BYTES = 64 << 20
+INSTANCE_BYTES = 80 << 20
 """What one loaded python-backend model instance costs besides its graph (stub process, interpreter,
-onnxruntime): measured 55-60 MB RSS per stub here; rounded up."""
+onnxruntime): measured 71-117 MB RSS per stub here, median 76 MB (RSS counts shared libraries too)."""
 
 
 @dataclass
