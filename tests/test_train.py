@@ -245,7 +245,8 @@ def _scripted_fit(prepared_dir: Path, aucs: list[float], monkeypatch, **option_f
 
     answers = iter(aucs)
     monkeypatch.setattr(fit_module, "_validate", lambda *args: {
-        "epoch": args[5], "step": args[6], "train_loss": 0.0, "valid_auc": next(answers), "valid_logloss": 0.5})
+        "epoch": args[5], "step": args[6], "train_loss": 0.0, "valid_auc": next(answers),
+        "valid_logloss": 0.5})
     data = PreparedData(prepared_dir)
     torch.manual_seed(0)
     model = build_model("fnn", data.feature_map, **SMALL)
@@ -268,8 +269,8 @@ def test_early_stopping_outlasts_a_plateau_then_stops_and_says_why(prepared_dir:
 @pytest.mark.usefixtures("one_thread")
 @pytest.mark.parametrize(("aucs", "reason"), [([0.6, 0.61, 0.62], "epoch_cap_improving"),
                                                ([0.6, 0.62, 0.61], "epoch_cap")])
-def test_a_run_that_reaches_the_cap_says_whether_it_was_still_improving(prepared_dir: Path, monkeypatch,
-                                                                          aucs: list[float], reason: str) -> None:
+def test_a_run_that_reaches_the_cap_says_whether_it_was_still_improving(
+        prepared_dir: Path, monkeypatch, aucs: list[float], reason: str) -> None:
     result = _scripted_fit(prepared_dir, aucs, monkeypatch, epochs=3)
     assert result.stop_reason == reason and not result.stopped_early
     assert result.still_improving == (reason == "epoch_cap_improving")
@@ -300,6 +301,34 @@ def test_the_run_files_and_the_summary_say_why_each_member_stopped(prepared_dir:
 def test_an_unknown_embedding_init_is_one_error_line(prepared_dir: Path, tmp_path: Path, capsys, monkeypatch,
                                                      flags: list[str]) -> None:
     code, _, err = cli(train_main, "tts-train", ["--data", prepared_dir, "--members", "fnn", "--out",
-                                                 tmp_path / "run", "--epochs", "1", *flags], capsys, monkeypatch)
+                                                 tmp_path / "run", "--epochs", "1", *flags],
+                       capsys, monkeypatch)
     assert code == 2
     assert "unknown embedding init" in one_error_line(err) and not (tmp_path / "run").exists()
+
+
+def test_the_peer_check_says_one_line_when_the_peer_library_is_missing(monkeypatch) -> None:
+    """DeepCTR-Torch is optional: without it the benchmark refuses with one `error:` line and exit 2."""
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "peer_check.py"
+    blocker = "import sys; sys.modules['deepctr_torch'] = None; sys.argv = sys.argv[1:]; "
+    code = f"{blocker}import runpy; runpy.run_path({str(script)!r}, run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", code, str(script), "/nonexistent"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    line = one_error_line(proc.stderr + proc.stdout)
+    assert "peer library is not installed" in line
+
+
+def test_synth_max_vocab_makes_a_small_vocabulary_dataset(tmp_path: Path) -> None:
+    """The dataset on which a vocabulary-dependent embedding init shows (docs/training.md, issue 24)."""
+    from ttsrec.data.synth import write_synthetic_criteo
+
+    path = write_synthetic_criteo(tmp_path / "small.tsv", rows=3000, seed=1, max_vocab=5)
+    columns = list(zip(*(line.split("\t") for line in path.read_text().splitlines()), strict=True))
+    categorical = [set(c) - {""} for c in columns[14:]]
+    assert len(categorical) == 26 and max(len(c) for c in categorical) == 5
+    with pytest.raises(UserError, match="--max-vocab"):
+        write_synthetic_criteo(tmp_path / "bad.tsv", rows=10, max_vocab=1)

@@ -139,8 +139,8 @@ def _print_run(run_dir: Path) -> None:
     capped = [m for m in run["members"] if m.get("still_improving")]
     if capped:
         console.print(f"[yellow]note:[/] {len(capped)} of {len(run['members'])} member(s) stopped at the "
-                      "epoch cap still improving (best state at the last check of the last epoch): more --epochs would "
-                      "probably help")
+                      "epoch cap still improving (best state at the last check of the last epoch): "
+                      "more --epochs would probably help")
 
 
 def summary_table(run: dict[str, Any]) -> Table:
@@ -166,8 +166,8 @@ def summary_table(run: dict[str, Any]) -> Table:
 
 def _stop(record: dict[str, Any]) -> str:
     """Why a member stopped, short; runs from before `stop_reason` was recorded say it with two flags."""
-    reason = record.get("stop_reason") or ("patience" if record.get("stopped_early") else
-                                           "epoch_cap_improving" if record.get("still_improving") else "epoch_cap")
+    capped = "epoch_cap_improving" if record.get("still_improving") else "epoch_cap"
+    reason = record.get("stop_reason") or ("patience" if record.get("stopped_early") else capped)
     return _STOP_SHORT.get(reason, reason)
 
 

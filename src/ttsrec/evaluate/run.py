@@ -49,20 +49,10 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
     where `merges` has it, the weighted merge.
     """
     from ttsrec.data.prepared import PreparedData
-    from ttsrec.models import model_cost
 
     check_not_input(Path(out), [*sources, data_dir])
     check_replaceable(Path(out), force, "results.json", "tts-eval")
-    if subsets < 1:
-        raise UserError(f"--subsets must be >= 1, got {subsets}")
-    bad_merges = sorted(set(merges) - set(MERGE_KINDS))
-    if bad_merges or not merges:
-        raise UserError(f"unknown merge(s) {', '.join(bad_merges) or '(none given)'}; "
-                        f"choose from {', '.join(MERGE_KINDS)}")
-    merges = [k for k in MERGE_KINDS if k in merges]
-    bad_kinds = sorted(set(scaling_kinds) - set(KINDS))
-    if bad_kinds:
-        raise UserError(f"unknown scaling kind(s) {', '.join(bad_kinds)}; choose from {', '.join(KINDS)}")
+    merges = _checked(subsets, merges, scaling_kinds)
     data = PreparedData(Path(data_dir))
     groups = collect_groups(list(sources))
     if param_scaling:
@@ -91,50 +81,78 @@ def evaluate_runs(sources: Sequence[Path], data_dir: Path, out: Path, *, m_list:
     with atomic_dir(Path(out), force=force, marker="results.json", tool="tts-eval",
                     inputs=[*sources, data_dir]) as tmp:
         for g in groups:
-            logits = _member_logits(g, data, "test", reporter)
-            needs_valid = len(g.members) > 1 and (fitted or g.name in cascading)
-            valid = _member_logits(g, data, "valid", reporter) if needs_valid else None
-            singles = single_metrics(logits, labels)
-            on_valid: list[dict[str, float]] = [{} for _ in g.members] if valid is None else [
-                {"valid_auc": v["auc"], "valid_logloss": v["logloss"]}
-                for v in single_metrics(valid, valid_labels)]
-            js = js_matrix(logits)
-            costs = [model_cost(m.model) for m in g.members]
-            macs = [int(c.macs_per_sample) for c in costs]
-            ref = reference(g, singles)
-            scorer = Scorer(logits, labels, valid, valid_labels)
-            rows = curve_rows(g, scorer, m_lists[g.name], subsets=subsets, seed=seed, js=js, macs=macs,
-                              ref=ref, merges=merges)
-            if soup and not g.joint and can_soup([m.model for m in g.members]):
-                rows += _soup_rows(g, data, labels, m_lists[g.name], subsets, seed, macs, ref)
-            precisions = [member_precision(m, g.run) for m in g.members]
-            precision = "+".join(dict.fromkeys(precisions))  # "fp32+bf16" for a mixed group
-            for r in rows:
-                r["precision"] = precision
-            plain = ("tts", "tts_balanced", "group")
-            top = max((r for r in rows if r["kind"] in plain and r["merge"] == "mean"), key=lambda r: r["M"])
+            rows, cascade_rows, group = _evaluate_group(
+                g, data, labels, valid_labels, m_lists[g.name], subsets=subsets, seed=seed, merges=merges,
+                soup=soup, fitted=fitted, cascading=g.name in cascading, cascade_merges=cascade_merges,
+                reporter=reporter)
             result["rows"] += rows
             if g.name in cascading:
-                result["cascade"] += _cascade_rows(g, valid, valid_labels, logits, labels, macs,
-                                                   cascade_merges, precision, reporter)
-            result["groups"].append({
-                "name": g.name, "homogeneous": g.homogeneous, "joint": g.joint, "series": g.series,
-                "precision": precision, "distilled": _distilled(g),
-                "m_list": m_lists[g.name],
-                "members": [{"name": m.name, "path": str(m.path), "backbone": m.backbone, "seed": m.seed,
-                             "hparams": m.hparams, "precision": p, "params": int(c.params),
-                             "macs_per_sample": int(c.macs_per_sample), **s, **v}
-                            for m, c, s, v, p in zip(g.members, costs, singles, on_valid, precisions,
-                                                     strict=True)],
-                "reference": {k: v for k, v in ref.items() if k != "members"},
-                "js_matrix": js.round(6).tolist(), "js_mean": _mean_offdiag(js),
-                "gain": {"M": top["M"], "auc": top["auc_gain"], "logloss": top["logloss_gain"]},
-            })
+                result["cascade"] += cascade_rows
+            result["groups"].append(group)
         if param_scaling:
             result["rows"] += _param_rows(groups, result, data, labels, m_lists, scaling_m, scaling_kinds,
                                           tmp, reporter)
         write_outputs(tmp, result)
     return result
+
+
+def _checked(subsets: int, merges: Sequence[str], scaling_kinds: Sequence[str]) -> list[str]:
+    """Refuse bad options before any work; the merges in their canonical order."""
+    if subsets < 1:
+        raise UserError(f"--subsets must be >= 1, got {subsets}")
+    bad_merges = sorted(set(merges) - set(MERGE_KINDS))
+    if bad_merges or not merges:
+        raise UserError(f"unknown merge(s) {', '.join(bad_merges) or '(none given)'}; "
+                        f"choose from {', '.join(MERGE_KINDS)}")
+    bad_kinds = sorted(set(scaling_kinds) - set(KINDS))
+    if bad_kinds:
+        raise UserError(f"unknown scaling kind(s) {', '.join(bad_kinds)}; choose from {', '.join(KINDS)}")
+    return [k for k in MERGE_KINDS if k in merges]
+
+
+def _evaluate_group(g: MemberGroup, data, labels: np.ndarray, valid_labels: np.ndarray | None,
+                    m_list: list[int], *, subsets: int, seed: int, merges: list[str], soup: bool,
+                    fitted: bool, cascading: bool,
+                    cascade_merges: list[str], reporter: Reporter) -> tuple[list, list, dict[str, Any]]:
+    """One group's curve (and soup) rows, its cascade rows and its results.json "groups" entry."""
+    from ttsrec.models import model_cost
+
+    logits = _member_logits(g, data, "test", reporter)
+    needs_valid = len(g.members) > 1 and (fitted or cascading)
+    valid = _member_logits(g, data, "valid", reporter) if needs_valid else None
+    singles = single_metrics(logits, labels)
+    on_valid: list[dict[str, float]] = [{} for _ in g.members] if valid is None else [
+        {"valid_auc": v["auc"], "valid_logloss": v["logloss"]}
+        for v in single_metrics(valid, valid_labels)]
+    js = js_matrix(logits)
+    costs = [model_cost(m.model) for m in g.members]
+    macs = [int(c.macs_per_sample) for c in costs]
+    ref = reference(g, singles)
+    scorer = Scorer(logits, labels, valid, valid_labels)
+    rows = curve_rows(g, scorer, m_list, subsets=subsets, seed=seed, js=js, macs=macs, ref=ref, merges=merges)
+    if soup and not g.joint and can_soup([m.model for m in g.members]):
+        rows += _soup_rows(g, data, labels, m_list, subsets, seed, macs, ref)
+    precisions = [member_precision(m, g.run) for m in g.members]
+    precision = "+".join(dict.fromkeys(precisions))  # "fp32+bf16" for a mixed group
+    for r in rows:
+        r["precision"] = precision
+    plain = ("tts", "tts_balanced", "group")
+    top = max((r for r in rows if r["kind"] in plain and r["merge"] == "mean"), key=lambda r: r["M"])
+    cascade_rows = (_cascade_rows(g, valid, valid_labels, logits, labels, macs, cascade_merges, precision,
+                                  reporter) if cascading else [])
+    group = {
+        "name": g.name, "homogeneous": g.homogeneous, "joint": g.joint, "series": g.series,
+        "precision": precision, "distilled": _distilled(g),
+        "m_list": m_list,
+        "members": [{"name": m.name, "path": str(m.path), "backbone": m.backbone, "seed": m.seed,
+                     "hparams": m.hparams, "precision": p, "params": int(c.params),
+                     "macs_per_sample": int(c.macs_per_sample), **s, **v}
+                    for m, c, s, v, p in zip(g.members, costs, singles, on_valid, precisions, strict=True)],
+        "reference": {k: v for k, v in ref.items() if k != "members"},
+        "js_matrix": js.round(6).tolist(), "js_mean": _mean_offdiag(js),
+        "gain": {"M": top["M"], "auc": top["auc_gain"], "logloss": top["logloss_gain"]},
+    }
+    return rows, cascade_rows, group
 
 
 def _can_cascade(group: MemberGroup) -> bool:

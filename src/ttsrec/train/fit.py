@@ -21,7 +21,8 @@ from ttsrec.train.metrics import predict_logits, split_labels
 from ttsrec.train.options import TrainOptions
 
 EventFn = Callable[..., None]
-"""`on_event(kind, **fields)`: kinds "start" (total), "step" (loss), "eval" (auc, logloss)."""
+"""`on_event(kind, **fields)`: kinds "start" (total), "step" (loss), "eval" (auc, logloss), "epoch" (epoch:
+the number of whole epochs done; the models are in train mode, a listener that scores them restores it)."""
 BatchesFn = Callable[[int], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 """`batches(epoch)`: one epoch's training batches `(feat_ids, target)`, in place of the labels' batches."""
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -154,6 +155,7 @@ def fit(models: Sequence[nn.Module], data, options: TrainOptions, *, seed: int,
                     break
         if result.stopped_early:
             break
+        emit("epoch", epoch=epoch + 1)
     _finish(result, models, best_state)
     result.wall_time_s = time.perf_counter() - started
     return result

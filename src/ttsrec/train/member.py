@@ -68,7 +68,8 @@ def _record(job: MemberJob, model: nn.Module, metrics: dict[str, dict[str, float
         "hparams": model.hparams, "params": int(cost.params), "macs_per_sample": int(cost.macs_per_sample),
         "valid": metrics["valid"], "test": metrics["test"],
         "best": result.best, "steps": result.steps, "stopped_early": result.stopped_early,
-        "still_improving": result.still_improving, "stop_reason": result.stop_reason, "device": job.device, "precision": job.options.precision,
+        "still_improving": result.still_improving, "stop_reason": result.stop_reason, "device": job.device,
+        "precision": job.options.precision,
         "train_time_s": round(result.wall_time_s, 3), "samples_per_s": round(result.samples_per_s, 1),
     }
 

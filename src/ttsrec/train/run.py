@@ -47,22 +47,7 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
     from ttsrec.models import parse_members, resolve_hparams
 
     options = options or TrainOptions(**option_fields)
-    if jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {jobs}")
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
-    from ttsrec.train.device import check_precision, resolve_device
-
-    if executor not in ("local", "ray"):
-        raise UserError(f"--executor expects local or ray, got {executor!r}")
-    if executor == "ray":
-        from ttsrec.train.ray_executor import require_ray
-
-        require_ray()
-    if max_retries < 0:
-        raise UserError(f"--max-retries must be >= 0, got {max_retries}")
-    device = "cuda" if executor == "ray" and device == "cuda" else resolve_device(device)
-    precision_note = check_precision(options.precision, device)
+    device, precision_note = _checked(options, jobs, threads, executor, max_retries, device)
     data = PreparedData(Path(data_dir))
     fmap = data.feature_map
     if isinstance(seeds, Sequence) and len(seeds) == 1:
@@ -100,29 +85,8 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
     started = time.perf_counter()
     try:
         with train_progress(reporter, len(all_jobs), len(done)) as progress:
-            for job in all_jobs:
-                progress.label(job.index, f"{job.index:02d} {job.backbone} s{job.seed}")
-
-            def finished(record: dict[str, Any]) -> None:
-                run["members"] = sorted([*run["members"], record], key=lambda m: m["index"])
-                write_run(out, run)
-                progress.member_done(record["index"])
-
-            if executor == "ray" and todo and not group:
-                from ttsrec.train.ray_executor import run_on_ray
-
-                gpus = 1.0 if device.startswith("cuda") else 0.0
-                run_on_ray(todo, finished, address=ray_address, max_retries=max_retries,
-                           cpus_per_member=float(threads or 1), gpus_per_member=gpus)
-            elif group and todo:
-                with torch_threads(threads):
-                    _run_group(all_jobs, run, progress, finished)
-            elif jobs == 1 or len(todo) <= 1:
-                with torch_threads(threads):
-                    for job in todo:
-                        finished(train_member(job, on_event=progress.callback(job.index)))
-            else:
-                _run_parallel(todo, min(jobs, len(todo)), threads, progress, finished, device)
+            _execute(all_jobs, todo, run, out, progress, group=group, jobs=jobs, threads=threads,
+                     device=device, executor=executor, ray_address=ray_address, max_retries=max_retries)
     except BaseException as err:
         run["status"] = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         run["error"] = f"{type(err).__name__}: {err}"
@@ -133,6 +97,56 @@ def train_members(data_dir: Path, members_spec: str, out: Path, *, seeds: int | 
     run["train_time_s"] = round(run.get("train_time_s", 0.0) + time.perf_counter() - started, 3)
     write_run(out, run)
     return out
+
+
+def _checked(options: TrainOptions, jobs: int, threads: int | None, executor: str, max_retries: int,
+             device: str) -> tuple[str, str | None]:
+    """Refuse bad run-level arguments before any work; the resolved device and a precision note."""
+    from ttsrec.train.device import check_precision, resolve_device
+
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    if executor not in ("local", "ray"):
+        raise UserError(f"--executor expects local or ray, got {executor!r}")
+    if executor == "ray":
+        from ttsrec.train.ray_executor import require_ray
+
+        require_ray()
+    if max_retries < 0:
+        raise UserError(f"--max-retries must be >= 0, got {max_retries}")
+    device = "cuda" if executor == "ray" and device == "cuda" else resolve_device(device)
+    return device, check_precision(options.precision, device)
+
+
+def _execute(all_jobs: list[MemberJob], todo: list[MemberJob], run: dict[str, Any], out: Path,
+             progress: TrainProgress, *, group: bool, jobs: int, threads: int | None, device: str,
+             executor: str, ray_address: str | None, max_retries: int) -> None:
+    """Train what is left: on Ray, as one group, in this process, or in `jobs` spawned processes."""
+    for job in all_jobs:
+        progress.label(job.index, f"{job.index:02d} {job.backbone} s{job.seed}")
+
+    def finished(record: dict[str, Any]) -> None:
+        run["members"] = sorted([*run["members"], record], key=lambda m: m["index"])
+        write_run(out, run)
+        progress.member_done(record["index"])
+
+    if executor == "ray" and todo and not group:
+        from ttsrec.train.ray_executor import run_on_ray
+
+        gpus = 1.0 if device.startswith("cuda") else 0.0
+        run_on_ray(todo, finished, address=ray_address, max_retries=max_retries,
+                   cpus_per_member=float(threads or 1), gpus_per_member=gpus)
+    elif group and todo:
+        with torch_threads(threads):
+            _run_group(all_jobs, run, progress, finished)
+    elif jobs == 1 or len(todo) <= 1:
+        with torch_threads(threads):
+            for job in todo:
+                finished(train_member(job, on_event=progress.callback(job.index)))
+    else:
+        _run_parallel(todo, min(jobs, len(todo)), threads, progress, finished, device)
 
 
 def _resumed(out: Path, fresh: dict[str, Any]) -> dict[str, Any] | None:
