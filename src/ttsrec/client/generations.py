@@ -86,24 +86,23 @@ def predict_generation(client: Any, feat_ids: Any, generation: int | None = None
 
 def one_generation(answers: list[Any], seen: dict[str, int | None],
                    ask: Any) -> tuple[list[Any], int | None]:
-    """`ShardedClient`'s answers, all from one generation: while a rollout switches shard by shard, the
-    shards that answered from another generation than the newest one seen are asked again, pinned to it
-    (every shard holds both generations until all have switched). Returns the answers and the generation;
-    a shard that cannot answer for it raises `ClientRuntimeError` rather than a mixed mean."""
+    """`ShardedClient`'s answers, all from one generation. While a rollout switches shard by shard, the
+    shards whose answer came from another generation are asked again, pinned (`<ensemble>.gN`) to one
+    that every shard holds until all have switched: the newest first, then older ones (a shard that
+    already retired the other one still has the one it switched to). Returns the answers and their
+    generation; when no generation can be had from every shard, a `ClientRuntimeError`, never a mix."""
     made = {client.url: seen.get(client.url) for client, *_ in answers}
     known = {g for g in made.values() if g is not None}
     if len(known) <= 1:
         return answers, next(iter(known), None)
-    newest = max(known)
-    fixed = []
-    for client, *rest in answers:
-        if made[client.url] == newest:
-            fixed.append((client, *rest))
-            continue
+    failures = []
+    for candidate in sorted(known, reverse=True):
         try:
-            fixed.append((client, *ask(client, newest)))
-        except Exception as err:
-            raise ClientRuntimeError(f"shards answered from generations {sorted(known)}, and {client.url} "
-                                     f"could not answer for generation {newest} ({err}); not mixing them",
-                                     url=client.url, model=client.model) from None
-    return fixed, newest
+            return [(client, *rest) if made[client.url] == candidate else (client, *ask(client, candidate))
+                    for client, *rest in answers], candidate
+        except Exception as err:  # that generation is gone from some shard: try the next one
+            failures.append(f"generation {candidate}: {err}")
+    client = answers[0][0]
+    raise ClientRuntimeError(f"shards answered from generations {sorted(known)} and none of them could be "
+                             f"had from every shard ({'; '.join(failures)}); not mixing them",
+                             url=client.url, model=client.model)
