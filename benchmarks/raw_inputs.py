@@ -83,7 +83,8 @@ def test_records(tsv: Path, data: Path) -> tuple[list[dict[str, str]], np.ndarra
 def zero_skew(server: Any, repo: Path, records: list[dict], ids: np.ndarray) -> dict[str, Any]:
     from ttsrec.client import Client
     from ttsrec.data.feature_map import FeatureMap
-    from ttsrec.export.encode_graph import build_encode_graph, raw_feed
+    from ttsrec.export.encode_feed import raw_feed
+    from ttsrec.export.encode_graph import build_encode_graph
 
     graph = build_encode_graph(FeatureMap.load(repo))
     encoded = graph.run(raw_feed(graph, records, check=False))

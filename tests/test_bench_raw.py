@@ -32,7 +32,6 @@ from ttsrec.bench.runner import use_perf_analyzer
 from ttsrec.bench.sweep import Sweep
 from ttsrec.bench.targets import Target
 from ttsrec.cli.bench import app
-from ttsrec.client.raw import RawField
 from ttsrec.data.feature_map import FeatureMap
 from ttsrec.errors import UserError
 from ttsrec.export.encode_graph import build_encode_graph
@@ -149,8 +148,7 @@ def test_raw_requests_encode_back_to_the_pools_ids(prepared_dir: Path) -> None:
     """A batch laid out with the client's raw layout, fed to the encode graph, gives the pool's ids."""
     fmap = FeatureMap.load(prepared_dir)
     graph = build_encode_graph(fmap)
-    dtypes = {"string": "BYTES", "float32": "FP32", "float64": "FP64"}
-    fields = [RawField(i.name, i.source, dtypes[i.dtype]) for i in graph.inputs]
+    fields = graph.inputs  # the client lays records out by the export's own raw-input description
     session = graph.session()
     for pool in (inputs.raw_test_records(fmap, prepared_dir, 300), inputs.vocabulary_records(fmap, 300)):
         (batch,) = inputs.batches(pool.records, 64, count=1)

@@ -27,16 +27,14 @@ from ttsrec.data.spec import DatasetSpec, FieldSpec
 from ttsrec.data.split import SPLITS, split_of
 from ttsrec.data.transforms import MISSING
 from ttsrec.errors import UserError
+from ttsrec.export.encode_feed import encode_with_graph, raw_feed
 from ttsrec.export.encode_graph import (
-    CONTRIB_DOMAIN,
     METADATA_INPUTS,
-    ML_OPSET,
     EncodeGraph,
     build_encode_graph,
-    encode_with_graph,
-    raw_feed,
     unsupported_fields,
 )
+from ttsrec.export.encode_ops import CONTRIB_DOMAIN, ML_OPSET
 from ttsrec.repository.graphs import IR_VERSION, OPSET
 
 Record = dict[str, Any]

@@ -226,16 +226,16 @@ def test_gate_catches_a_tampered_member(py_repo: Path, checkpoints: list[Path], 
 def test_failed_export_leaves_nothing_and_keeps_the_old_repository(
         checkpoints: list[Path], prepared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A member whose exported graph drifts stops the export with its name and figures."""
-    from ttsrec.export import assemble
+    from ttsrec.export import members
 
-    real = assemble.export_member_onnx
+    real = members.export_member_onnx
 
     def drifting(model, path, **kwargs):
         out = real(model, path, **kwargs)
         onnx.save(nudged(onnx.load(out)), out)
         return out
 
-    monkeypatch.setattr(assemble, "export_member_onnx", drifting)
+    monkeypatch.setattr(members, "export_member_onnx", drifting)
     out = tmp_path / "repo"
     out.mkdir()
     (out / "old.txt").write_text("previous export")

@@ -36,6 +36,7 @@ from ttsrec.data.prepared import PreparedData
 from ttsrec.errors import UserError
 from ttsrec.export import raw
 from ttsrec.export.encode_graph import build_encode_graph
+from ttsrec.export.encode_parity import check_encode
 from ttsrec.export.parity import ParityError
 from ttsrec.export.writer import ExportConfig
 from ttsrec.repository import naming
@@ -173,7 +174,7 @@ def test_gate_names_the_field_that_differs(prepared_dir: Path) -> None:
     j = fmap.field_names.index("C3")
     wrong.ids[5, j] += 1
     with pytest.raises(ParityError, match=r"1 ids differ .* first field C3 \(none\) at row 5"):
-        raw._check_encode(plan.graph, plan.graph.session(), wrong)
+        check_encode(plan.graph, plan.graph.session(), wrong)
 
 
 # -- the client's raw layout (no server) ---------------------------------------------------------------
@@ -266,7 +267,7 @@ def test_bad_raw_input_names_the_field_and_the_server_stays_up(server: TritonSer
                                                                 protocol: str) -> None:
     """Sent past the client's checks (plain tritonclient): every bad request gets an error naming the field,
     on raw_fused and raw_ensemble alike; the same server answers good requests afterwards."""
-    from ttsrec.export.encode_graph import raw_feed
+    from ttsrec.export.encode_feed import raw_feed
 
     graph = build_encode_graph(FeatureMap.load(repo))
     records, _ = test_rows

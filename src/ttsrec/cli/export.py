@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ttsrec.cli.common import console, reporter, run_app
 from ttsrec.errors import UserError
-from ttsrec.export.writer import ExportConfig
+from ttsrec.export.writer import SWITCHES, ExportConfig
 from ttsrec.repository.config import Serving
 from ttsrec.utils.common import parse_int_list
 from ttsrec.utils.report import Column, Table, table
@@ -17,7 +19,21 @@ from ttsrec.utils.report import Column, Table, table
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 
+def _with_switches(command: Callable[..., None]) -> Callable[..., None]:
+    """One `--x/--no-x` option per artefact switch (`ttsrec.export.writer.SWITCHES`), declared before
+    `--force`; typer hands them to `**switches`."""
+    signature = inspect.signature(command, eval_str=True)
+    params = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+    options = [inspect.Parameter(s.field, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                 default=getattr(ExportConfig, s.field),
+                                 annotation=Annotated[bool, typer.Option(s.flags, help=s.help)])
+               for s in SWITCHES]
+    command.__signature__ = signature.replace(parameters=[*params[:-1], *options, params[-1]])  # type: ignore[attr-defined]
+    return command
+
+
 @app.command()
+@_with_switches
 def export(
     checkpoints: Annotated[list[Path], typer.Argument(
         help="Member checkpoints (.pt), or tts-train run folders (all their member_*.pt).",
@@ -82,15 +98,8 @@ def export(
     shards: Annotated[int, typer.Option(
         help="Split members round-robin into K shard repositories (out/shard_XX/ with a shard_sum "
         "ensemble each).")] = ExportConfig.shards,
-    raw_inputs: Annotated[bool, typer.Option(
-        "--raw-inputs/--no-raw-inputs", help="Also write raw_encode, raw_ensemble_mM and raw_fused_mM: the "
-        "raw record's fields in (one input per field, encoded inside the served graph), gated against the "
-        "id models.")] = ExportConfig.raw_inputs,
-    cascade: Annotated[bool, typer.Option(
-        "--cascade/--no-cascade", help="Also write cascade_mM for M >= 2: members in stages, each stage only "
-        "on the rows the earlier ones did not settle; fitted on the validation split, gated on the test "
-        "split (needs --data).")] = ExportConfig.cascade,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    **switches: Any,
 ) -> None:
     """Export members into a Triton model repository whose ensembles average their logits."""
     from ttsrec.export import export_repository
@@ -108,10 +117,15 @@ def export(
                       fused_instance_count=fused_instance_count)
     config = ExportConfig(m_list=parse_m_list(m_list), precision=precision, int8_mode=int8_mode,
                           gate_rows=gate_rows, max_auc_drop=max_auc_drop, merge=merge, fused=fused,
-                          shards=shards, raw_inputs=raw_inputs, cascade=cascade)
+                          shards=shards, **switches)
     path = export_repository(checkpoints, out, serving, config, data=data, force=force, reporter=reporter)
     repos = [path] if shards == 1 else sorted(path.glob("shard_*"))
-    manifests = [read_manifest(r) for r in repos]
+    _report([read_manifest(r) for r in repos])
+    console.print(f"[green]wrote[/] {path} ({backend} flavour, {precision})")
+
+
+def _report(manifests: list[dict]) -> None:
+    """The members, the accuracy gate, the cascades and the fitted merges, as exported."""
     reporter.table(_summary(manifests))
     if "gate" in manifests[0]:
         reporter.table(_gate_table(manifests))
@@ -123,7 +137,6 @@ def export(
             weights = ", ".join(f"{w:.3f}" for w in f["weights"])
             console.print(f"{fit['kind']} merge M={m}: validation AUC {f['valid_auc']:.5f} (mean "
                           f"{f['valid_auc_mean']:.5f}), weights {weights}")
-    console.print(f"[green]wrote[/] {path} ({backend} flavour, {manifests[0]['precision']})")
 
 
 def _cascade_table(manifest: dict) -> Table:

@@ -27,12 +27,10 @@ from typing import Any
 import numpy as np
 
 from ttsrec.client.errors import ClientError
+from ttsrec.repository.raw_inputs import DTYPES, RAW_KIND, RawInput, dtype_of_triton
 
-RAW_KIND = "raw"
-"""The `ttsrec.inputs` parameter of a raw model."""
-_DATATYPES = {"TYPE_STRING": "BYTES", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64"}
-_BY_DTYPE = {"string": "BYTES", "float32": "FP32", "float64": "FP64"}
-_NUMPY = {"FP32": "<f4", "FP64": "<f8"}
+RawField = RawInput
+"""The client's former name of the shared raw-input description (`ttsrec.repository.raw_inputs`)."""
 
 
 class _Absent:
@@ -42,23 +40,9 @@ class _Absent:
 ABSENT = _Absent()
 
 
-@dataclass(frozen=True)
-class RawField:
-    """One input of a raw model: tensor `name` ([1] per row), fed from raw column `source`."""
-
-    name: str
-    source: str
-    datatype: str
-    """Triton wire datatype: BYTES, FP32 or FP64."""
-    fields: tuple[str, ...] = ()
-
-    @property
-    def is_string(self) -> bool:
-        return self.datatype == "BYTES"
-
-
-def raw_fields(config: Mapping[str, Any], parameters: Mapping[str, str]) -> tuple[RawField, ...]:
-    """The raw inputs of a model config, in config order; () for an id model (one INT64 input)."""
+def raw_fields(config: Mapping[str, Any], parameters: Mapping[str, str]) -> tuple[RawInput, ...]:
+    """The raw inputs of a model config, in config order; () for an id model (one INT64 input). What the
+    export recorded in `ttsrec.raw_inputs` wins; an input it does not name is read from the config."""
     inputs = config.get("input", [])
     is_ids = len(inputs) == 1 and inputs[0].get("data_type", "TYPE_INT64") in ("TYPE_INT64", "TYPE_INT32")
     if parameters.get("inputs") != RAW_KIND and is_ids:
@@ -70,10 +54,10 @@ def raw_fields(config: Mapping[str, Any], parameters: Mapping[str, str]) -> tupl
     for inp in inputs:
         name = inp["name"]
         rec = recorded.get(name, {})
-        datatype = _BY_DTYPE.get(rec.get("dtype", ""), _DATATYPES.get(inp.get("data_type", ""), ""))
-        if datatype not in ("BYTES", "FP32", "FP64"):
+        dtype = rec["dtype"] if rec.get("dtype") in DTYPES else dtype_of_triton(inp.get("data_type", ""))
+        if dtype is None:
             raise ValueError(f"raw input {name!r} has data type {inp.get('data_type')}")
-        out.append(RawField(name, rec.get("source", name), datatype, tuple(rec.get("fields", [name]))))
+        out.append(RawInput.from_dict({**rec, "name": name, "dtype": dtype}))
     return tuple(out)
 
 
@@ -81,7 +65,7 @@ def raw_fields(config: Mapping[str, Any], parameters: Mapping[str, str]) -> tupl
 class RawColumns:
     """Checked raw columns of a batch: per input a list of `str` (BYTES) or a float array [B]."""
 
-    fields: tuple[RawField, ...]
+    fields: tuple[RawInput, ...]
     values: list[Any]
     rows: int
 
@@ -92,11 +76,15 @@ class RawColumns:
         """Per input the raw tensor bytes (Triton's BYTES layout for strings, little-endian floats)."""
         strings = [v for f, v in zip(self.fields, self.values, strict=True) if f.is_string]
         serialized = iter(serialize_strings(strings))
-        return [next(serialized) if f.is_string else np.ascontiguousarray(v, _NUMPY[f.datatype]).tobytes()
+        return [next(serialized) if f.is_string else np.ascontiguousarray(v, _little_endian(f)).tobytes()
                 for f, v in zip(self.fields, self.values, strict=True)]
 
 
-def raw_columns(fields: Sequence[RawField], rows: Sequence[Mapping[str, Any]],
+def _little_endian(f: RawInput) -> np.dtype:
+    return np.dtype(f.numpy_dtype).newbyteorder("<")
+
+
+def raw_columns(fields: Sequence[RawInput], rows: Sequence[Mapping[str, Any]],
                 max_string_bytes: int = 0) -> RawColumns:
     """Lay records out as the model's raw columns, checking each (module docstring)."""
     try:  # row by row in C (itemgetter, then a transpose): a record's values are read while it is in cache
@@ -117,7 +105,7 @@ def raw_columns(fields: Sequence[RawField], rows: Sequence[Mapping[str, Any]],
     return RawColumns(tuple(fields), values, len(rows))
 
 
-def _refuse(f: RawField, col: list[Any], k: int, why: str) -> ClientError:
+def _refuse(f: RawInput, col: list[Any], k: int, why: str) -> ClientError:
     if col[k] is ABSENT:
         return ClientError(f"record {k}: raw column {f.source!r} (input {f.name}) is missing: every record "
                            "must carry every column of the model (None or \"\" for a missing value)")
@@ -127,7 +115,7 @@ def _refuse(f: RawField, col: list[Any], k: int, why: str) -> ClientError:
                        f"value {shown}: {why}")
 
 
-def _strings(f: RawField, col: list[Any], limit: int) -> list[str]:
+def _strings(f: RawInput, col: list[Any], limit: int) -> list[str]:
     kinds = set(map(type, col))
     if not kinds <= {str}:
         col = [_text(f, col, k, v) for k, v in enumerate(col)]
@@ -154,7 +142,7 @@ def _encodes(value: str) -> bool:
     return True
 
 
-def _text(f: RawField, col: list[Any], k: int, v: Any) -> str:
+def _text(f: RawInput, col: list[Any], k: int, v: Any) -> str:
     """A non-str value of a string column, as `RecordEncoder` writes it (3.0 -> "3", NaN/None -> "")."""
     t = type(v)
     if t is str:
@@ -175,7 +163,7 @@ def _text(f: RawField, col: list[Any], k: int, v: Any) -> str:
 _PLAIN_NUMBERS = {float, int}
 
 
-def _numbers(f: RawField, col: list[Any]) -> np.ndarray:
+def _numbers(f: RawInput, col: list[Any]) -> np.ndarray:
     kinds = set(map(type, col))
     if kinds <= _PLAIN_NUMBERS:
         return np.array(col, dtype=np.float64)
@@ -187,7 +175,7 @@ def _numbers(f: RawField, col: list[Any]) -> np.ndarray:
     return np.array([_number(f, col, k, v) for k, v in enumerate(col)], dtype=np.float64)
 
 
-def _number(f: RawField, col: list[Any], k: int, v: Any) -> float:
+def _number(f: RawInput, col: list[Any], k: int, v: Any) -> float:
     t = type(v)
     if v is None or (t is str and v == ""):
         return math.nan

@@ -104,7 +104,7 @@ class RecordEncoder:
 
     def encode(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         columns = {
-            src: pl.Series(src, [_raw(r.get(src)) for r in records], dtype=pl.String)
+            src: pl.Series(src, [raw_text(r.get(src)) for r in records], dtype=pl.String)
             for src in self.spec.sources
         }
         toks = tokens(pl.DataFrame(columns, height=len(records)), self.spec, with_label=False)
@@ -117,7 +117,9 @@ class RecordEncoder:
         return self._lookup(toks.drop(BAD), np.int64)
 
 
-def _raw(value: Any) -> str | None:
+def raw_text(value: Any) -> str | None:
+    """A record's raw value as `prepare` reads it: None for a missing one (None, "", NaN), integral
+    floats as integers (3.0 -> "3"), anything else as `str` gives it."""
     if value is None or value == "":
         return None
     if isinstance(value, float):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ttsrec.data.prepared import PreparedData
 from ttsrec.ensemble.metrics import auc, logloss
 from ttsrec.errors import UserError
 from ttsrec.utils.common import sigmoid
@@ -45,8 +46,6 @@ def load_gate_rows(data_dir: Path | None, rows: int | None, max_auc_drop: float,
     if data_dir is None:
         raise UserError(f"--precision {precision} needs the prepared data (--data DIR): its test split feeds "
                         "the accuracy gate")
-    from ttsrec.data.prepared import PreparedData
-
     data = PreparedData(data_dir)
     n = data.num_rows("test") if rows is None else min(rows, data.num_rows("test"))
     ids = np.ascontiguousarray(data.ids("test")[:n], dtype=np.int64)
@@ -60,8 +59,6 @@ def calibration_rows(data_dir: Path | None, rows: int = CALIBRATION_ROWS) -> np.
     """The train split's first rows, which fix int8 activation scales (None without prepared data)."""
     if data_dir is None:
         return None
-    from ttsrec.data.prepared import PreparedData
-
     return np.ascontiguousarray(PreparedData(data_dir).ids("train")[:rows], dtype=np.int64)
 
 

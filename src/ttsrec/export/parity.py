@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ttsrec.data.feature_map import FeatureMap
+from ttsrec.data.prepared import PreparedData
 from ttsrec.ensemble.session import ort_session
 from ttsrec.errors import UserError
 from ttsrec.utils import common
@@ -68,8 +69,6 @@ def build_sample(feature_map: FeatureMap, max_batch_size: int, data_dir: Path | 
     vocab = np.asarray(feature_map.vocab_sizes, dtype=np.int64)
     real = np.empty((0, len(vocab)), dtype=np.int64)
     if data_dir is not None:
-        from ttsrec.data.prepared import PreparedData
-
         data = PreparedData(data_dir)
         real = np.asarray(data.ids("test")[:rows], dtype=np.int64)
     pad = (rng.random((rows - len(real), len(vocab))) * vocab).astype(np.int64)

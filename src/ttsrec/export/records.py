@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,9 @@ import onnx
 from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 from torch import nn
 
+from ttsrec.models import model_cost
 from ttsrec.repository.config import Serving
+from ttsrec.repository.manifest import file_sha256
 
 
 def onnx_record(root: Path, path: Path, proto: onnx.ModelProto) -> dict[str, Any]:
@@ -21,17 +22,13 @@ def onnx_record(root: Path, path: Path, proto: onnx.ModelProto) -> dict[str, Any
                                                 if uses_external_data(t)}]
     opsets = [o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")]
     return {"file": str(path.relative_to(root)), "bytes": sum(f.stat().st_size for f in files),
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "ir_version": proto.ir_version,
+            "sha256": file_sha256(path), "ir_version": proto.ir_version,
             "opset": max(opsets, default=None), "input": proto.graph.input[0].name,
             "outputs": [o.name for o in proto.graph.output]}
 
 
 def cost_record(model: nn.Module) -> dict[str, Any]:
     """Parameters, MACs per sample and dense weight bytes, as counted by the model zoo."""
-    try:
-        from ttsrec.models import model_cost  # type: ignore[attr-defined]
-    except ImportError:  # older model zoo: parameters only, still counted
-        return {"params": int(sum(p.numel() for p in model.parameters()))}
     cost = model_cost(model)
     return {"params": int(cost.params), "macs_per_sample": int(cost.macs_per_sample),
             "dense_weight_bytes": int(cost.dense_weight_bytes)}
@@ -53,18 +50,3 @@ def queue_policy_record(serving: Serving) -> dict[str, Any]:
         return {"applied": False}
     return {"applied": True, "max_queue_size": serving.queue_max, "timeout_ms": serving.queue_timeout_ms,
             "timeout_action": "REJECT", "allow_timeout_override": True}
-
-
-def file_hashes(root: Path, skip: tuple[str, ...]) -> dict[str, str]:
-    """sha256 of every file under `root` (relative posix path -> hex), except the top-level `skip` names."""
-    hashes = {}
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = path.relative_to(root).as_posix()
-        if rel in skip or "__pycache__" in path.parts:
-            continue
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        hashes[rel] = digest.hexdigest()
-    return hashes

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ttsrec.data.feature_map import FeatureMap
+from ttsrec.data.prepared import PreparedData
 from ttsrec.ensemble.runs import expand_checkpoints, run_data_dir
 from ttsrec.errors import UserError
 from ttsrec.models.checkpoint import LoadedMember, load_members
@@ -63,8 +64,6 @@ def _discover(files: Sequence[Path]) -> tuple[Path, Path | None]:
 def _has_splits(folder: Path) -> bool:
     """Whether `ttsrec.data.prepared.PreparedData` can read a test split there."""
     try:
-        from ttsrec.data.prepared import PreparedData
-
         return PreparedData(folder).num_rows("test") > 0
     except (UserError, OSError, ImportError, KeyError, ValueError):
         return False

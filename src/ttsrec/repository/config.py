@@ -223,5 +223,5 @@ def read_config(model_dir_or_file: Path) -> pb.ModelConfig:
         path = path / "config.pbtxt"
     try:
         return text_format.Parse(path.read_text(), pb.ModelConfig())
-    except text_format.ParseError as err:
+    except (text_format.ParseError, UnicodeDecodeError) as err:
         raise UserError(f"{path} is not a valid Triton model config: {err}") from err

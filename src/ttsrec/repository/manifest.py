@@ -6,6 +6,7 @@ serving options, library versions; the bench and the client read it instead of g
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,26 @@ _PACKAGES = ("ttsrec", "torch", "onnx", "onnxruntime-gpu", "onnxruntime", "onnxc
 def library_versions() -> dict[str, str]:
     """The versions a manifest records."""
     return versions_of(_PACKAGES)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_hashes(root: Path, skip: tuple[str, ...]) -> dict[str, str]:
+    """The manifest's "files": sha256 of every file under `root` (relative posix path -> hex), except the
+    top-level `skip` names; `ttsrec.serve.repo_check.verify_files` checks a repository against it."""
+    hashes = {}
+    for path in sorted(p for p in Path(root).rglob("*") if p.is_file()):
+        rel = path.relative_to(root).as_posix()
+        if rel in skip or "__pycache__" in path.parts:
+            continue
+        hashes[rel] = file_sha256(path)
+    return hashes
 
 
 def read_manifest(repo: Path) -> dict[str, Any]:

@@ -3,26 +3,17 @@ only the `python` flavour, and a sharded export is K repositories, not one."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
 from ttsrec.errors import UserError
+from ttsrec.repository.config import read_config
+from ttsrec.repository.manifest import file_sha256
+from ttsrec.repository.naming import MANIFEST_FILE, SHARDS_FILE
 
 NGC_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # = tritonserver 2.51, the version bundled here
-SHARDS_FILE = "shards.json"
-MANIFEST_FILE = "tts_manifest.json"
-
-
-def read_config(path: Path) -> model_config_pb2.ModelConfig:
-    """Parse a `config.pbtxt` with Triton's own protobuf type."""
-    try:
-        return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
-    except (text_format.ParseError, UnicodeDecodeError) as err:
-        raise UserError(f"{path} is not a valid Triton model config ({err})") from None
 
 
 def model_configs(repo: Path) -> dict[str, model_config_pb2.ModelConfig]:
@@ -96,7 +87,7 @@ def verify_files(repo: Path) -> str:
         if not target.is_file():
             raise UserError(f"{repo} is incomplete: {rel} is listed in {MANIFEST_FILE} but missing "
                             f"(half-copied?); copy it again or re-export")
-        if _sha256(target) != expected:
+        if file_sha256(target) != expected:
             raise UserError(f"{repo} was modified: {rel} does not match its sha256 in {MANIFEST_FILE} "
                             f"(tampered or half-copied); re-export, or pass --skip-integrity if you changed "
                             f"it on purpose")
@@ -107,11 +98,3 @@ def verify_files(repo: Path) -> str:
         raise UserError(f"{repo} holds {extra[0]}, which {MANIFEST_FILE} does not list (added after the "
                         f"export?); remove it, or pass --skip-integrity")
     return f"integrity: {len(files)} files match {MANIFEST_FILE}"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
