@@ -133,3 +133,44 @@ def test_console_script_exit_code(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().startswith("error:") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_every_artefact_switch_is_a_flag_that_reaches_export_config(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    """`SWITCHES` is where an artefact's flag is declared: the CLI offers each (before --force) and hands
+    it to the `ExportConfig` field of that name."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from ttsrec.cli import export as cli_export
+    from ttsrec.export.writer import SWITCHES, ExportConfig
+
+    fields = {f.name for f in dataclasses.fields(ExportConfig)}
+    assert [s.field for s in SWITCHES] == ["raw_inputs", "cascade"] and {s.field for s in SWITCHES} <= fields
+    seen: list[ExportConfig] = []
+
+    def stop(checkpoints, out, serving, config, **kwargs):
+        seen.append(config)
+        raise UserError("stopped")
+
+    monkeypatch.setattr("ttsrec.export.export_repository", stop)
+    for args, expected in (([], (False, False)), (["--raw-inputs", "--cascade"], (True, True)),
+                           (["--no-raw-inputs", "--cascade"], (False, True))):
+        result = CliRunner().invoke(cli_export.app, [str(tmp_path), *args])
+        assert isinstance(result.exception, UserError), result.output
+        assert (seen[-1].raw_inputs, seen[-1].cascade) == expected
+
+
+def test_the_job_description_is_a_leaf() -> None:
+    """`export/job.py` (Job, Member, Draft, Artefact) imports no export module but the gates' plain data, so
+    every writer can import it and it imports none of them back."""
+    import ast
+
+    import ttsrec.export.job as job
+
+    tree = ast.parse(Path(job.__file__).read_text())
+    imported = {f"{n.module}.{a.name}" if n.module == "ttsrec.export" else n.module
+                for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module for a in n.names}
+    assert {m for m in imported if m.startswith("ttsrec.export")} <= {
+        "ttsrec.export.parity", "ttsrec.export.gate", "ttsrec.export.precision"}
