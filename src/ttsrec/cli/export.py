@@ -99,11 +99,23 @@ def export(
         help="Split members round-robin into K shard repositories (out/shard_XX/ with a shard_sum "
         "ensemble each).")] = ExportConfig.shards,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing --out.")] = False,
+    into: Annotated[Path | None, typer.Option(
+        "--into", help="Add the members to this served repository as its next generation instead "
+        "(tts-deploy add: the repository's own export options; roll out with tts-deploy rollout).")] = None,
     **switches: Any,
 ) -> None:
     """Export members into a Triton model repository whose ensembles average their logits."""
     from ttsrec.export import export_repository
     from ttsrec.repository.manifest import read_manifest
+
+    if into is not None:
+        from ttsrec.deploy.add import add_generation
+
+        added = add_generation(checkpoints, into, data=data, reporter=reporter)
+        console.print(f"[green]added[/] generation {added.generation} to {into} ({added.members_written} "
+                      f"member(s) written, {added.members_kept} kept); `tts-deploy rollout {into} --to "
+                      f"{added.generation}` makes it live")
+        return
 
     if fp16:  # the old spelling of --precision fp16
         if precision not in ("fp32", "fp16"):
