@@ -33,11 +33,12 @@ from ttsrec.bench.loadgen import (
 )
 from ttsrec.bench.row import IDS, RAW
 from ttsrec.bench.server_stats import ServerTimes, Snapshot, critical_path, model_times, statistics_reader
-from ttsrec.client.raw import RawField, raw_fields
+from ttsrec.client.raw import raw_fields
 from ttsrec.client.transport import Transport
 from ttsrec.client.utils import config_parameters
 from ttsrec.ensemble.modes import Mode
 from ttsrec.repository import naming
+from ttsrec.repository.raw_inputs import RawInput
 from ttsrec.utils.common import usable_cores
 
 __all__ = ["REQUEST_TIMEOUT_S", "Target", "inprocess_fused_target",
@@ -129,7 +130,7 @@ def triton_target(mode: str, m: int, url: str, protocol: str, model: str) -> Tar
     )
 
 
-def _raw_load(url: str, protocol: str, model: str, fields: Sequence[RawField], max_string_bytes: int,
+def _raw_load(url: str, protocol: str, model: str, fields: Sequence[RawInput], max_string_bytes: int,
               outputs: tuple[str, ...], batches: Sequence[Sequence[dict[str, Any]]]) -> Load:
     """A raw model's load: each batch of records laid out and serialized once (the client's raw layout and
     checks), then sent as bytes like id requests: gRPC blocking from N threads, HTTP from the event loop."""

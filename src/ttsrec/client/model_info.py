@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ttsrec.client.raw import RawField, raw_fields
+from ttsrec.client.raw import raw_fields
 from ttsrec.client.utils import config_parameters
 from ttsrec.repository import naming
+from ttsrec.repository.raw_inputs import RawInput
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class ModelInfo:
     (a fused graph); empty for a single model."""
     parameters: dict[str, str] = field(default_factory=dict)
     """`ttsrec.*` config parameters without the prefix: export_id, feature_map_hash, shard_index..."""
-    raw_inputs: tuple[RawField, ...] = ()
+    raw_inputs: tuple[RawInput, ...] = ()
     """A raw model's inputs (`raw_ensemble_mM`, `raw_fused_mM`: one per field, raw records in); () for an id
     model, whose one input is `input_name`."""
 

@@ -29,10 +29,6 @@ import numpy as np
 from ttsrec.client.errors import ClientError
 from ttsrec.repository.raw_inputs import DTYPES, RAW_KIND, RawInput, dtype_of_triton
 
-RawField = RawInput
-"""The client's former name of the shared raw-input description (`ttsrec.repository.raw_inputs`)."""
-
-
 class _Absent:
     """A record's missing key (a class of its own, so `set(map(type, values))` sees it)."""
 

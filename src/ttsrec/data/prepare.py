@@ -162,7 +162,8 @@ def prepare(
         raise UserError(f"--executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
     runner: Any = LocalRunner()
     if executor == "ray":
-        from ttsrec.data.ray_prepare import RayRunner, require_ray
+        from ttsrec.data.ray_prepare import RayRunner
+        from ttsrec.utils.ray_cluster import require_ray
 
         require_ray()
         runner = RayRunner(address=address, workers=workers, max_retries=max_retries)

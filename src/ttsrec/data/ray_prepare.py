@@ -29,18 +29,8 @@ from ttsrec.data.shard import (
     read_shard,
 )
 from ttsrec.errors import RuntimeFailure, UserError
+from ttsrec.utils.ray_cluster import connect
 from ttsrec.utils.report import Board, Task
-
-RAY_HINT = "pip install 'ttsrec[ray]'"
-
-
-def require_ray() -> None:
-    """Ray is an optional extra: without it `--executor ray` is one line (exit 2) with the install command,
-    before anything is read or written."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise UserError(f"--executor ray needs Ray, which is not installed here ({RAY_HINT})") from None
 
 
 class RayRunner:
@@ -55,14 +45,7 @@ class RayRunner:
         import ray
 
         started = time.perf_counter()
-        if not ray.is_initialized():
-            try:
-                cpus = (self.workers or None) if self.address is None else None
-                ray.init(address=self.address, num_cpus=cpus, include_dashboard=False, log_to_driver=False)
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                where = self.address or "a new local instance"
-                raise RuntimeFailure(f"cannot reach the Ray cluster at {where}: {err}") from err
-            self.started_here = True
+        self.started_here = connect(self.address, self.workers or None)
         self.workers = int(ray.cluster_resources().get("CPU", 1))
         self.start_seconds = time.perf_counter() - started
         return self

@@ -15,24 +15,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ttsrec.errors import RuntimeFailure, UserError
+from ttsrec.errors import RuntimeFailure
 from ttsrec.train.member import MemberJob, train_member
 from ttsrec.utils.atomic import atomic_write_bytes
+from ttsrec.utils.ray_cluster import connect
 
 FAIL_ONCE_ENV = "TTSREC_TEST_FAIL_ONCE"
 """Tests only: a marker-file path; the first attempt that finds it missing creates it and raises."""
-
-
-RAY_HINT = "pip install 'ttsrec[ray]'"
-
-
-def require_ray() -> None:
-    """Ray is an optional extra: without it `--executor ray` is a one-line error (exit 2) naming the
-    install command, checked before the run dir is touched."""
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise UserError(f"--executor ray needs Ray, which is not installed here ({RAY_HINT})") from None
 
 
 def _train_remote(job: MemberJob) -> tuple[dict[str, Any], bytes]:
@@ -59,13 +48,7 @@ def run_on_ray(todo: list[MemberJob], finished: Callable[[dict[str, Any]], None]
     failed after their retries (the finished ones are already written)."""
     import ray
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        try:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, RuntimeError) as err:
-            raise RuntimeFailure(f"cannot reach the Ray cluster at {address or 'a new local instance'}: "
-                                 f"{err}") from err
+    started_here = connect(address)
     remote = ray.remote(num_cpus=cpus_per_member, num_gpus=gpus_per_member, max_retries=max_retries,
                         retry_exceptions=True)(_train_remote)
     if os.environ.get(FAIL_ONCE_ENV):  # tests: the driver's setting reaches workers started before it

@@ -111,7 +111,7 @@ def _checked(options: TrainOptions, jobs: int, threads: int | None, executor: st
     if executor not in ("local", "ray"):
         raise UserError(f"--executor expects local or ray, got {executor!r}")
     if executor == "ray":
-        from ttsrec.train.ray_executor import require_ray
+        from ttsrec.utils.ray_cluster import require_ray
 
         require_ray()
     if max_retries < 0:
