@@ -32,7 +32,9 @@ from typing import Any
 from ttsrec.deploy import state
 from ttsrec.errors import RuntimeFailure, UserError
 from ttsrec.repository import generations as gens
+from ttsrec.repository import naming
 from ttsrec.repository.config import read_config
+from ttsrec.utils.atomic import output_lock
 from ttsrec.utils.report import SILENT, Reporter
 
 STEPS = ("check", "stage", "switch", "retire", "record")
@@ -228,12 +230,23 @@ def mark(target: Target, live: int, to: int, step: str) -> None:
 def rollout(targets: list[Target], to: int, *, free_bytes: int | None = None, dry_run: bool = False,
             reporter: Reporter = SILENT, pause: Callable[[str], None] | None = None) -> Plan:
     """Move every target to generation `to` (see the module docstring); `pause(step)` runs after each step
-    (tests kill the process there). Returns the plan."""
+    (tests kill the process there). Returns the plan. Holds the repository's lock, so an `add` or another
+    rollout waits; what an interrupted `add` left is removed first."""
+    root = targets[0].root
+    repo = root.parent if (root.parent / naming.SHARDS_FILE).is_file() else root
+    with output_lock(repo.absolute()):
+        return _rollout(targets, to, free_bytes, dry_run, reporter, pause)
+
+
+def _rollout(targets: list[Target], to: int, free_bytes: int | None, dry_run: bool, reporter: Reporter,
+             pause: Callable[[str], None] | None) -> Plan:
     for target in targets:
         target.manifest = state.load(target.root)
         if not gens.has_generations(target.manifest):
             raise UserError(f"{target.root} has one generation only: add one with `tts-deploy add` first")
         gens.generation_record(target.manifest, to)
+        if not dry_run:
+            state.clean_leftovers(target.root, target.manifest)
     p = plan(targets, to, free_bytes)
     if dry_run:
         return p
