@@ -31,6 +31,10 @@ def synth(
         typer.Option("--max-vocab", help="Cap every categorical field's vocabulary (e.g. 12: a "
                      "small-vocabulary dataset of about 800 ids after prepare)."),
     ] = None,
+    tags: Annotated[
+        int, typer.Option("--tags", help="Add a last column `tags`: up to N '|'-separated tags per row that "
+                          "carry signal, a list field; writes OUT.spec.yaml to prepare it with.")
+    ] = 0,
 ) -> None:
     """Write synthetic rows in the exact Criteo TSV format (label, I1..I13, C1..C26)."""
     from ttsrec.data.synth import check_synth_args, write_synthetic_criteo
@@ -41,9 +45,18 @@ def synth(
         task = bar.add_task("rows", total=rows)
         write_synthetic_criteo(
             out, rows=rows, seed=seed, on_rows=lambda n: bar.advance(task, n), force=force,
-            max_vocab=max_vocab,
+            max_vocab=max_vocab, tags=tags,
         )
     console.print(f"wrote {rows:,} rows to {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    if tags:
+        import yaml
+
+        from ttsrec.data.synth import synth_spec
+        from ttsrec.utils.atomic import atomic_write_text
+
+        spec_path = out.with_name(out.name + ".spec.yaml")
+        atomic_write_text(spec_path, yaml.safe_dump(synth_spec(), sort_keys=False))
+        console.print(f"prepare it with: tts-data prepare --preset csv --spec {spec_path} --input {out} ...")
 
 
 @app.command()

@@ -10,18 +10,45 @@ decimal text (the vocabulary stores them as text anyway), coded per chunk from t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import polars as pl
 
+from ttsrec.data.spec import DatasetSpec
 from ttsrec.data.transforms import MISSING
 
 TOKEN, COUNT = "token", "count"
 
 
+@dataclass(frozen=True)
+class Columns:
+    """Which field each token column (each `feat_ids` column) belongs to: a list field's `max_len`
+    columns share its dictionary and counts, and their code 0 is padding (never counted)."""
+
+    field_of: tuple[int, ...]
+    is_list: tuple[bool, ...]
+    """Per field."""
+
+    @classmethod
+    def of(cls, spec: DatasetSpec) -> Columns:
+        return cls(tuple(j for j, f in enumerate(spec.fields) for _ in range(f.max_len if f.is_list else 1)),
+                   tuple(f.is_list for f in spec.fields))
+
+    @property
+    def num_fields(self) -> int:
+        return len(self.is_list)
+
+    @property
+    def width(self) -> int:
+        return len(self.field_of)
+
+
 class TokenDictionary:
     """Token -> code for each field of one shard (the codes mean nothing outside the shard's dictionary)."""
 
-    def __init__(self, num_fields: int) -> None:
+    def __init__(self, num_fields: int, field_of: tuple[int, ...] | None = None) -> None:
+        self.field_of = tuple(range(num_fields)) if field_of is None else field_of
         self.cats = [pl.Categories.random(namespace="ttsrec") for _ in range(num_fields)]
         # a Categories mapping lives only while a Series uses it
         self._alive = [pl.Series([], dtype=pl.Categorical(c)) for c in self.cats]
@@ -30,12 +57,13 @@ class TokenDictionary:
         """Codes used per field (the largest code: codes are dense, 0 being the missing value)."""
 
     def encode(self, toks: pl.DataFrame, names: list[str]) -> np.ndarray:
-        """Codes (uint32 [F, rows]) of the token columns `names`, in field order."""
+        """Codes (uint32 [C, rows]) of the token columns `names` (column j of field `field_of[j]`)."""
         out = np.empty((len(names), toks.height), dtype=np.uint32)
+        cats = [self.cats[f] for f in self.field_of]
         text = [j for j, n in enumerate(names) if not toks.schema[n].is_integer()]
         if text:  # one query: polars codes the columns in parallel
             codes = toks.select(
-                (pl.col(names[j]).cast(pl.String).cast(pl.Categorical(self.cats[j])).to_physical() + 1)
+                (pl.col(names[j]).cast(pl.String).cast(pl.Categorical(cats[j])).to_physical() + 1)
                 .fill_null(0).alias(names[j])
                 for j in text
             )
@@ -43,9 +71,12 @@ class TokenDictionary:
                 out[j] = codes.get_column(names[j]).to_numpy()
         for j, name in enumerate(names):
             if j not in text:
-                out[j] = self._tables.setdefault(j, _IntTable(self, j)).codes(toks.get_column(name))
+                field = self.field_of[j]
+                out[j] = self._tables.setdefault(field, _IntTable(self, field)).codes(toks.get_column(name))
         if toks.height:
-            self.sizes = np.maximum(self.sizes, out.max(axis=1)).tolist()
+            sizes = np.array(self.sizes)
+            np.maximum.at(sizes, list(self.field_of), out.max(axis=1))
+            self.sizes = sizes.tolist()
         return out
 
     def text_codes(self, j: int, col: pl.Series) -> np.ndarray:
@@ -107,10 +138,14 @@ class _IntTable:
         return True
 
 
-def add_counts(counts: list[np.ndarray], codes: np.ndarray) -> None:
-    """Add the code counts of `codes` (uint32 [F, rows]) to `counts` (one growing int64 array per field)."""
-    for j, field_codes in enumerate(codes):
-        found = np.bincount(field_codes)
+def add_counts(counts: list[np.ndarray], codes: np.ndarray, columns: Columns | None = None) -> None:
+    """Add the code counts of `codes` (uint32 [C, rows]) to `counts` (one growing int64 array per field;
+    a list field's columns add to its one array, their padding code 0 left out)."""
+    for c, column_codes in enumerate(codes):
+        j = c if columns is None else columns.field_of[c]
+        found = np.bincount(column_codes)
+        if columns is not None and columns.is_list[j] and len(found):
+            found[0] = 0
         if len(found) > len(counts[j]):
             counts[j] = np.concatenate([counts[j], np.zeros(len(found) - len(counts[j]), dtype=np.int64)])
         counts[j][: len(found)] += found
@@ -130,10 +165,11 @@ def vocabulary(frames: list[pl.DataFrame], min_count: int) -> list[str]:
     return kept.sort([COUNT, TOKEN], descending=[True, False]).get_column(TOKEN).to_list()
 
 
-def id_table(tokens: pl.Series, vocab: list[str]) -> np.ndarray:
-    """int32 ids by code (entry 0: the missing value's id): vocab[i] has id i + 1, the rest 0 (OOV)."""
+def id_table(tokens: pl.Series, vocab: list[str], is_list: bool = False) -> np.ndarray:
+    """int32 ids by code (entry 0: the missing value's id, or a list field's padding id `len(vocab) + 1`):
+    vocab[i] has id i + 1, the rest 0 (OOV)."""
     table = np.zeros(tokens.len() + 1, dtype=np.int32)
-    table[0] = vocab.index(MISSING) + 1 if MISSING in vocab else 0
+    table[0] = len(vocab) + 1 if is_list else vocab.index(MISSING) + 1 if MISSING in vocab else 0
     first = {tok: i + 1 for i, tok in reversed(list(enumerate(vocab)))}  # a token listed twice: its first id
     if first and tokens.len():
         keys = pl.Series(list(first), dtype=pl.String)

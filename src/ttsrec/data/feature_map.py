@@ -18,7 +18,8 @@ from ttsrec.errors import UserError
 from ttsrec.repository.naming import FEATURE_MAP_FILE
 from ttsrec.utils.atomic import atomic_write_text
 
-FieldKind = Literal["categorical", "numeric"]
+FieldKind = Literal["categorical", "numeric", "list"]
+LIST_ATTRS = ("separator", "max_len", "pooling")
 
 
 @dataclass
@@ -33,10 +34,35 @@ class Field:
     """Raw column(s) it is computed from."""
     preprocess: str = "none"
     """Name of the transform applied to the raw value before lookup (see `ttsrec.data.transforms`)."""
+    separator: str = ""
+    max_len: int = 0
+    """A list field (kind `list`) fills `max_len` columns of `feat_ids`: its first tokens' ids, then
+    its padding id `pad_id` (the last id, never OOV, never a token), pooled into one vector by `pooling`."""
+    pooling: str = ""
+
+    @property
+    def is_list(self) -> bool:
+        return self.kind == "list"
+
+    @property
+    def width(self) -> int:
+        """Columns of `feat_ids` the field fills."""
+        return self.max_len if self.is_list else 1
+
+    @property
+    def pad_id(self) -> int:
+        """A list field's padding id (one past its last token); -1 for a one-value field, which has none."""
+        return len(self.vocab) + 1 if self.is_list else -1
 
     @property
     def vocab_size(self) -> int:
-        return len(self.vocab) + 1
+        """Ids of the field: OOV, the tokens and, for a list field, the padding id."""
+        return len(self.vocab) + (2 if self.is_list else 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A one-value field without the list attributes, so its map's bytes and hash are unchanged."""
+        data = dict(vars(self))
+        return data if self.is_list else {k: v for k, v in data.items() if k not in LIST_ATTRS}
 
 
 @dataclass
@@ -59,6 +85,41 @@ class FeatureMap:
     def field_names(self) -> list[str]:
         return [f.name for f in self.fields]
 
+    @property
+    def widths(self) -> list[int]:
+        return [f.width for f in self.fields]
+
+    @property
+    def width(self) -> int:
+        """Columns of `feat_ids` (the number of fields unless a field is a list)."""
+        return sum(self.widths)
+
+    @property
+    def column_vocab_sizes(self) -> list[int]:
+        """The vocab size behind each `feat_ids` column (a list field's repeated over its columns)."""
+        return [f.vocab_size for f in self.fields for _ in range(f.width)]
+
+    @property
+    def bags(self) -> list[list[Any] | None]:
+        """Per field `[max_len, pooling]` for a list field, else None: what a member's embedding layer
+        needs besides the vocab sizes (recorded in its checkpoint)."""
+        return [[f.max_len, f.pooling] if f.is_list else None for f in self.fields]
+
+    @property
+    def has_lists(self) -> bool:
+        return any(f.is_list for f in self.fields)
+
+    def layout(self) -> list[dict[str, Any]]:
+        """`feat_ids` column layout per field (name, first column, width, pad id): configs and manifests."""
+        out, col = [], 0
+        for f in self.fields:
+            entry: dict[str, Any] = {"name": f.name, "start": col, "width": f.width}
+            if f.is_list:
+                entry.update(pad_id=f.pad_id, pooling=f.pooling, separator=f.separator)
+            out.append(entry)
+            col += f.width
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         body = {
             "dataset_id": self.dataset_id,
@@ -66,7 +127,7 @@ class FeatureMap:
             "num_fields": self.num_fields,
             "vocab_sizes": self.vocab_sizes,
             "spec": self.spec,
-            "fields": [vars(f) for f in self.fields],
+            "fields": [f.to_dict() for f in self.fields],
         }
         return {**body, "hash": _content_hash(body)}
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ttsrec.data.delimited import CHUNK_BYTES
-from ttsrec.data.dictionary import vocabulary
+from ttsrec.data.dictionary import Columns, vocabulary
 from ttsrec.data.feature_map import FeatureMap, Field, dumps_indented
 from ttsrec.data.readers import Shard, expand_inputs, input_size, plan_shards
 from ttsrec.data.shard import (
@@ -84,9 +84,15 @@ class PrepareSummary:
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     """Peak resident memory per process: this one (`driver`) and, with Ray, each worker that ran a task."""
     extra: dict[str, Any] = field(default_factory=dict)
+    list_fields: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per list field, over the kept rows: `truncated_rows` (more tokens than max_len), `empty_rows`."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The summary; `list_fields` only when the data has one (other datasets' summaries unchanged)."""
+        data = asdict(self)
+        if not self.list_fields:
+            del data["list_fields"]
+        return data
 
 
 class Runner(Protocol):
@@ -191,6 +197,7 @@ def _prepare_in(ds: DatasetSpec, shards: list[Shard], tmp: Path, board: Board, r
     """The two passes into the temp folder `tmp`; returns the summary's counts and per-pass figures."""
     cache = tmp / ".cache"
     cache.mkdir()
+    columns = Columns.of(ds)
     clock = time.perf_counter()
     jobs = [ReadJob(ds, s, i, cache, seed, on_bad_row, chunk_bytes) for i, s in enumerate(shards)]
     reads = runner.read(jobs, board)
@@ -200,7 +207,7 @@ def _prepare_in(ds: DatasetSpec, shards: list[Shard], tmp: Path, board: Board, r
     counted = [r.counts for r in reads]
     if any(c is None for c in counted):
         clock = time.perf_counter()
-        counted = runner.count([CountJob(cache, r.index, r.chunks, len(ds.fields), offsets[r.index], seed)
+        counted = runner.count([CountJob(cache, r.index, r.chunks, columns, offsets[r.index], seed)
                                 for r in reads])
         passes["count"] = time.perf_counter() - clock
     counts: list[ShardCounts] = counted  # type: ignore[assignment]
@@ -218,7 +225,7 @@ def _prepare_in(ds: DatasetSpec, shards: list[Shard], tmp: Path, board: Board, r
     atomic_write_text(tmp / FEATURE_MAP_FILE, dumps_indented(fmap_dict) + "\n")
     passes["vocabulary"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    encoded = runner.encode(_encode_jobs(reads, per_split, offsets, tmp, len(ds.fields), seed),
+    encoded = runner.encode(_encode_jobs(reads, per_split, offsets, tmp, columns, seed),
                             [f.vocab for f in fmap.fields], board)
     shutil.rmtree(cache)
     passes["encode"] = time.perf_counter() - clock
@@ -233,28 +240,40 @@ def _prepare_in(ds: DatasetSpec, shards: list[Shard], tmp: Path, board: Board, r
         "feature_map_hash": fmap_dict["hash"], "seed": seed, "on_bad_row": on_bad_row,
         "pass_seconds": {k: round(v, 3) for k, v in passes.items()},  # (Ray's start added by the caller)
         "peak_rss_mb": _peak_rss([*(r.stats for r in reads), *(c.stats for c in counts), *encoded]),
+        "list_fields": _list_stats(reads),
     }
+
+
+def _list_stats(reads: list[ShardRead]) -> dict[str, dict[str, int]]:
+    out: dict[str, dict[str, int]] = {}
+    for r in reads:
+        for name, (truncated, empty) in r.lists.items():
+            entry = out.setdefault(name, {"truncated_rows": 0, "empty_rows": 0})
+            entry["truncated_rows"] += truncated
+            entry["empty_rows"] += empty
+    return out
 
 
 def _feature_map(ds: DatasetSpec, counts: list[ShardCounts]) -> FeatureMap:
     fields = [
         Field(name=f.name, kind=f.kind, vocab=vocabulary([c.tokens[j] for c in counts], f.min_count),
-              source=f.source, preprocess=f.preprocess)
+              source=f.source, preprocess=f.preprocess,
+              **({"separator": f.separator, "max_len": f.max_len, "pooling": f.pooling} if f.is_list else {}))
         for j, f in enumerate(ds.fields)
     ]
     return FeatureMap(dataset_id=ds.dataset_id, label=ds.label, spec=ds.to_dict(), fields=fields)
 
 
 def _encode_jobs(reads: list[ShardRead], per_split: np.ndarray, offsets: list[int], tmp: Path,
-                 num_fields: int, seed: int) -> list[EncodeJob]:
+                 columns: Columns, seed: int) -> list[EncodeJob]:
     """Preallocate the split files and give each shard its first row in each of them."""
     totals = per_split.sum(axis=0)
     for s, name in enumerate(SPLITS):
         (tmp / name).mkdir()
-        NpyFile.create(tmp / name / "ids.npy", np.int32, (int(totals[s]), num_fields))
+        NpyFile.create(tmp / name / "ids.npy", np.int32, (int(totals[s]), columns.width))
         NpyFile.create(tmp / name / "labels.npy", np.float32, (int(totals[s]),))
     first = np.cumsum(per_split, axis=0) - per_split
-    return [EncodeJob(tmp / ".cache", r.index, r.chunks, num_fields, offsets[r.index], seed, tmp,
+    return [EncodeJob(tmp / ".cache", r.index, r.chunks, columns, offsets[r.index], seed, tmp,
                       first[r.index].tolist()) for r in reads]
 
 

@@ -27,12 +27,13 @@ import numpy as np
 import polars as pl
 
 from ttsrec.data.delimited import BAD, CHUNK_BYTES, LINE
-from ttsrec.data.dictionary import TOKEN, TokenDictionary, add_counts, count_frame, id_table
-from ttsrec.data.encode import LABEL, describe_bad, tokens
+from ttsrec.data.dictionary import TOKEN, Columns, TokenDictionary, add_counts, count_frame, id_table
+from ttsrec.data.encode import LABEL, describe_bad, token_columns, tokens
 from ttsrec.data.prefetch import prefetch
 from ttsrec.data.readers import Shard, iter_shard
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.data.split import SPLITS, split_of
+from ttsrec.data.transforms import list_length_column
 
 FAIL_ONCE_ENV = "TTSREC_TEST_DATA_FAIL_ONCE"
 """Tests only: a marker-file path; the first shard task that finds it missing creates it and kills its
@@ -89,6 +90,8 @@ class ShardRead:
     nbytes: int
     counts: ShardCounts | None
     stats: ProcessStats
+    lists: dict[str, list[int]] = field(default_factory=dict)
+    """Per list field, over the kept rows: [rows truncated to max_len, rows with an empty list]."""
 
 
 def _cache_file(cache: Path, index: int, kind: str) -> Path:
@@ -107,9 +110,10 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
     """Pass 1 on one shard; see the module docstring."""
     started = time.perf_counter()
     _fail_once()
-    names = [f.name for f in job.spec.fields]
-    coder = TokenDictionary(len(names))
-    counts = [np.zeros(0, dtype=np.int64) for _ in names] if job.offset is not None else None
+    names, columns = token_columns(job.spec), Columns.of(job.spec)
+    coder = TokenDictionary(columns.num_fields, columns.field_of)
+    counts = [np.zeros(0, dtype=np.int64) for _ in job.spec.fields] if job.offset is not None else None
+    lists = {f.name: [0, 0] for f in job.spec.fields if f.is_list}
     per_split = np.zeros(len(SPLITS), dtype=np.int64)
     rows = lines = nbytes = 0
     reasons: Counter[str] = Counter()
@@ -129,12 +133,14 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
                 keep = bad == 0
                 toks, positions = toks.filter(pl.Series(keep)), positions[keep]
             codes = coder.encode(toks, names)
+            _count_lists(job.spec, toks, lists)
             out.write(codes.tobytes())
             out.write(toks.get_column(LABEL).to_numpy().astype(np.float32, copy=False).tobytes())
             out.write(positions.tobytes())
             chunks.append(toks.height)
             if counts is not None:
-                per_split += _count(codes, positions + job.offset, job.seed, counts)  # type: ignore[operator]
+                per_split += _count(codes, positions + job.offset, job.seed, counts,  # type: ignore[operator]
+                                    columns)
             if progress:
                 progress(chunk_bytes)
     dictionary = coder.tokens()
@@ -144,7 +150,16 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
         frames = [count_frame(t, c) for t, c in zip(dictionary, counts, strict=True)]
         shard_counts = ShardCounts(per_split.tolist(), frames)
     return ShardRead(job.index, rows, lines, dict(reasons), first_bad, chunks, nbytes, shard_counts,
-                     ProcessStats.since(started))
+                     ProcessStats.since(started), lists)
+
+
+def _count_lists(spec: DatasetSpec, toks: pl.DataFrame, lists: dict[str, list[int]]) -> None:
+    """Add each list field's truncated rows (more tokens than max_len) and empty lists of a chunk."""
+    for f in spec.fields:
+        if f.is_list:
+            n = toks.get_column(list_length_column(f.name)).to_numpy()
+            lists[f.name][0] += int((n > f.max_len).sum())
+            lists[f.name][1] += int((n == 0).sum())
 
 
 def _reasons(spec: DatasetSpec, bad: np.ndarray, ncols: int) -> dict[str, int]:
@@ -160,10 +175,11 @@ def _tokenised(job: ReadJob) -> Iterator[tuple[pl.DataFrame, int, int, int]]:
         yield toks, chunk.ncols, chunk.lines, chunk.nbytes
 
 
-def _count(codes: np.ndarray, positions: np.ndarray, seed: int, counts: list[np.ndarray]) -> np.ndarray:
-    """Count the train rows' codes into `counts`; return the rows per split."""
+def _count(codes: np.ndarray, positions: np.ndarray, seed: int, counts: list[np.ndarray],
+           columns: Columns) -> np.ndarray:
+    """Count the train rows' codes into `counts` (per field); return the rows per split."""
     split = split_of(positions, seed)
-    add_counts(counts, codes[:, split == 0])
+    add_counts(counts, codes[:, split == 0], columns)
     return np.bincount(split, minlength=len(SPLITS))
 
 
@@ -181,12 +197,12 @@ def _load_tokens(path: Path, num_fields: int) -> list[pl.Series]:
     return [parts[(j,)].get_column(TOKEN) if (j,) in parts else empty for j in range(num_fields)]
 
 
-def _cached_chunks(cache: Path, index: int, chunks: list[int], num_fields: int) -> Iterator[
+def _cached_chunks(cache: Path, index: int, chunks: list[int], width: int) -> Iterator[
         tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(codes [F, n], labels [n], positions [n]) per cached chunk."""
+    """(codes [C, n], labels [n], positions [n]) per cached chunk (C token columns)."""
     with open(_cache_file(cache, index, "rows"), "rb") as fh:
         for n in chunks:
-            codes = np.fromfile(fh, dtype=np.uint32, count=n * num_fields).reshape(num_fields, n)
+            codes = np.fromfile(fh, dtype=np.uint32, count=n * width).reshape(width, n)
             labels = np.fromfile(fh, dtype=np.float32, count=n)
             positions = np.fromfile(fh, dtype=np.int64, count=n)
             yield codes, labels, positions
@@ -197,7 +213,7 @@ class CountJob:
     cache: Path
     index: int
     chunks: list[int]
-    num_fields: int
+    columns: Columns
     offset: int
     seed: int
 
@@ -206,11 +222,11 @@ def count_shard(job: CountJob) -> ShardCounts:
     """The train-token counts of a shard read before its first row position was known."""
     started = time.perf_counter()
     _fail_once()
-    counts = [np.zeros(0, dtype=np.int64) for _ in range(job.num_fields)]
+    counts = [np.zeros(0, dtype=np.int64) for _ in range(job.columns.num_fields)]
     per_split = np.zeros(len(SPLITS), dtype=np.int64)
-    for codes, _, positions in _cached_chunks(job.cache, job.index, job.chunks, job.num_fields):
-        per_split += _count(codes, positions + job.offset, job.seed, counts)
-    dictionary = _load_tokens(_cache_file(job.cache, job.index, "tokens"), job.num_fields)
+    for codes, _, positions in _cached_chunks(job.cache, job.index, job.chunks, job.columns.width):
+        per_split += _count(codes, positions + job.offset, job.seed, counts, job.columns)
+    dictionary = _load_tokens(_cache_file(job.cache, job.index, "tokens"), job.columns.num_fields)
     frames = [count_frame(t, c) for t, c in zip(dictionary, counts, strict=True)]
     return ShardCounts(per_split.tolist(), frames, ProcessStats.since(started))
 
@@ -220,7 +236,7 @@ class EncodeJob:
     cache: Path
     index: int
     chunks: list[int]
-    num_fields: int
+    columns: Columns
     offset: int
     seed: int
     out: Path
@@ -233,16 +249,18 @@ def encode_shard(job: EncodeJob, vocab: list[list[str]]) -> ProcessStats:
     """Pass 2 on one shard: write its ids and labels at its rows of the split files."""
     started = time.perf_counter()
     _fail_once()
-    dictionary = _load_tokens(_cache_file(job.cache, job.index, "tokens"), job.num_fields)
-    tables = [id_table(t, v) for t, v in zip(dictionary, vocab, strict=True)]
+    columns = job.columns
+    dictionary = _load_tokens(_cache_file(job.cache, job.index, "tokens"), columns.num_fields)
+    tables = [id_table(t, v, is_list)
+              for t, v, is_list in zip(dictionary, vocab, columns.is_list, strict=True)]
     ids_files = [NpyFile.open(job.out / name / "ids.npy") for name in SPLITS]
     label_files = [NpyFile.open(job.out / name / "labels.npy") for name in SPLITS]
     cursor = list(job.first_rows)
     try:
-        for codes, labels, positions in _cached_chunks(job.cache, job.index, job.chunks, job.num_fields):
-            ids = np.empty((len(labels), job.num_fields), dtype=np.int32)
-            for j, table in enumerate(tables):
-                ids[:, j] = table[codes[j]]
+        for codes, labels, positions in _cached_chunks(job.cache, job.index, job.chunks, columns.width):
+            ids = np.empty((len(labels), columns.width), dtype=np.int32)
+            for c, j in enumerate(columns.field_of):
+                ids[:, c] = tables[j][codes[c]]
             split = split_of(positions + job.offset, job.seed)
             for s in range(len(SPLITS)):
                 mask = split == s

@@ -8,7 +8,7 @@ encode raw records exactly as `prepare` did.
 from __future__ import annotations
 
 import codecs
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,9 @@ from ttsrec.data import transforms
 from ttsrec.errors import UserError
 
 FORMATS = ("text", "parquet", "movielens")
+POOLINGS = ("mean", "sum")
+"""How a list field's token embeddings become the field's one vector (padding never counts)."""
+LIST_KEYS = ("separator", "max_len", "pooling")
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,27 @@ class FieldSpec:
     source: str
     preprocess: str = "none"
     min_count: int = 1
+    separator: str | None = None
+    """A list field's token separator (`type: list`); None for a one-value field."""
+    max_len: int = 0
+    """A list field's width: its first `max_len` tokens are kept, shorter lists padded."""
+    pooling: str = ""
+
+    @property
+    def is_list(self) -> bool:
+        return self.max_len > 0
 
     @property
     def kind(self) -> str:
-        return transforms.kind_of(self.preprocess)
+        return "list" if self.is_list else transforms.kind_of(self.preprocess)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec entry; a one-value field's has no list keys, so its feature-map hash is unchanged."""
+        data = asdict(self)
+        if not self.is_list:
+            return {k: v for k, v in data.items() if k not in LIST_KEYS}
+        return {**{k: v for k, v in data.items() if k not in LIST_KEYS}, "type": "list",
+                **{k: data[k] for k in LIST_KEYS}}
 
 
 @dataclass(frozen=True)
@@ -59,7 +79,7 @@ class DatasetSpec:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["fields"] = [asdict(f) for f in self.fields]
+        data["fields"] = [f.to_dict() for f in self.fields]
         return data
 
     @classmethod
@@ -144,19 +164,54 @@ def _field(entry: Any, min_count: int, where: str) -> FieldSpec:
         entry = {"name": entry}
     if not isinstance(entry, dict) or "name" not in entry:
         raise UserError(f"{where}: a field is a column name or a mapping with 'name'")
-    unknown = sorted(set(entry) - {"name", "source", "preprocess", "min_count"})
+    unknown = sorted(set(entry) - {"name", "source", "preprocess", "min_count", "type", *LIST_KEYS})
     if unknown:
         raise UserError(f"{where}: unknown field key(s) {unknown}")
     if str(entry["name"]).startswith("_") or not str(entry["name"]):
         raise UserError(f"{where}: field name {entry['name']!r} is empty or starts with '_' (reserved)")
     preprocess = str(entry.get("preprocess", "none"))
     transforms.check(preprocess, where)
-    return FieldSpec(
+    base = FieldSpec(
         name=str(entry["name"]),
         source=str(entry.get("source", entry["name"])),
         preprocess=preprocess,
         min_count=_positive_int(entry.get("min_count", min_count), f"{where}: min_count"),
     )
+    return _list_field(base, entry, f"{where} {base.name}")
+
+
+def _list_field(base: FieldSpec, entry: dict[str, Any], where: str) -> FieldSpec:
+    """`type: list` adds a separator, a max_len and a pooling; anything else must not name them."""
+    kind = entry.get("type", "categorical")
+    if kind not in ("categorical", "list"):
+        raise UserError(f"{where}: unknown type {kind!r}; known: categorical (default), list")
+    named = [k for k in LIST_KEYS if k in entry]
+    if kind != "list":
+        if named:
+            raise UserError(f"{where}: {', '.join(named)} only apply to a list field (add type: list)")
+        return base
+    if transforms.kind_of(base.preprocess) == "numeric":
+        raise UserError(f"{where}: a list field cannot be numeric (preprocess {base.preprocess!r})")
+    if base.preprocess != "none":
+        raise UserError(f"{where}: a list field's tokens are taken as they are (preprocess none, "
+                        f"got {base.preprocess!r})")
+    separator = entry.get("separator")
+    if separator is None:
+        raise UserError(f"{where}: a list field needs a separator (e.g. separator: \"|\")")
+    if isinstance(separator, str):
+        separator = {"tab": "\t", "\\t": "\t", "comma": ",", "pipe": "|"}.get(separator, separator)
+    if not isinstance(separator, str) or len(separator) != 1 or separator in "\n\r":
+        raise UserError(f"{where}: a list separator must be one character, not a line break "
+                        f"(got {separator!r})")
+    if "max_len" not in entry:
+        raise UserError(f"{where}: a list field needs max_len (the tokens kept per row, >= 1)")
+    max_len = entry["max_len"]
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise UserError(f"{where}: max_len must be an integer >= 1 (got {max_len!r})")
+    pooling = entry.get("pooling", "mean")
+    if pooling not in POOLINGS:
+        raise UserError(f"{where}: unknown pooling {pooling!r}; known: {', '.join(POOLINGS)}")
+    return replace(base, separator=separator, max_len=max_len, pooling=pooling)
 
 
 def _positive_int(value: Any, where: str) -> int:

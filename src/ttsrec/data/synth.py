@@ -14,10 +14,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
 
+from ttsrec.data.spec import preset_dict
 from ttsrec.errors import UserError
 from ttsrec.utils.atomic import atomic_write_text
 
@@ -56,6 +58,10 @@ CAT_VOCAB = (
 )
 ZIPF_A, ZIPF_Q = 1.2, 200  # Zipf-Mandelbrot p(k) ~ 1 / (k + q)^a
 LATENT = 4
+TAG_VOCAB, TAG_MEAN, TAG_WEIGHT = 400, 3.0, 2.0
+"""`--tags`: Zipf tags per row (Poisson count), each with its own effect; the teacher adds the mean of
+the row's tag effects, so pooling the tags is learnable and their joined combination mostly is not."""
+TAG_SEPARATOR = "|"
 CROSSES = ((0, 2), (1, 6), (3, 10), (4, 12), (5, 14), (7, 20), (9, 23), (13, 15), (2, 11), (17, 24))
 
 
@@ -138,6 +144,34 @@ def _chunk(
     return ranks, list(cat_miss), ints.astype(np.int64), int_miss, logit
 
 
+def _tags(seed: int, index: int, rows: int, most: int) -> tuple[list[str], np.ndarray]:
+    """(the `tags` column: up to `most` tags joined by `|`, "" = none; their teacher logit) of a chunk.
+
+    Its own random streams, so the Criteo columns are the same bytes with or without tags."""
+    effect = np.random.default_rng([seed, 3]).normal(0.0, 1.0, TAG_VOCAB)
+    rng = np.random.default_rng([seed, 4, index])
+    p = 1.0 / (np.arange(1, TAG_VOCAB + 1) + 20.0) ** 1.1
+    ranks = np.minimum(np.searchsorted(np.cumsum(p / p.sum()), rng.random((rows, most))), TAG_VOCAB - 1)
+    counts = np.minimum(rng.poisson(TAG_MEAN, rows), most)
+    used = np.arange(most) < counts[:, None]
+    logit = TAG_WEIGHT * np.where(used, effect[ranks], 0.0).sum(1) / np.maximum(counts, 1)
+    names = np.array([f"tag{k:03d}" for k in range(TAG_VOCAB)], dtype=object)
+    text = [TAG_SEPARATOR.join(names[r[:c]]) for r, c in zip(ranks, counts, strict=True)]
+    return text, logit
+
+
+def synth_spec(tags_max_len: int = 8, pooling: str = "mean", joined: bool = False) -> dict[str, Any]:
+    """The dataset spec of a `--tags` file: Criteo's, plus its last column `tags` as a list field (or,
+    `joined`, as one categorical value per combination, for comparison)."""
+    spec = preset_dict("criteo")
+    spec.update(dataset_id="criteo_tags", columns=[*spec["columns"], "tags"])
+    field: dict[str, Any] = {"name": "tags", "min_count": 10}
+    if not joined:
+        field.update(type="list", separator=TAG_SEPARATOR, max_len=tags_max_len, pooling=pooling)
+    spec["fields"] = [*spec["fields"], field]
+    return spec
+
+
 def _calibrate(logit: np.ndarray, target: float = TARGET_CTR) -> float:
     """The bias that makes the mean click probability `target` (bisection)."""
     lo, hi = -20.0, 20.0
@@ -158,6 +192,7 @@ def write_synthetic_criteo(
     *,
     force: bool = False,
     max_vocab: int | None = None,
+    tags: int = 0,
 ) -> Path:
     """Write `rows` rows of label, I1..I13, C1..C26 (tab-separated, empty = missing) to `path`.
 
@@ -166,11 +201,16 @@ def write_synthetic_criteo(
     never overwritten by mistake. `on_rows(n)` is called after each chunk of `n` rows (for a progress bar).
     `max_vocab` caps every categorical field's vocabulary (a small-vocabulary dataset, where the scale of a
     vocabulary-dependent embedding init shows; None: Criteo's mix of tiny and huge fields).
+    `tags` > 0 adds a last column `tags`, a list of up to `tags` tokens that carry signal (read it with
+    `synth_spec()`: `tts-data synth --tags` writes that spec next to the file).
     """
     path = Path(path)
     check_synth_args(path, rows, seed, force, max_vocab)
+    if tags < 0:
+        raise UserError(f"--tags must be non-negative (got {tags})")
     t = _teacher(seed, max_vocab)
-    t.bias = _calibrate(_chunk(t, seed, CALIBRATION, 50_000)[4])
+    calibration = _chunk(t, seed, CALIBRATION, 50_000)[4]
+    t.bias = _calibrate(calibration + (_tags(seed, CALIBRATION, 50_000, tags)[1] if tags else 0.0))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     label_rng = np.random.default_rng([seed, 2])
@@ -179,12 +219,16 @@ def write_synthetic_criteo(
             for index, start in enumerate(range(0, rows, CHUNK_ROWS)):
                 n = min(CHUNK_ROWS, rows - start)
                 ranks, cat_miss, ints, int_miss, logit = _chunk(t, seed, index, n)
+                tag_text, tag_logit = _tags(seed, index, n, tags) if tags else ([], 0.0)
+                logit = logit + tag_logit
                 labels = (label_rng.random(n) < 1.0 / (1.0 + np.exp(-(logit + t.bias)))).astype(np.int8)
                 cols: dict[str, pl.Series] = {"label": pl.Series(labels)}
                 for i in range(NUM_INT):
                     cols[f"I{i + 1}"] = pl.Series(ints[i]).scatter(np.flatnonzero(int_miss[i]), None)
                 for j in range(NUM_CAT):
                     cols[f"C{j + 1}"] = t.hexes[j].gather(ranks[j]).scatter(np.flatnonzero(cat_miss[j]), None)
+                if tags:
+                    cols["tags"] = pl.Series(tag_text, dtype=pl.String)
                 pl.DataFrame(cols).write_csv(
                     fh, separator="\t", include_header=False, null_value="", quote_style="never"
                 )

@@ -23,6 +23,29 @@ LABELS = ("binary", "gt0", "ge:X", "eq:VALUE", "in:A,B,...")
 INT64_LIMIT = 2.0**63  # floats at or beyond it do not fit an int64 token
 
 
+def list_columns(name: str, max_len: int) -> list[str]:
+    """The token columns of a list field in a token frame (names no field can take: `_` is reserved)."""
+    return [f"_{name}.{k}" for k in range(max_len)]
+
+
+def list_length_column(name: str) -> str:
+    """A list field's token count before truncation (for the summary's truncated and empty rows)."""
+    return f"_{name}.n"
+
+
+def list_tokens(raw: pl.Expr, separator: str, max_len: int, is_list: bool = False) -> tuple[
+        list[pl.Expr], pl.Expr]:
+    """(the first `max_len` tokens, one column each, null = padding; the token count) of a list value.
+
+    Split by the separator, empty tokens dropped: a missing value, "" and "||" are all the empty list;
+    tokens are kept as they are (repeats too). `is_list`: the raw column already holds lists (Parquet).
+    """
+    parts = raw if is_list else raw.cast(pl.String).str.split(separator)
+    toks = parts.list.eval(pl.element().cast(pl.String).filter(pl.element().cast(pl.String) != ""))
+    return ([toks.list.get(k, null_on_oob=True) for k in range(max_len)],
+            toks.list.len().fill_null(0).cast(pl.Int64))
+
+
 def _split(preprocess: str) -> tuple[str, str]:
     name, _, arg = preprocess.partition(":")
     return name, arg

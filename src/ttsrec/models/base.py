@@ -36,6 +36,27 @@ class Member(nn.Module):
         self.embed_dim = int(embed_dim)
         self.embedding = FeatureEmbedding(self.vocab_sizes, self.embed_dim)
         self.hparams: dict[str, Any] = {}
+        self.bags: list[list[Any] | None] | None = None
+        """List fields (`FeatureMap.bags`), or None when every field holds one id."""
+
+    def use_bags(self, bags: Sequence[Sequence[Any] | None] | None) -> None:
+        """Declare list fields on every embedding table (parallel modules' and FM's first-order ones too):
+        the backbone itself is unchanged, it still sees one vector per field."""
+        self.bags = [list(b) if b else None for b in bags] if bags and any(bags) else None
+        for module in self.modules():
+            if isinstance(module, FeatureEmbedding):
+                module.set_bags(self.bags)
+
+    @property
+    def column_sizes(self) -> list[int]:
+        """The vocab size behind each input column (a list field's over its `max_len` columns)."""
+        bags = self.bags or [None] * self.num_fields
+        return [v for v, b in zip(self.vocab_sizes, bags, strict=True) for _ in range(int(b[0]) if b else 1)]
+
+    @property
+    def width(self) -> int:
+        """Columns of `feat_ids`: the fields, a list field counting `max_len`."""
+        return len(self.column_sizes)
 
     @classmethod
     def resolve(cls, hparams: dict[str, Any], num_fields: int) -> dict[str, Any]:

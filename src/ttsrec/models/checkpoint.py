@@ -53,6 +53,8 @@ def save_member(path: Path, model: nn.Module, *, backbone: str, hparams: dict[st
         "train": dict(train or {}),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
     }
+    if getattr(model, "bags", None):  # list fields; absent otherwise, as in older checkpoints
+        payload["bags"] = [list(b) if b else None for b in model.bags]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -79,7 +81,7 @@ def load_member(path: Path) -> LoadedMember:
     # A checkpoint from before the init was a choice was built with the paper's Xavier: say so.
     hparams = {"embedding_init": LEGACY_EMBEDDING_INIT, **payload.get("hparams", {})}
     try:
-        model = build_model(payload["backbone"], payload["vocab_sizes"], **hparams)
+        model = build_model(payload["backbone"], payload["vocab_sizes"], bags=payload.get("bags"), **hparams)
         model.load_state_dict(payload["state_dict"])
     except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise UserError(f"checkpoint {path} does not match its backbone: {str(err).splitlines()[0]}") from err

@@ -45,7 +45,7 @@ def model_cost(model: nn.Module) -> Cost:
     embedding_ids = {id(p) for table in tables for p in table.parameters()}
     params = list(model.parameters())
     dense = [p for p in params if id(p) not in embedding_ids]
-    feat_ids = torch.zeros(1, len(model.vocab_sizes), dtype=torch.int64)
+    feat_ids = torch.zeros(1, getattr(model, "width", len(model.vocab_sizes)), dtype=torch.int64)
     was_training = model.training
     model.eval()
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,9 +31,17 @@ class FeatureEmbedding(nn.Module):
 
     Out-of-range ids (negative or >= the field's vocab) are mapped to the field's OOV id 0 *inside*
     the graph, so random ids from a load generator can never index outside the table.
+
+    List fields (`bags`, per field `[max_len, pooling]` or None): such a field fills `max_len` input
+    columns and is pooled here (`mean` or `sum` of its tokens' rows; its padding id, the field's last
+    id, never counts; an empty list gives zeros), so every backbone still sees one vector per field.
     """
 
-    def __init__(self, vocab_sizes: Sequence[int], dim: int):
+    segments: list[tuple[int, int, str]]
+    """With list fields: (first column, end column, pooling or "" for one-value fields) in field order."""
+
+    def __init__(self, vocab_sizes: Sequence[int], dim: int,
+                 bags: Sequence[Sequence[Any] | None] | None = None):
         super().__init__()
         sizes = torch.tensor([int(v) for v in vocab_sizes], dtype=torch.int64)
         if sizes.numel() == 0 or bool((sizes < 1).any()):
@@ -42,6 +51,32 @@ class FeatureEmbedding(nn.Module):
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
         self.weight = nn.Parameter(torch.empty(int(sizes.sum()), dim))
         nn.init.xavier_uniform_(self.weight)
+        self.set_bags(bags)
+
+    def set_bags(self, bags: Sequence[Sequence[Any] | None] | None) -> None:
+        """Declare list fields (no parameters change: their padding row is part of the vocab size)."""
+        self.segments = []
+        if not bags or all(b is None for b in bags):
+            return
+        if len(bags) != len(self.sizes):
+            raise ValueError(f"{len(bags)} list declarations for {len(self.sizes)} fields")
+        widths = torch.tensor([int(b[0]) if b else 1 for b in bags], dtype=torch.int64)
+        sizes = torch.repeat_interleave(self.sizes, widths)
+        pad = torch.repeat_interleave(torch.where(widths > 0, self.sizes - 1, -1), widths)
+        is_list = torch.repeat_interleave(torch.tensor([b is not None for b in bags]), widths)
+        self.register_buffer("col_sizes", sizes, persistent=False)
+        self.register_buffer("col_offsets", torch.repeat_interleave(self.offsets, widths), persistent=False)
+        self.register_buffer("col_pad", torch.where(is_list, pad, -1), persistent=False)
+        col = 0
+        for b in bags:
+            width, pooling = (int(b[0]), str(b[1])) if b else (1, "")
+            if pooling not in ("", "mean", "sum") or width < 1:
+                raise ValueError(f"bad list field declaration {b!r} (max_len >= 1, pooling mean or sum)")
+            if not pooling and self.segments and not self.segments[-1][2]:
+                self.segments[-1] = (self.segments[-1][0], col + 1, "")  # one slice per run of fields
+            else:
+                self.segments.append((col, col + width, pooling))
+            col += width
 
     @torch.no_grad()
     def reset(self, init: str) -> None:
@@ -59,10 +94,29 @@ class FeatureEmbedding(nn.Module):
             raise ValueError(f"unknown embedding init {init!r}; choose from {', '.join(EMBEDDING_INITS)}")
 
     def forward(self, feat_ids: torch.Tensor) -> torch.Tensor:
-        """[B, F] int64 field-local ids -> [B, F, dim]."""
+        """[B, F] int64 field-local ids -> [B, F, dim] ([B, width] with list fields, still [B, F, dim])."""
+        if self.segments:
+            return self._pooled(feat_ids)
         valid = (feat_ids >= 0) & (feat_ids < self.sizes)
         rows = torch.where(valid, feat_ids, torch.zeros_like(feat_ids)) + self.offsets
         return F.embedding(rows, self.weight)
+
+    def _pooled(self, feat_ids: torch.Tensor) -> torch.Tensor:
+        """Each row on its own: padding weighs 0, a mean divides by the row's own token count (>= 1)."""
+        valid = (feat_ids >= 0) & (feat_ids < self.col_sizes)
+        rows = torch.where(valid, feat_ids, torch.zeros_like(feat_ids)) + self.col_offsets
+        emb = F.embedding(rows, self.weight)
+        parts = []
+        for start, end, pooling in self.segments:
+            if not pooling:
+                parts.append(emb[:, start:end])
+                continue
+            keep = (feat_ids[:, start:end] != self.col_pad[start:end]).to(emb.dtype).unsqueeze(-1)
+            pooled = (emb[:, start:end] * keep).sum(dim=1, keepdim=True)
+            if pooling == "mean":
+                pooled = pooled / keep.sum(dim=1, keepdim=True).clamp_min(1.0)
+            parts.append(pooled)
+        return torch.cat(parts, dim=1)
 
 
 class MLP(nn.Sequential):

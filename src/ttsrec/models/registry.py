@@ -57,14 +57,17 @@ def resolve_hparams(name: str, num_fields: int, **overrides: Any) -> dict[str, A
     return cls.resolve(hparams, num_fields)
 
 
-def build_model(name: str, feature_map: FeatureMap | Sequence[int], **hparams: Any) -> Member:
+def build_model(name: str, feature_map: FeatureMap | Sequence[int], *,
+                bags: Sequence[Sequence[Any] | None] | None = None, **hparams: Any) -> Member:
     """Build a fresh member (random init from torch's global RNG; seed it first for reproducibility).
 
-    `feature_map` is a `FeatureMap` or its list of vocab sizes; `model.hparams` is the fully
-    resolved set, so `build_model(model.backbone, model.vocab_sizes, **model.hparams)` rebuilds it.
+    `feature_map` is a `FeatureMap` or its list of vocab sizes (then `bags` declares its list fields,
+    as `FeatureMap.bags`); `model.hparams` is the fully resolved set, so
+    `build_model(model.backbone, model.vocab_sizes, bags=model.bags, **model.hparams)` rebuilds it.
     """
     if isinstance(feature_map, FeatureMap):
         vocab_sizes = feature_map.vocab_sizes
+        bags = feature_map.bags
     else:
         vocab_sizes = [int(v) for v in feature_map]
     if not vocab_sizes:
@@ -73,6 +76,10 @@ def build_model(name: str, feature_map: FeatureMap | Sequence[int], **hparams: A
     resolved = resolve_hparams(cls.backbone, len(vocab_sizes), **hparams)
     try:
         model = cls(vocab_sizes, **{k: v for k, v in resolved.items() if k != "embedding_init"})
+    except ValueError as err:
+        raise UserError(f"{cls.backbone}: {err}") from err
+    try:
+        model.use_bags(bags)
     except ValueError as err:
         raise UserError(f"{cls.backbone}: {err}") from err
     model.init_embeddings(resolved["embedding_init"])
