@@ -1,6 +1,6 @@
 """List fields (issue 27): the spec and its errors, `prepare` on every edge case (against a plain
 reference), Ray equal to local, and the pooled embedding (padding never counts, an empty list gives zeros,
-no batch coupling, out-of-range ids to OOV) in every backbone. Export, gate, serving: test_list_fields_export."""
+no batch coupling, out-of-range ids to OOV) in every backbone. Export and serving: test_list_fields_export."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ POOL_ROWS = 8192
 def random_ids(fmap: FeatureMap, rows: int, seed: int = 0) -> np.ndarray:
     """Ids drawn uniformly from each field's vocabulary, OOV (0) included: every one is valid."""
     rng = np.random.default_rng(seed)
-    high = np.asarray(fmap.vocab_sizes, dtype=np.int64)
+    high = np.asarray(fmap.column_vocab_sizes, dtype=np.int64)  # a list field's over its columns
     return (rng.random((rows, len(high))) * high).astype(np.int64)
 
 

@@ -25,7 +25,7 @@ def sample_ids(repo: Path, num_fields: int, rows: int, seed: int = 0) -> np.ndar
     """Ids within each field's vocabulary if `repo/feature_map.json` exists, else small random ids."""
     rng = np.random.default_rng(seed)
     path = Path(repo) / naming.FEATURE_MAP_FILE
-    highs = FeatureMap.load(path).vocab_sizes if path.is_file() else [1000] * num_fields
+    highs = FeatureMap.load(path).column_vocab_sizes if path.is_file() else [1000] * num_fields
     return np.stack([rng.integers(0, h, size=rows) for h in highs], axis=1).astype(np.int64)
 
 

@@ -7,9 +7,10 @@ records out as those columns, checks them, and serializes them:
 - every record must carry every raw column (a missing value is `None`, `""` or NaN; an absent key is a
   `ClientError` naming the column: a renamed or dropped column would otherwise become "missing" silently);
 - values of a string column: `str`, or a number (written as `RecordEncoder` writes it: 3.0 -> "3");
-  numeric columns: numbers, or text Python's `float()` reads; anything else (a bool, bytes, a list...) is a
-  `ClientError` naming the column and the record, as is a string longer than the model's
-  `ttsrec.max_string_bytes`;
+  a list field's column also takes a Python list of tokens (joined by the field's separator, recorded in
+  `ttsrec.raw_inputs`); numeric columns: numbers, or text Python's `float()` reads; anything else (a
+  bool, bytes, a list...) is a `ClientError` naming the column and the record, as is a string longer
+  than the model's `ttsrec.max_string_bytes`;
 - strings go on the wire in Triton's BYTES layout (4-byte little-endian length + UTF-8 per element),
   built for all string columns at once with numpy (`serialize_strings`), not element by element.
 """
@@ -28,6 +29,7 @@ import numpy as np
 
 from ttsrec.client.errors import ClientError
 from ttsrec.repository.raw_inputs import DTYPES, RAW_KIND, RawInput, dtype_of_triton
+
 
 class _Absent:
     """A record's missing key (a class of its own, so `set(map(type, values))` sees it)."""
@@ -139,12 +141,15 @@ def _encodes(value: str) -> bool:
 
 
 def _text(f: RawInput, col: list[Any], k: int, v: Any) -> str:
-    """A non-str value of a string column, as `RecordEncoder` writes it (3.0 -> "3", NaN/None -> "")."""
+    """A non-str value of a string column, as `RecordEncoder` writes it (3.0 -> "3", NaN/None -> ""); a
+    list field's Python list (or tuple) of tokens joined by its separator, as `RecordEncoder` joins it."""
     t = type(v)
     if t is str:
         return v
     if v is None:
         return ""
+    if (t is list or t is tuple) and f.separator:
+        return f.separator.join(_text(f, col, k, token) for token in v if token is not None and token != "")
     if t is bool or t is np.bool_:
         raise _refuse(f, col, k, "expected str, a number or None")
     if isinstance(v, np.generic) and isinstance(v, np.number):

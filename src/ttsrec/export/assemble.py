@@ -72,6 +72,8 @@ def _manifest(draft: Draft, common: Record, sections: dict[str, object]) -> Reco
         "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "export_id": job.export_id, "precision": job.precision, "merge": job.merge, **common,
         "num_fields": job.feature_map.num_fields, "feature_map_hash": job.feature_map.hash,
+        **({"feat_ids_width": job.feature_map.width, "feat_ids_layout": job.feature_map.layout()}
+           if job.feature_map.has_lists else {}),
         "dataset_id": job.feature_map.dataset_id, "m_list": draft.ms,
         "members": [m.record for m in draft.members], "ensembles": draft.ensembles, "fused": draft.fused,
         "versions": library_versions(), **merge_fit,

@@ -93,7 +93,7 @@ class Cascades:
         params = {**job.parameters(members), "cascade_rule": cascade.rule,
                   "cascade_threshold": repr(float(cascade.threshold)),
                   "cascade_stages": ",".join(map(str, cascade.stages))}
-        feat_ids = Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (job.feature_map.num_fields,))
+        feat_ids = Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (job.feature_map.width,))
         config = onnx_model_config(name, [feat_ids], [Tensor(o, pb.TYPE_FP32, (1,)) for o in OUTPUTS],
                                    job.serving.fused)
         write_config(draft.root / name, set_parameters(config, params))

@@ -39,8 +39,9 @@ def raw_feed(
         return _records_feed(graph, records)
     sources = list(dict.fromkeys(inp.source for inp in graph.inputs))
     if records is not None:
+        separators = {inp.source: inp.separator or None for inp in graph.inputs}
         frame = pl.DataFrame(
-            {src: pl.Series(src, [raw_text(r.get(src)) for r in records], dtype=pl.String)
+            {src: pl.Series(src, [raw_text(r.get(src), separators[src]) for r in records], dtype=pl.String)
              for src in sources},
             height=len(records),
         )
@@ -70,7 +71,9 @@ def _records_feed(graph: EncodeGraph, records: Sequence[Mapping[str, Any]]) -> d
     for inp in graph.inputs:
         values = [r.get(inp.source) for r in records]
         if inp.dtype == "string":
-            col = np.array([v if v.__class__ is str else (raw_text(v) or "") for v in values], dtype=object)
+            sep = inp.separator or None  # a list field's Python list of tokens is joined by its separator
+            col = np.array([v if v.__class__ is str else (raw_text(v, sep) or "") for v in values],
+                           dtype=object)
         else:
             try:
                 col = np.array([math.nan if v is None or v == "" else float(v) for v in values], np.float64)

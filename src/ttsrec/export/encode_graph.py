@@ -116,7 +116,8 @@ class EncodeGraph:
 
 def unsupported_fields(feature_map: FeatureMap, contrib_ops: bool = True) -> list[tuple[str, str]]:
     """(field, preprocess) of every field the graph cannot express: those need a python-backend step."""
-    return [(f.name, f.preprocess) for f in feature_map.fields if not supported(f.preprocess, contrib_ops)]
+    return [(f.name, f.preprocess) for f in feature_map.fields
+            if not supported(f.preprocess, contrib_ops, f.is_list)]
 
 
 def build_encode_graph(
@@ -133,9 +134,9 @@ def build_encode_graph(
     if numeric_type not in ("float32", "float64"):
         raise UserError(f"numeric_type must be 'float32' or 'float64' (got {numeric_type!r})")
     for f in fmap.fields:
-        if not supported(f.preprocess, contrib_ops):
+        if not supported(f.preprocess, contrib_ops, f.is_list):
             hint = (" with standard ONNX domains only (contrib_ops=False)"
-                    if supported(f.preprocess) else "")
+                    if supported(f.preprocess, True, f.is_list) else "")
             raise UserError(
                 f"field {f.name!r}: transform {f.preprocess!r} cannot be expressed in the ONNX encode "
                 f"graph{hint}; it needs a python-backend encode step"
@@ -149,7 +150,7 @@ def build_encode_graph(
         g.nodes,
         "encode",
         [_value_info(inp) for inp in raw_inputs],
-        [helper.make_tensor_value_info(OUTPUT, TensorProto.INT64, ["batch", fmap.num_fields])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.INT64, ["batch", fmap.width])],
         initializer=g.inits,
         value_info=g.infos,
     )
@@ -171,7 +172,7 @@ def _plan_inputs(fmap: FeatureMap, mode: InputMode, numeric_type: NumericType) -
     taken = {OUTPUT}
     if mode == "field":
         return [
-            RawInput(tensor_name(f.name, taken), f.source, (f.name,), _dtype(f, numeric_type))
+            RawInput(tensor_name(f.name, taken), f.source, (f.name,), _dtype(f, numeric_type), f.separator)
             for f in fmap.fields
         ]
     by_source: dict[str, list[Field]] = {}
@@ -186,7 +187,8 @@ def _plan_inputs(fmap: FeatureMap, mode: InputMode, numeric_type: NumericType) -
                 f"({', '.join(f.name for f in fields)}): build the encode graph with inputs='field'"
             )
         names = tuple(f.name for f in fields)
-        planned.append(RawInput(tensor_name(source, taken), source, names, dtypes.pop()))
+        separator = next((f.separator for f in fields if f.is_list), "")
+        planned.append(RawInput(tensor_name(source, taken), source, names, dtypes.pop(), separator))
     return planned
 
 

@@ -26,9 +26,12 @@ DATE_RE = r"^[0-9]{8}$"
 """The only YYMMDDHH form the graph reads (8 ASCII digits)."""
 
 
-def supported(preprocess: str, contrib_ops: bool = True) -> bool:
-    """Whether the graph can express a transform (standard domains only without `contrib_ops`)."""
+def supported(preprocess: str, contrib_ops: bool = True, is_list: bool = False) -> bool:
+    """Whether the graph can express a transform (standard domains only without `contrib_ops`); a list
+    field is split by `Tokenizer`, a contrib op."""
     name = preprocess.partition(":")[0]
+    if is_list:
+        return contrib_ops and name == "none"
     return name in STANDARD_TRANSFORMS or (contrib_ops and name in CONTRIB_TRANSFORMS)
 
 
@@ -137,16 +140,44 @@ def _vocab_ids(f: Field) -> tuple[list[str], list[int], int]:
 
 
 def field_ids(g: GraphBuilder, f: Field, inp: RawInput) -> str:
-    """int64 [B, 1] ids of one field from its input."""
+    """int64 [B, 1] ids of one field from its input ([B, max_len] for a list field)."""
     scope = tensor_name(f.name, set())
     if inp.fields != (f.name,):
         scope = f"{inp.name}/{scope}"
+    if f.is_list:
+        return _list_ids(g, f, inp, scope)
     name, _, arg = f.preprocess.partition(":")
     if name in transforms.NUMERIC:
         return _numeric_ids(g, f, inp, scope, log_square=name == "log_square")
     if name in transforms.DATE_PARTS:
         return _date_ids(g, f, inp, scope, name)
     return _string_ids(g, f, inp, scope, name, arg)
+
+
+def _list_ids(g: GraphBuilder, f: Field, inp: RawInput, scope: str) -> str:
+    """A list field as `prepare` reads it: the tokens are the runs between separators (so "", "||" and a
+    missing value are the empty list), the first `max_len` kept, shorter rows padded with the padding id.
+
+    `Tokenizer` (regex: a run of non-separator characters) gives [rows, most tokens in a row], padded with
+    the separator, which no token holds; a sentinel row of `max_len` tokens makes that at least `max_len`
+    wide whatever the batch (B = 0, every list empty), so a `Slice` cuts exactly `max_len` columns."""
+    sep = f.separator
+    pattern = "[^" + ("\\" + sep if sep in "\\]^-[" else sep) + "]+"
+    flat = g.op("Reshape", [inp.name, g.const(scope, "flat", np.array([-1], np.int64))], scope, "flat")
+    sentinel = g.const(scope, "sentinel", np.array([sep.join(["a"] * f.max_len)], object))
+    padded = g.op("Concat", [flat, sentinel], scope, "with_sentinel", axis=0)
+    toks = g.op("Tokenizer", [padded], scope, "split", CONTRIB_DOMAIN, mark=0, mincharnum=1, pad_value=sep,
+                tokenexp=pattern)
+    g.infos.append(helper.make_tensor_value_info(toks, TensorProto.STRING, [None, None]))
+    first = g.op("Slice", [toks, g.const(scope, "start", np.array([0, 0], np.int64)),
+                           g.op("Concat", [g.op("Shape", [flat], scope, "rows"),
+                                           g.const(scope, "max_len", np.array([f.max_len], np.int64))],
+                                scope, "end", axis=0),
+                           g.const(scope, "axes", np.array([0, 1], np.int64))], scope, "first_tokens")
+    keys = [*f.vocab, sep]
+    ids = [*range(1, len(f.vocab) + 1), f.pad_id]
+    return g.op("LabelEncoder", [first], scope, "ids", ML_DOMAIN, keys_strings=keys, values_int64s=ids,
+                default_int64=0)
 
 
 def _int_lookup(g: GraphBuilder, scope: str, f: Field, tok: str, bad: str | None, missing: str) -> str:

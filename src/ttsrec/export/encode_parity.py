@@ -63,7 +63,8 @@ def dataset_spec(fmap: FeatureMap) -> DatasetSpec:
     if fmap.spec:
         return DatasetSpec.from_dict(fmap.spec, origin="feature_map.json spec")
     return DatasetSpec(dataset_id=fmap.dataset_id, label=fmap.label,
-                       fields=[FieldSpec(f.name, f.source, f.preprocess) for f in fmap.fields])
+                       fields=[FieldSpec(f.name, f.source, f.preprocess, 1, f.separator or None, f.max_len,
+                                         f.pooling) for f in fmap.fields])
 
 
 def prepare_ids(fmap: FeatureMap, frame: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +126,8 @@ def check_encode(graph: EncodeGraph, session: Any, rows: RawRows) -> dict[str, A
     count = int(differ.sum())
     if count:
         row, col = (int(x) for x in np.argwhere(differ)[0])
-        f = graph.feature_map.fields[col]
+        fmap = graph.feature_map
+        f = fmap.fields[int(np.searchsorted(np.cumsum(fmap.widths), col, side="right"))]
         value = rows.feed[graph.input_for(f.name).name][row, 0]
         raise ParityError(f"raw parity gate failed for {naming.RAW_ENCODE}: {count} ids differ from "
                           f"tts-data's on the {rows.name} rows, first field {f.name} ({f.preprocess}) at "

@@ -8,6 +8,7 @@ plain data (`parity`, `gate`, `precision`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,7 +98,13 @@ class Job:
         return {"export_id": self.export_id, "feature_map_hash": self.feature_map.hash,
                 "precision": self.precision, "merge": self.merge,
                 "members": ",".join(m.name for m in members),
-                "weight_bytes": sum(m.weight_bytes for m in members)}
+                "weight_bytes": sum(m.weight_bytes for m in members), **self.layout_parameters()}
+
+    def layout_parameters(self) -> dict[str, object]:
+        """With list fields, `feat_ids_layout`: which columns of the one INT64 `feat_ids` each field fills
+        (JSON, `FeatureMap.layout`); nothing otherwise, so those configs are unchanged."""
+        fmap = self.feature_map
+        return {"feat_ids_layout": json.dumps(fmap.layout(), separators=(",", ":"))} if fmap.has_lists else {}
 
     def write_onnx(self, root: Path, name: str, proto: onnx.ModelProto) -> Path:
         """`name/1/model.onnx` in this export's flavour (python: plus the generic `model.py`)."""

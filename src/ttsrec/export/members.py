@@ -35,8 +35,7 @@ def write_member(root: Path, member: Member, job: Job) -> None:
         member.logits = parity.onnx_outputs(path, job.sample, step.output)
         member.gate_fp32 = graph_logits(exported, job.gate.ids)
         member.gate_figures = gate.score(member.gate_fp32, graph_logits(path, job.gate.ids), job.gate.labels)
-    num_fields = job.feature_map.num_fields
-    inputs = [Tensor(step.input, pb.TYPE_INT64, (num_fields,))]
+    inputs = [Tensor(step.input, pb.TYPE_INT64, (job.feature_map.width,))]  # list fields: max_len columns
     outputs = [Tensor(step.output, pb.TYPE_FP32, (1,))]
     write_config(root / member.name, onnx_model_config(member.name, inputs, outputs, job.serving))
     onnx_entry = onnx_record(root, path, member.proto)

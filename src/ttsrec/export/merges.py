@@ -58,7 +58,7 @@ def write_ensemble(root: Path, members: list[Member], kind: MergeKind, name: str
     write_config(root / merge, onnx_model_config(merge, [Tensor(i, pb.TYPE_FP32, (1,)) for i in inputs], fp32,
                                                  job.serving))
     write_config(root / name, set_parameters(ensemble_config(
-        name, num_fields=job.feature_map.num_fields, max_batch_size=job.serving.max_batch_size,
+        name, num_fields=job.feature_map.width, max_batch_size=job.serving.max_batch_size,
         members=[m.step for m in members], merge_model=merge, merge_inputs=inputs, outputs=outputs), params))
     (root / name / naming.VERSION).mkdir()
     return {"name": name, "m": len(members), "kind": kind, "members": [m.name for m in members],
@@ -88,7 +88,7 @@ def write_fused(root: Path, members: list[Member], kind: MergeKind, name: str, j
         record["gate"] = gate.score(reference * scale, graph_logits(path, job.gate.ids), job.gate.labels)
         gate.check([(name, record["gate"])], job.gate, job.precision)
     write_config(root / name, set_parameters(onnx_model_config(
-        name, [Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (job.feature_map.num_fields,))],
+        name, [Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (job.feature_map.width,))],
         [Tensor(o, pb.TYPE_FP32, (1,)) for o in outputs], job.serving.fused), params))
     return record
 

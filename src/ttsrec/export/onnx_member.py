@@ -39,7 +39,8 @@ def export_member_onnx(model: nn.Module, path: Path, *, opset: int = 18, example
     was_training = model.training
     model.eval()
     num_fields = len(model.vocab_sizes)
-    example = torch.zeros(max(2, example_batch), num_fields, dtype=torch.int64)
+    width = getattr(model, "width", num_fields)  # list fields fill max_len columns each
+    example = torch.zeros(max(2, example_batch), width, dtype=torch.int64)
     batch = torch.export.Dim("batch", min=1, max=1 << 24)
     try:
         with warnings.catch_warnings(), torch.no_grad(), _quiet_exporter():
@@ -54,6 +55,8 @@ def export_member_onnx(model: nn.Module, path: Path, *, opset: int = 18, example
     graph = program.model
     graph.ir_version = min(graph.ir_version, IR_VERSION)
     graph.metadata_props["ttsrec.num_fields"] = str(num_fields)
+    if getattr(model, "bags", None):
+        graph.metadata_props["ttsrec.bags"] = json.dumps(model.bags)
     if getattr(model, "backbone", None):
         graph.metadata_props["ttsrec.backbone"] = model.backbone
         graph.metadata_props["ttsrec.hparams"] = json.dumps(model.hparams, sort_keys=True)
@@ -94,7 +97,7 @@ def parity(model: nn.Module, session: ort.InferenceSession, *, batch_sizes: Sequ
            seed: int = 0) -> float:
     """Max |torch - onnxruntime| over random in-range ids (plus some out-of-range ones) per batch size."""
     rng = np.random.default_rng(seed)
-    vocab = np.asarray(model.vocab_sizes, dtype=np.int64)
+    vocab = np.asarray(getattr(model, "column_sizes", model.vocab_sizes), dtype=np.int64)
     worst = 0.0
     model.eval()
     for size in batch_sizes:

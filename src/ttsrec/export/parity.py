@@ -66,7 +66,7 @@ def build_sample(feature_map: FeatureMap, max_batch_size: int, data_dir: Path | 
     sizes = batch_sizes(max_batch_size)
     rows = sizes[-1]
     rng = np.random.default_rng(seed)
-    vocab = np.asarray(feature_map.vocab_sizes, dtype=np.int64)
+    vocab = np.asarray(feature_map.column_vocab_sizes, dtype=np.int64)
     real = np.empty((0, len(vocab)), dtype=np.int64)
     if data_dir is not None:
         data = PreparedData(data_dir)

@@ -158,6 +158,8 @@ def _candidates(f: Field) -> list[str | None]:
     name = f.preprocess.partition(":")[0]
     vocab = [t for t in f.vocab if t != transforms.MISSING]
     missing: list[str | None] = [None]
+    if f.is_list:
+        return missing + _lists(f)
     if name in transforms.NUMERIC:
         return missing + _numbers(vocab, log_square=name == "log_square")
     if name in transforms.DATE_PARTS:
@@ -169,6 +171,20 @@ def _candidates(f: Field) -> list[str | None]:
     if name == "year":
         return missing + ["1899", "x 2001 1999"] + vocab + [f"x{v}y" for v in vocab]
     return missing + _UNSEEN + vocab
+
+
+def _lists(f: Field) -> list[str | None]:
+    """A list field's raw strings: each token alone, runs of tokens longer than `max_len`, repeats, unseen
+    tokens among seen ones, and the empty lists (`""`, separators only, separators around tokens)."""
+    sep, vocab = f.separator, list(f.vocab)
+    out: list[str | None] = ["", sep, sep * 3, *_UNSEEN, *vocab]
+    for start in range(0, len(vocab), f.max_len + 2):
+        chunk = vocab[start:start + f.max_len + 2]
+        out += [sep.join(chunk), sep + sep.join(chunk[::-1]) + sep + sep, sep.join([*chunk[:2], *_UNSEEN])]
+    if vocab:
+        out += [sep.join([vocab[0]] * (f.max_len + 1)), f"{vocab[0]}{sep}{sep}{vocab[-1]}",
+                f" {vocab[0]}{sep}{vocab[-1]} "]
+    return out
 
 
 def _fp32_text(values: Sequence[float]) -> list[str]:

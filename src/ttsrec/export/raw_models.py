@@ -144,11 +144,11 @@ def _write_encode(root: Path, plan: RawPlan, job: Job) -> Record:
     graph, serving = plan.graph, job.serving
     job.step(naming.RAW_ENCODE)
     path = job.write_onnx(root, naming.RAW_ENCODE, graph.model)
-    feat_ids = Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (job.feature_map.num_fields,))
+    feat_ids = Tensor(naming.FEAT_IDS, pb.TYPE_INT64, (job.feature_map.width,))
     cfg = _onnx_config(naming.RAW_ENCODE, plan, [feat_ids], serving)
     write_config(root / naming.RAW_ENCODE, set_parameters(cfg, {
         "feature_map_hash": job.feature_map.hash, "export_id": job.export_id,
-        **raw_parameters(plan, naming.RAW_ENCODE)}))
+        **job.layout_parameters(), **raw_parameters(plan, naming.RAW_ENCODE)}))
     session = ort_session(path, intra_op_threads=2)
     parity = [check_encode(graph, session, rows) for rows in plan.rows]
     return {"name": naming.RAW_ENCODE, "num_fields": job.feature_map.num_fields,

@@ -58,6 +58,8 @@ class RawInput:
     fields: tuple[str, ...]
     """The fields computed from it (one in the encode graph's `inputs="field"` mode)."""
     dtype: InputDtype
+    separator: str = ""
+    """A list field's token separator: a client joins a Python list of tokens with it ("" otherwise)."""
 
     @property
     def triton_dtype(self) -> str:
@@ -81,7 +83,9 @@ class RawInput:
         return self.dtype == "string"
 
     def to_dict(self) -> dict[str, object]:
-        return {"name": self.name, "source": self.source, "fields": list(self.fields), "dtype": self.dtype}
+        body: dict[str, object] = {"name": self.name, "source": self.source, "fields": list(self.fields),
+                                   "dtype": self.dtype}
+        return {**body, "separator": self.separator} if self.separator else body
 
     @classmethod
     def from_dict(cls, body: Mapping[str, Any]) -> RawInput:
@@ -89,7 +93,8 @@ class RawInput:
         name = body["name"]
         if body.get("dtype") not in DTYPES:
             raise ValueError(f"raw input {name!r} has dtype {body.get('dtype')!r}")
-        return cls(name, body.get("source", name), tuple(body.get("fields", [name])), body["dtype"])
+        return cls(name, body.get("source", name), tuple(body.get("fields", [name])), body["dtype"],
+                   str(body.get("separator", "")))
 
 
 def raw_inputs_json(inputs: list[RawInput]) -> str:
