@@ -133,6 +133,7 @@ def test_still_improving_at_the_epoch_cap_is_flagged(prepared_dir: Path, tmp_pat
     history = torch.load(out / record["file"], weights_only=True)["train"]["history"]
     assert history[-1]["valid_auc"] == max(p["valid_auc"] for p in history), "scenario must end at its best"
     assert record["still_improving"] and "still improving at the epoch cap" in err
+    assert record["stop_reason"] == "epoch_cap_improving" and "cap+" in stdout
     assert "1.0*" in stdout
     early = train_members(prepared_dir, "fnn", tmp_path / "early", epochs=12, lr=0.02, batch_size=256,
                           patience=2, evals_per_epoch=1, train_limit=2048, hparams=SMALL)

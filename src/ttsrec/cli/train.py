@@ -138,9 +138,9 @@ def _print_run(run_dir: Path) -> None:
     results.table(summary_table(run))
     capped = [m for m in run["members"] if m.get("still_improving")]
     if capped:
-        console.print(f"[yellow]note:[/] {len(capped)} of {len(run['members'])} member(s) stopped at the "
-                      "epoch cap still improving (best state at the last check of the last epoch): "
-                      "more --epochs would probably help")
+        console.print(f"[yellow]note:[/] {len(capped)} of {len(run['members'])} member(s) still improving at "
+                      "the epoch cap (best state at the last check of the last epoch): more --epochs would "
+                      "probably help")
 
 
 def summary_table(run: dict[str, Any]) -> Table:
