@@ -11,22 +11,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from data_fixtures import same_output
 from ttsrec.data.prepare import prepare
 from ttsrec.data.prepared import PreparedData
 from ttsrec.data.readers import Shard, iter_shard, plan_shards
 from ttsrec.data.spec import resolve_spec
 from ttsrec.data.synth import write_synthetic_criteo
 from ttsrec.errors import UserError
-
-SPLITS = ("train", "valid", "test")
-
-
-def same_output(a: Path, b: Path) -> None:
-    """Bit for bit: ids, labels and the feature map."""
-    assert (a / "feature_map.json").read_bytes() == (b / "feature_map.json").read_bytes()
-    for split in SPLITS:
-        for name in ("ids.npy", "labels.npy"):
-            assert (a / split / name).read_bytes() == (b / split / name).read_bytes(), f"{split}/{name}"
 
 
 @pytest.fixture(scope="module")

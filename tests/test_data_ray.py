@@ -10,19 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from data_fixtures import same_output
 from ttsrec.data.prepare import prepare
 from ttsrec.data.shard import FAIL_ONCE_ENV
 from ttsrec.data.synth import write_synthetic_criteo
 from ttsrec.errors import UserError
-
-SPLITS = ("train", "valid", "test")
-
-
-def same_output(a: Path, b: Path) -> None:
-    assert (a / "feature_map.json").read_bytes() == (b / "feature_map.json").read_bytes()
-    for split in SPLITS:
-        for name in ("ids.npy", "labels.npy"):
-            assert (a / split / name).read_bytes() == (b / split / name).read_bytes(), f"{split}/{name}"
 
 
 @pytest.fixture(scope="module")

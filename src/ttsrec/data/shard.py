@@ -232,13 +232,9 @@ def count_shard(job: CountJob) -> ShardCounts:
 
 
 @dataclass
-class EncodeJob:
-    cache: Path
-    index: int
-    chunks: list[int]
-    columns: Columns
-    offset: int
-    seed: int
+class EncodeJob(CountJob):
+    """A `CountJob`'s shard, encoded into the output."""
+
     out: Path
     """The output (temp) folder holding the preallocated `<split>/ids.npy` and `labels.npy`."""
     first_rows: list[int]
