@@ -10,14 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from ttsrec.errors import UserError
-
-try:
-    from ttsrec.repository.manifest import file_hashes  # type: ignore[attr-defined]
-except ImportError:  # before the export/repository refactor (issue 25) landed
-    from ttsrec.export.records import file_hashes
 from ttsrec.repository import generations as gens
 from ttsrec.repository import naming
-from ttsrec.repository.manifest import read_manifest, read_shards
+from ttsrec.repository.manifest import file_hashes, read_manifest, read_shards
 from ttsrec.utils.atomic import write_json
 
 
