@@ -33,7 +33,11 @@ from ttsrec.repository.config import Serving
 
 MIN_ROUNDS, MAX_ROUNDS = 5, 10
 """Rounds of (native, perf_analyzer); past MIN_ROUNDS only while the engines' bests disagree."""
-TOLERANCE = 0.05
+TOLERANCE = 0.10
+"""How far apart the bests may be. An engine that counted wrongly (requests for rows, a window's
+warm-up in its rate) would be off by 20 % or more; two honest engines on a shared 2-core machine had
+bests 5.2 % apart after 10 rounds (a CI run with `make demo` beside it), so 5 % was the neighbour's
+margin, not the engines'."""
 
 
 @pytest.mark.slow

@@ -193,9 +193,14 @@ def test_port_taken_after_the_check_is_detected_by_server_id(tmp_path: Path, mon
         monkeypatch.setattr(server_mod, "check_ports", lambda *args: None)
         with pytest.raises(UserError, match="port already in use"):
             TritonServer(tmp_path, http_port=first.ports["http"]).start()
-        picks = iter([first.ports["http"]])
-        real_free_port = server_mod.free_port
-        monkeypatch.setattr(server_mod, "free_port", lambda host: next(picks, None) or real_free_port(host))
+        first_pick = iter([True])
+        real_free_ports = server_mod.free_ports
+
+        def picks(count: int, host: str) -> list[int]:  # the next start's first pick: a taken port
+            ports = real_free_ports(count, host)
+            return [first.ports["http"], *ports[1:]] if next(first_pick, False) else ports
+
+        monkeypatch.setattr(server_mod, "free_ports", picks)
         with TritonServer(tmp_path) as second:
             assert second.ports["http"] != first.ports["http"]
             assert second.models() == [] and second.is_alive()

@@ -36,7 +36,7 @@ from ttsrec.errors import UserError
 from ttsrec.repository.generations import server_args as generation_args
 from ttsrec.serve import shm
 from ttsrec.serve.bundle import find_bundle
-from ttsrec.serve.ports import check_ports, free_port
+from ttsrec.serve.ports import check_ports, free_ports
 from ttsrec.serve.repo_check import check_repository
 
 _HARMLESS = ("CUDA", "cuda", "NVML", "DCGM", "CudaDriverHelper", "pinned", "GPU metrics")
@@ -119,7 +119,8 @@ class TritonServer:
         bundle = find_bundle()
         requested = {k: v for k, v in self.requested_ports.items() if v}
         check_ports(self.host, requested)
-        self.ports = {k: v or free_port(self.host) for k, v in self.requested_ports.items()}
+        picked = iter(free_ports(sum(not v for v in self.requested_ports.values()), self.host))
+        self.ports = {k: v or next(picked) for k, v in self.requested_ports.items()}
         shm.remove_stale_regions()
         if self.log_file:
             self._log_path, self._own_log = self.log_file, False
