@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -49,11 +50,8 @@ def peer_variant(name: str, data, hp: dict[str, Any], epochs: int, seed: int, te
             model.out.use_bias = False
         return model
 
-    models.DCN = dcn
-    try:
+    with mock.patch.object(models, "DCN", dcn):
         return peer_check.peer_curve("dcnv2", data, hp, epochs, 4096, 1e-3, seed, test, lambda: None)
-    finally:
-        models.DCN = real
 
 
 def tts_variant(name: str, data, hp: dict[str, Any], epochs: int, seed: int, test) -> list[float]:
@@ -75,11 +73,8 @@ def tts_variant(name: str, data, hp: dict[str, Any], epochs: int, seed: int, tes
                         nn.init.normal_(layer.weight, 0.0, 1e-4)
         return model
 
-    member.build_member = build
-    try:
+    with mock.patch.object(member, "build_member", build):
         return peer_check.ttsrec_curve("dcnv2", data, hp, epochs, 4096, 1e-3, seed, test, lambda: None)
-    finally:
-        member.build_member = real
 
 
 @app.command()
