@@ -7,7 +7,8 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test test-fast lint clean perf-analyzer
 
-$(STAMP): pyproject.toml
+# The C loops of tts-data prepare are compiled by that install: a change to them reinstalls.
+$(STAMP): pyproject.toml src/ttsrec/data/_kernels.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# The CPU torch wheel first: a looser requirement would pull a multi-GB CUDA build.

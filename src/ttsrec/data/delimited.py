@@ -44,6 +44,31 @@ class RawChunk:
     """Lines this chunk consumed (blank ones and a header included): numbers lines across spans."""
 
 
+@dataclass
+class TextBlock:
+    """A chunk of whole lines of a delimited file, read but not parsed (`parse` makes its `RawChunk`)."""
+
+    file: Path
+    data: bytes
+    """Whole lines; the last ends in a newline unless the file does not."""
+    first_line: int
+    newlines: int
+    nbytes: int
+    """Input bytes this chunk consumed (compressed ones for .gz)."""
+    lines: int
+    ncols: int
+    cols: list[tuple[str, int]]
+    """(name, index) of the columns wanted."""
+
+    def parse(self, spec: DatasetSpec) -> RawChunk:
+        frame = _parse_fast(self.data, spec, self.ncols, self.cols, self.first_line, self.newlines)
+        if frame is None:
+            text = self.data.decode(spec.encoding, errors="replace")
+            frame = _split_lines(text, spec.separator, self.ncols, self.cols, self.first_line)
+        frame = _mark_undecodable(frame, self.data, spec.encoding, self.first_line)
+        return RawChunk(self.file, frame, self.nbytes, self.ncols, self.lines)
+
+
 def iter_text(
     spec: DatasetSpec,
     path: Path,
@@ -57,6 +82,19 @@ def iter_text(
     `span` = (start, end) reads only the lines that start in those bytes of an uncompressed file (a
     shard); `_line` then counts from the span's first line.
     """
+    for block in iter_text_blocks(spec, path, chunk_bytes, columns, wanted, span):
+        yield block.parse(spec)
+
+
+def iter_text_blocks(
+    spec: DatasetSpec,
+    path: Path,
+    chunk_bytes: int = CHUNK_BYTES,
+    columns: list[str] | None = None,
+    wanted: list[str] | None = None,
+    span: tuple[int, int | None] = (0, None),
+) -> Iterator[TextBlock]:
+    """`iter_text`'s chunks, not yet parsed."""
     path = Path(path)
     try:
         yield from _iter_text(spec, path, chunk_bytes, columns, wanted, span)
@@ -71,7 +109,7 @@ def _iter_text(
     columns: list[str] | None,
     wanted: list[str] | None,
     span: tuple[int, int | None],
-) -> Iterator[RawChunk]:
+) -> Iterator[TextBlock]:
     with (
         open(path, "rb") as raw,
         gzip.GzipFile(fileobj=raw) if path.suffix == ".gz" else nullcontext(raw) as fh,
@@ -92,18 +130,17 @@ def _iter_text(
             raise UserError(f"{path}: spec names column(s) {absent} not present (has: {', '.join(names)})")
         cols = [(c, names.index(c)) for c in wanted]
         header_lines = int(spec.header and span[0] == 0)
-        yield from _blocks(spec, path, (raw, fh), span, chunk_bytes, (len(names), cols), header_lines)
+        yield from _blocks(path, (raw, fh), span, chunk_bytes, (len(names), cols), header_lines)
 
 
 def _blocks(
-    spec: DatasetSpec,
     path: Path,
     files: tuple[BinaryIO, BinaryIO],
     span: tuple[int, int | None],
     chunk_bytes: int,
     layout: tuple[int, list[tuple[str, int]]],
     header_lines: int,
-) -> Iterator[RawChunk]:
+) -> Iterator[TextBlock]:
     """Chunks of whole lines starting in `span`; `files` = (the file on disk, the text stream over it)."""
     (raw, fh), (start, end), (ncols, cols) = files, span, layout
     if start > 0:
@@ -118,14 +155,10 @@ def _blocks(
             block += fh.readline()  # finish the last line
         pos += len(block)
         newlines = _count(block, 10)
-        frame = _parse_fast(block, spec, ncols, cols, line_no, newlines)
-        if frame is None:
-            text = block.decode(spec.encoding, errors="replace")
-            frame = _split_lines(text, spec.separator, ncols, cols, line_no)
-        frame = _mark_undecodable(frame, block, spec.encoding, line_no)
-        lines += newlines + (not block.endswith(b"\n"))
-        line_no += newlines + (not block.endswith(b"\n"))
-        yield RawChunk(path, frame, raw.tell() - done, ncols, lines)
+        unended = not block.endswith(b"\n")
+        yield TextBlock(path, block, line_no, newlines, raw.tell() - done, lines + newlines + unended, ncols,
+                        cols)
+        line_no += newlines + unended
         done, lines = raw.tell(), 0
 
 

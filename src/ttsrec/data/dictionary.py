@@ -1,22 +1,34 @@
 """Token dictionaries: each token seen in a shard gets a dense code per field, so counting and encoding are
 array operations instead of hash lookups.
 
-Pass 1 turns every token into its code once (one hash probe per value, into polars' `Categories`) and
-caches the codes; counting is then a `bincount` of the train rows' codes, and pass 2 an array gather
+Pass 1 turns every token into its code once (one probe per value into its field's table, compiled in
+`_kernels.c`) and caches the codes; counting adds the train rows' codes, and pass 2 is an array gather
 through `code -> id` (built from the shard's distinct tokens, not its rows). Code 0 is the missing value
-(null token), code `g + 1` the dictionary's token `g`. Integer tokens share the scheme through their
-decimal text (the vocabulary stores them as text anyway), coded per chunk from their distinct values.
+(null token), code `g + 1` the table's token `g`. Integer tokens have tables of their own (keyed by the
+integer); the vocabulary stores their decimal text.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 
+from ttsrec.data import _kernels, transforms
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.data.transforms import MISSING
+from ttsrec.errors import UserError
+
+NEWLINE = 10
+EMPTY = np.empty(0, dtype=np.uint8)
+"""No null mask: in raw text an empty token is the missing value."""
+
+
+def capacity(slots: np.ndarray) -> int:
+    """Tokens a table takes before it grows (as `_kernels.c` reckons: load factor 0.7)."""
+    return (len(slots) // 2) * 7 // 10
 
 TOKEN, COUNT = "token", "count"
 
@@ -29,11 +41,18 @@ class Columns:
     field_of: tuple[int, ...]
     is_list: tuple[bool, ...]
     """Per field."""
+    is_int: tuple[bool, ...] = ()
+    """Per field: its tokens are integers (`transforms.dtype_of`), else text."""
 
     @classmethod
     def of(cls, spec: DatasetSpec) -> Columns:
         return cls(tuple(j for j, f in enumerate(spec.fields) for _ in range(f.max_len if f.is_list else 1)),
-                   tuple(f.is_list for f in spec.fields))
+                   tuple(f.is_list for f in spec.fields),
+                   tuple(not f.is_list and transforms.dtype_of(f.preprocess).is_integer()
+                         for f in spec.fields))
+
+    def columns_of(self, field: int) -> list[int]:
+        return [c for c, j in enumerate(self.field_of) if j == field]
 
     @property
     def num_fields(self) -> int:
@@ -44,111 +63,145 @@ class Columns:
         return len(self.field_of)
 
 
+class TextTable:
+    """One field's text token -> dense code (1, 2, ...; 0 is the missing value), grown as tokens come."""
+
+    def __init__(self) -> None:
+        self.slots = np.zeros(2 * 1024, dtype=np.uint64)
+        self.state = np.zeros(2, dtype=np.int64)
+        """[tokens, arena bytes used]"""
+        self.offsets = np.zeros(1024, dtype=np.int64)
+        self.arena = np.empty(1 << 16, dtype=np.uint8)
+
+    @property
+    def size(self) -> int:
+        return int(self.state[0])
+
+    def code(self, data: np.ndarray, lo: np.ndarray, hi: np.ndarray, trim: int, nulls: np.ndarray,
+             codes: np.ndarray) -> None:
+        """Codes of the tokens data[lo[r] : hi[r] - trim] into `codes` (see `_kernels.code_text`)."""
+        r = 0
+        while (r := _kernels.code_text(data, lo, hi, trim, nulls, r, self.slots, self.state, self.offsets,
+                                      self.arena, codes)) < len(codes):
+            self._grow(int(hi[r]) - trim - int(lo[r]))
+
+    def _grow(self, need: int) -> None:
+        size, used = self.size, int(self.state[1])
+        if size + 1 > capacity(self.slots):
+            self.slots = _rehashed(self.slots)
+        if size + 2 > len(self.offsets):
+            self.offsets = _grown(self.offsets, 2 * len(self.offsets))
+        if used + need > len(self.arena):
+            self.arena = _grown(self.arena, max(2 * len(self.arena), used + need), used)
+
+    def tokens(self, first: int = 0) -> pl.Series:
+        """The tokens in code order (code g + 1 is entry g), from entry `first` on."""
+        size = self.size
+        if first >= size:
+            return pl.Series(TOKEN, [], dtype=pl.String)
+        arena = self.arena[self.offsets[first]: self.offsets[size]]
+        if (arena == NEWLINE).any():  # one token split per newline, unless a token holds one (Parquet)
+            return pl.Series(TOKEN, [bytes(self.arena[a:b]).decode() for a, b in
+                                     zip(self.offsets[first:size], self.offsets[first + 1: size + 1],
+                                         strict=True)], dtype=pl.String)
+        joined = np.empty(len(arena) + size - first, dtype=np.uint8)
+        _kernels.joined(self.arena, self.offsets, first, size, joined)
+        text = joined.tobytes().decode()
+        return pl.Series(TOKEN, [text]).str.split("\n").explode().head(size - first)
+
+
+class IntTable:
+    """`TextTable` for integer tokens (their own keys; the vocabulary holds their decimal text)."""
+
+    def __init__(self) -> None:
+        self.slots = np.zeros(2 * 1024, dtype=np.uint64)
+        self.state = np.zeros(1, dtype=np.int64)
+        self.keys = np.zeros(512, dtype=np.int64)
+
+    @property
+    def size(self) -> int:
+        return int(self.state[0])
+
+    def code(self, values: np.ndarray, nulls: np.ndarray, codes: np.ndarray) -> None:
+        r = 0
+        while (r := _kernels.code_ints(values, nulls, r, self.slots, self.state, self.keys,
+                                       codes)) < len(codes):
+            if self.size + 1 > capacity(self.slots):
+                self.slots = _rehashed(self.slots)
+            if self.size + 1 > len(self.keys):
+                self.keys = _grown(self.keys, 2 * len(self.keys))
+
+    def tokens(self) -> pl.Series:
+        return pl.Series(TOKEN, self.keys[: self.size]).cast(pl.String)
+
+
+def _rehashed(slots: np.ndarray) -> np.ndarray:
+    bigger = np.zeros(2 * len(slots), dtype=np.uint64)
+    _kernels.rehash(slots, bigger)
+    return bigger
+
+
+def _grown(array: np.ndarray, n: int, keep: int | None = None) -> np.ndarray:
+    out = np.zeros(n, dtype=array.dtype)
+    out[: len(array) if keep is None else keep] = array[:keep]
+    return out
+
+
 class TokenDictionary:
-    """Token -> code for each field of one shard (the codes mean nothing outside the shard's dictionary)."""
+    """Token -> code for each field of one shard (the codes mean nothing outside the shard's dictionary):
+    one table per field, so threads may code different fields at once (`code_columns`)."""
 
-    def __init__(self, num_fields: int, field_of: tuple[int, ...] | None = None) -> None:
-        self.field_of = tuple(range(num_fields)) if field_of is None else field_of
-        self.cats = [pl.Categories.random(namespace="ttsrec") for _ in range(num_fields)]
-        # a Categories mapping lives only while a Series uses it
-        self._alive = [pl.Series([], dtype=pl.Categorical(c)) for c in self.cats]
-        self._tables: dict[int, _IntTable] = {}
-        self.sizes = [0] * num_fields
-        """Codes used per field (the largest code: codes are dense, 0 being the missing value)."""
+    def __init__(self, columns: Columns) -> None:
+        self.columns = columns
+        self.tables: list[TextTable | IntTable] = [IntTable() if is_int else TextTable()
+                                                   for is_int in columns.is_int]
 
-    def encode(self, toks: pl.DataFrame, names: list[str]) -> np.ndarray:
+    @property
+    def sizes(self) -> list[int]:
+        """Codes used per field (codes are dense, 0 being the missing value)."""
+        return [t.size for t in self.tables]
+
+    def encode(self, toks: pl.DataFrame, names: list[str],
+               pool: ThreadPoolExecutor | None = None) -> np.ndarray:
         """Codes (uint32 [C, rows]) of the token columns `names` (column j of field `field_of[j]`)."""
         out = np.empty((len(names), toks.height), dtype=np.uint32)
-        cats = [self.cats[f] for f in self.field_of]
-        text = [j for j, n in enumerate(names) if not toks.schema[n].is_integer()]
-        if text:  # one query: polars codes the columns in parallel
-            codes = toks.select(
-                (pl.col(names[j]).cast(pl.String).cast(pl.Categorical(cats[j])).to_physical() + 1)
-                .fill_null(0).alias(names[j])
-                for j in text
-            )
-            for j in text:
-                out[j] = codes.get_column(names[j]).to_numpy()
-        for j, name in enumerate(names):
-            if j not in text:
-                field = self.field_of[j]
-                out[j] = self._tables.setdefault(field, _IntTable(self, field)).codes(toks.get_column(name))
-        if toks.height:
-            sizes = np.array(self.sizes)
-            np.maximum.at(sizes, list(self.field_of), out.max(axis=1))
-            self.sizes = sizes.tolist()
-        return out
 
-    def text_codes(self, j: int, col: pl.Series) -> np.ndarray:
-        physical = col.cast(pl.String).cast(pl.Categorical(self.cats[j])).to_physical()
-        return (physical + 1).fill_null(0).to_numpy()
+        def field(j: int) -> None:
+            table = self.tables[j]
+            for c in self.columns.columns_of(j):
+                col = toks.get_column(names[c])
+                nulls = col.is_null().to_numpy().view(np.uint8)
+                if isinstance(table, IntTable):
+                    table.code(col.fill_null(0).to_numpy().astype(np.int64, copy=False), nulls, out[c])
+                    continue
+                lens = col.str.len_bytes().fill_null(0).to_numpy()
+                hi = np.cumsum(lens, dtype=np.int64)
+                data = np.frombuffer(col.str.join("", ignore_nulls=True).item().encode(), dtype=np.uint8)
+                if len(data) >= 1 << 31:
+                    raise UserError(f"column {names[c]}: over 2 GB of text in one chunk of rows")
+                table.code(data, (hi - lens).astype(np.int32), hi.astype(np.int32), 0, nulls, out[c])
+
+        fields = range(self.columns.num_fields)
+        list(pool.map(field, fields)) if pool else [field(j) for j in fields]
+        return out
 
     def tokens(self) -> list[pl.Series]:
         """Each field's tokens in code order (code g + 1 is entry g)."""
-        out = []
-        for c, size in zip(self.cats, self.sizes, strict=True):
-            physical = pl.DataFrame({TOKEN: np.arange(size, dtype=np.uint32)})
-            out.append(physical.select(pl.col(TOKEN).cat.to(pl.Categorical(c)).cast(pl.String)).to_series())
-        return out
+        return [t.tokens() for t in self.tables]
 
 
-class _IntTable:
-    """Integer token -> code through an array over the values' range (one gather per row, no hashing);
-    values spread wider than `MAX_RANGE` fall back to the text codes of their decimal form."""
-
-    MAX_RANGE = 1 << 22
-
-    def __init__(self, coder: TokenDictionary, j: int) -> None:
-        self.coder, self.j = coder, j
-        self.lo, self.table = 0, np.zeros(0, dtype=np.uint32)
-
-    def codes(self, col: pl.Series) -> np.ndarray:
-        nulls = col.null_count()
-        if nulls == col.len():
-            return np.zeros(col.len(), dtype=np.uint32)
-        values = col.fill_null(col.min()).to_numpy() if nulls else col.to_numpy()
-        lo, hi = int(values.min()), int(values.max())
-        if not self._cover(lo, hi):
-            return self.coder.text_codes(self.j, col)
-        at = values - self.lo
-        out = self.table[at]
-        new = out == 0
-        if new.any():
-            fresh = np.unique(values[new])
-            self.table[fresh - self.lo] = self.coder.text_codes(self.j, pl.Series(fresh).cast(pl.String))
-            out[new] = self.table[at[new]]
-        if nulls:
-            out[col.is_null().to_numpy()] = 0
-        return out
-
-    def _cover(self, lo: int, hi: int) -> bool:
-        """Grow the table to span [lo, hi]; False (and the table unused from then on) when too wide."""
-        if self.table is None:
-            return False
-        if not len(self.table):
-            self.lo = lo
-        new_lo, new_hi = min(lo, self.lo), max(hi, self.lo + len(self.table) - 1)
-        if new_hi - new_lo + 1 > self.MAX_RANGE:
-            self.table = None  # type: ignore[assignment]
-            return False
-        if new_lo < self.lo or new_hi >= self.lo + len(self.table):
-            grown = np.zeros(new_hi - new_lo + 1, dtype=np.uint32)
-            grown[self.lo - new_lo: self.lo - new_lo + len(self.table)] = self.table
-            self.lo, self.table = new_lo, grown
-        return True
-
-
-def add_counts(counts: list[np.ndarray], codes: np.ndarray, columns: Columns | None = None) -> None:
-    """Add the code counts of `codes` (uint32 [C, rows]) to `counts` (one growing int64 array per field;
-    a list field's columns add to its one array, their padding code 0 left out)."""
+def add_counts(counts: list[np.ndarray], codes: np.ndarray, train: np.ndarray, columns: Columns) -> None:
+    """Add the train rows' (`train[r]` set) code counts of `codes` (uint32 [C, rows]) to `counts` (one
+    growing int64 array per field; a list field's columns add to its one array, their padding code 0
+    left out)."""
+    train = train.view(np.uint8)
     for c, column_codes in enumerate(codes):
-        j = c if columns is None else columns.field_of[c]
-        found = np.bincount(column_codes)
-        if columns is not None and columns.is_list[j] and len(found):
-            found[0] = 0
-        if len(found) > len(counts[j]):
-            counts[j] = np.concatenate([counts[j], np.zeros(len(found) - len(counts[j]), dtype=np.int64)])
-        counts[j][: len(found)] += found
+        j = columns.field_of[c]
+        top = int(column_codes.max(initial=0)) + 1
+        if top > len(counts[j]):
+            counts[j] = np.concatenate([counts[j], np.zeros(max(top, 2 * len(counts[j])) - len(counts[j]),
+                                                            dtype=np.int64)])
+        _kernels.count_codes(column_codes, train, counts[j], columns.is_list[j])
 
 
 def count_frame(tokens: pl.Series, counts: np.ndarray) -> pl.DataFrame:

@@ -17,13 +17,36 @@ from pathlib import Path
 
 import polars as pl
 
-from ttsrec.data.delimited import BAD, CHUNK_BYTES, LINE, UNDECODABLE, RawChunk, iter_text, null_if_empty
+from ttsrec.data.delimited import (
+    BAD,
+    CHUNK_BYTES,
+    LINE,
+    UNDECODABLE,
+    RawChunk,
+    TextBlock,
+    iter_text,
+    iter_text_blocks,
+    null_if_empty,
+)
 from ttsrec.data.movielens import iter_movielens
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.errors import UserError
 
-__all__ = ["BAD", "CHUNK_BYTES", "LINE", "UNDECODABLE", "RawChunk", "Shard", "expand_inputs", "input_size",
-           "iter_chunks", "iter_shard", "plan_shards"]
+__all__ = [
+    "BAD",
+    "CHUNK_BYTES",
+    "LINE",
+    "UNDECODABLE",
+    "RawChunk",
+    "Shard",
+    "TextBlock",
+    "expand_inputs",
+    "input_size",
+    "iter_chunks",
+    "iter_shard",
+    "plan_shards",
+    "text_blocks",
+]
 
 PARQUET = (".parquet", ".pq")
 SAMPLE_LINES, SAMPLE_BYTES = 64, 1 << 20
@@ -144,6 +167,14 @@ def iter_shard(spec: DatasetSpec, shard: Shard, chunk_bytes: int = CHUNK_BYTES) 
         yield from _parquet(spec, shard.file)
     else:
         yield from iter_text(spec, shard.file, chunk_bytes, span=(shard.start, shard.end))
+
+
+def text_blocks(spec: DatasetSpec, shard: Shard,
+                chunk_bytes: int = CHUNK_BYTES) -> Iterator[TextBlock] | None:
+    """The unparsed chunks of a delimited text shard (None for Parquet and MovieLens)."""
+    if spec.format == "movielens" or _kind(spec, shard.file) == "parquet":
+        return None
+    return iter_text_blocks(spec, shard.file, chunk_bytes, span=(shard.start, shard.end))
 
 
 def iter_chunks(spec: DatasetSpec, inputs: list[Path], chunk_bytes: int = CHUNK_BYTES) -> Iterator[RawChunk]:

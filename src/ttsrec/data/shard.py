@@ -19,6 +19,7 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +27,13 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ttsrec.data.delimited import BAD, CHUNK_BYTES, LINE
+from ttsrec.data import _kernels, fast_text
+from ttsrec.data.delimited import BAD, CHUNK_BYTES, LINE, RawChunk
 from ttsrec.data.dictionary import TOKEN, Columns, TokenDictionary, add_counts, count_frame, id_table
 from ttsrec.data.encode import LABEL, describe_bad, token_columns, tokens
+from ttsrec.data.fast_text import FastText
 from ttsrec.data.prefetch import prefetch
-from ttsrec.data.readers import Shard, iter_shard
+from ttsrec.data.readers import Shard, iter_shard, text_blocks
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.data.split import SPLITS, split_of
 from ttsrec.data.transforms import list_length_column
@@ -110,39 +113,38 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
     """Pass 1 on one shard; see the module docstring."""
     started = time.perf_counter()
     _fail_once()
-    names, columns = token_columns(job.spec), Columns.of(job.spec)
-    coder = TokenDictionary(columns.num_fields, columns.field_of)
+    columns = Columns.of(job.spec)
+    coder = TokenDictionary(columns)
     counts = [np.zeros(0, dtype=np.int64) for _ in job.spec.fields] if job.offset is not None else None
     lists = {f.name: [0, 0] for f in job.spec.fields if f.is_list}
     per_split = np.zeros(len(SPLITS), dtype=np.int64)
     rows = lines = nbytes = 0
     reasons: Counter[str] = Counter()
     first_bad, chunks = None, []
-    with open(_cache_file(job.cache, job.index, "rows"), "wb") as out, \
-            closing(_tokenised(job)) as parts:  # closing stops the reader thread
-        for toks, ncols, chunk_lines, chunk_bytes in parts:
-            positions = np.arange(rows, rows + toks.height, dtype=np.int64)
-            rows, lines, nbytes = rows + toks.height, lines + chunk_lines, nbytes + chunk_bytes
-            bad = toks.get_column(BAD).to_numpy()
-            if bad.any():
+    with ThreadPoolExecutor(coding_threads(), thread_name_prefix="ttsrec-code") as pool, \
+            open(_cache_file(job.cache, job.index, "rows"), "wb") as out, \
+            closing(_coded(job, coder, pool)) as parts:  # closing stops the reader thread
+        for chunk in parts:
+            positions = np.arange(rows, rows + chunk.rows, dtype=np.int64)
+            rows, lines, nbytes = rows + chunk.rows, lines + chunk.lines, nbytes + chunk.nbytes
+            if chunk.bad is not None:
                 if job.on_bad_row == "fail":
-                    row = int(np.flatnonzero(bad)[0])
-                    first_bad = int(toks.get_column(LINE)[row]), describe_bad(int(bad[row]), job.spec, ncols)
+                    row = int(np.flatnonzero(chunk.bad)[0])
+                    first_bad = int(chunk.line_of[row]), describe_bad(int(chunk.bad[row]), job.spec,  # type: ignore[index]
+                                                                      chunk.ncols)
                     break
-                reasons.update(_reasons(job.spec, bad, ncols))
-                keep = bad == 0
-                toks, positions = toks.filter(pl.Series(keep)), positions[keep]
-            codes = coder.encode(toks, names)
-            _count_lists(job.spec, toks, lists)
-            out.write(codes.tobytes())
-            out.write(toks.get_column(LABEL).to_numpy().astype(np.float32, copy=False).tobytes())
-            out.write(positions.tobytes())
-            chunks.append(toks.height)
+                reasons.update(_reasons(job.spec, chunk.bad, chunk.ncols))
+                positions = positions[chunk.bad == 0]
+            if chunk.toks is not None:
+                _count_lists(job.spec, chunk.toks, lists)
+            for array in (chunk.codes, chunk.labels, positions):
+                out.write(np.ascontiguousarray(array).data)
+            chunks.append(len(positions))
             if counts is not None:
-                per_split += _count(codes, positions + job.offset, job.seed, counts,  # type: ignore[operator]
+                per_split += _count(chunk.codes, positions + job.offset, job.seed, counts,  # type: ignore[operator]
                                     columns)
             if progress:
-                progress(chunk_bytes)
+                progress(chunk.nbytes)
     dictionary = coder.tokens()
     _save_tokens(_cache_file(job.cache, job.index, "tokens"), dictionary)
     shard_counts = None
@@ -151,6 +153,69 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
         shard_counts = ShardCounts(per_split.tolist(), frames)
     return ShardRead(job.index, rows, lines, dict(reasons), first_bad, chunks, nbytes, shard_counts,
                      ProcessStats.since(started), lists)
+
+
+def coding_threads() -> int:
+    """Threads that code one shard's fields: the CPUs this process may use (`OMP_NUM_THREADS` where set,
+    as Ray sets it to a task's CPUs)."""
+    return int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0)) or 1
+
+
+@dataclass
+class _Coded:
+    """Pass 1 on one chunk: the codes and labels of its kept rows, and what is known of the others."""
+
+    codes: np.ndarray
+    """uint32 [token columns, kept rows]"""
+    labels: np.ndarray
+    rows: int
+    """Data rows (bad ones included)."""
+    lines: int
+    nbytes: int
+    bad: np.ndarray | None = None
+    """Per row, its `_bad` code; None when every row is fine."""
+    line_of: np.ndarray | None = None
+    """Per row, its line (with `bad`)."""
+    ncols: int = 0
+    toks: pl.DataFrame | None = None
+    """The kept rows' tokens (general path: for the list fields' figures)."""
+
+
+def _coded(job: ReadJob, coder: TokenDictionary, pool: ThreadPoolExecutor) -> Iterator[_Coded]:
+    """The shard's chunks, coded: straight from their bytes where `fast_text` applies, else parsed and
+    tokenised by polars (a chunk ahead, in a thread) and coded from the tokens."""
+    names = token_columns(job.spec)
+    blocks = text_blocks(job.spec, job.shard, job.chunk_bytes) if fast_text.applies(job.spec) else None
+    if blocks is None:
+        tokenised = ((chunk, tokens(chunk.frame, job.spec)) for chunk in
+                     iter_shard(job.spec, job.shard, job.chunk_bytes))
+        for chunk, toks in prefetch(tokenised):
+            yield _general(chunk, toks, coder, names, pool)
+        return
+    fast_path = None
+    for block in prefetch(blocks):  # reading (and gunzipping) a chunk ahead
+        data, newlines = block.data, block.newlines
+        if not data.endswith(b"\n"):
+            data, newlines = data + b"\n", newlines + 1
+        fast_path = fast_path or FastText(job.spec, block.cols, block.ncols, coder, pool)
+        fast = fast_path.encode(data, newlines)
+        if fast is not None:
+            yield _Coded(fast[0], fast[1], newlines, block.lines, block.nbytes)
+        else:
+            chunk = block.parse(job.spec)
+            yield _general(chunk, tokens(chunk.frame, job.spec), coder, names, pool)
+
+
+def _general(chunk: RawChunk, toks: pl.DataFrame, coder: TokenDictionary, names: list[str],
+             pool: ThreadPoolExecutor) -> _Coded:
+    bad = toks.get_column(BAD).to_numpy()
+    kept = toks.filter(pl.Series(bad == 0)) if bad.any() else toks
+    codes = coder.encode(kept, names, pool)
+    labels = kept.get_column(LABEL).to_numpy().astype(np.float32, copy=False)
+    if not bad.any():
+        return _Coded(codes, labels, toks.height, chunk.lines, chunk.nbytes, ncols=chunk.ncols, toks=kept)
+    return _Coded(codes, labels, toks.height, chunk.lines, chunk.nbytes, bad,
+                  chunk.frame.get_column(LINE).to_numpy(), chunk.ncols, kept)
 
 
 def _count_lists(spec: DatasetSpec, toks: pl.DataFrame, lists: dict[str, list[int]]) -> None:
@@ -167,19 +232,11 @@ def _reasons(spec: DatasetSpec, bad: np.ndarray, ncols: int) -> dict[str, int]:
     return {describe_bad(int(c), spec, ncols): int(k) for c, k in zip(codes, n, strict=True)}
 
 
-def _tokenised(job: ReadJob) -> Iterator[tuple[pl.DataFrame, int, int, int]]:
-    """(tokens with `_bad` and `_line`, columns per line, lines, bytes) per chunk; parsing runs a chunk
-    ahead in a thread."""
-    for chunk in prefetch(iter_shard(job.spec, job.shard, job.chunk_bytes)):
-        toks = tokens(chunk.frame, job.spec).with_columns(chunk.frame.get_column(LINE))
-        yield toks, chunk.ncols, chunk.lines, chunk.nbytes
-
-
 def _count(codes: np.ndarray, positions: np.ndarray, seed: int, counts: list[np.ndarray],
            columns: Columns) -> np.ndarray:
     """Count the train rows' codes into `counts` (per field); return the rows per split."""
     split = split_of(positions, seed)
-    add_counts(counts, codes[:, split == 0], columns)
+    add_counts(counts, codes, split == 0, columns)
     return np.bincount(split, minlength=len(SPLITS))
 
 
@@ -249,20 +306,32 @@ def encode_shard(job: EncodeJob, vocab: list[list[str]]) -> ProcessStats:
     dictionary = _load_tokens(_cache_file(job.cache, job.index, "tokens"), columns.num_fields)
     tables = [id_table(t, v, is_list)
               for t, v, is_list in zip(dictionary, vocab, columns.is_list, strict=True)]
+    starts = np.cumsum([0, *map(len, tables)])
+    table_at = np.array([starts[j] for j in columns.field_of], dtype=np.int64)
+    flat = np.concatenate(tables)
     ids_files = [NpyFile.open(job.out / name / "ids.npy") for name in SPLITS]
     label_files = [NpyFile.open(job.out / name / "labels.npy") for name in SPLITS]
-    cursor = list(job.first_rows)
-    try:
-        for codes, labels, positions in _cached_chunks(job.cache, job.index, job.chunks, columns.width):
-            ids = np.empty((len(labels), columns.width), dtype=np.int32)
-            for c, j in enumerate(columns.field_of):
-                ids[:, c] = tables[j][codes[c]]
-            split = split_of(positions + job.offset, job.seed)
-            for s in range(len(SPLITS)):
-                mask = split == s
-                ids_files[s].write_rows(cursor[s], ids[mask])
-                label_files[s].write_rows(cursor[s], labels[mask])
-                cursor[s] += int(mask.sum())
+
+    def write(codes: np.ndarray, labels: np.ndarray, split: np.ndarray, rows: list[int]) -> None:
+        for s, row in enumerate(rows):
+            ids = np.empty((int((split == s).sum()), columns.width), dtype=np.int32)
+            _kernels.gather_ids(codes, flat, table_at, split, s, ids)
+            ids_files[s].write_rows(row, ids)
+            label_files[s].write_rows(row, labels[split == s])
+
+    cursor = np.array(job.first_rows, dtype=np.int64)
+    threads = coding_threads()
+    try:  # chunks gathered and written by `threads` threads, a bounded number in flight
+        with ThreadPoolExecutor(threads, thread_name_prefix="ttsrec-encode") as pool:
+            pending: list[Future[None]] = []
+            for codes, labels, positions in _cached_chunks(job.cache, job.index, job.chunks, columns.width):
+                split = split_of(positions + job.offset, job.seed)
+                pending.append(pool.submit(write, codes, labels, split, cursor.tolist()))
+                cursor += np.bincount(split, minlength=len(SPLITS))
+                while len(pending) > threads:
+                    pending.pop(0).result()
+            for done in pending:
+                done.result()
     finally:
         for f in [*ids_files, *label_files]:
             f.close()

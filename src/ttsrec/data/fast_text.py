@@ -1,0 +1,125 @@
+"""Pass 1's fast path for delimited text: a clean chunk coded straight from its bytes (`kernels`).
+
+It applies to a spec of one-value fields read as they are (`none`) or as integers (`log_square`, `int`)
+with a `binary` label, in UTF-8 with a one-byte separator: Criteo, and CSV specs like it. A chunk takes
+it when it is ASCII, holds no quote character, every line has the file's column count, every label is
+0 or 1 and every number a plain integer (`PLAIN_DIGITS`): the chunks of a well-formed log. Any other
+chunk (`encode` returns None) takes the general path (polars' parser and `encode.tokens`), which reads
+and names whatever is odd in it. A text token is the field's bytes, and an integer field's token is
+made from its raw text by the general path's own expression (`transforms.token`), once per distinct raw
+text, so both paths give the same tokens, hence the same codes, counts and ids.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import polars as pl
+
+from ttsrec.data import _kernels, transforms
+from ttsrec.data.dictionary import EMPTY, IntTable, TextTable, TokenDictionary
+from ttsrec.data.spec import DatasetSpec
+
+PREPROCESS = ("none", "log_square", "int")
+PLAIN_DIGITS = 15
+"""Raw numbers the fast path takes: -?[0-9]{1,15}, exact in float64, so every parser reads the same value."""
+NOT_PLAIN = np.uint32(0xFFFFFFFF)
+WINDOW_BYTES = 1 << 20
+"""Rows coded field after field a window at a time, of about this many bytes (within a core's L2)."""
+
+
+def applies(spec: DatasetSpec) -> bool:
+    """Whether chunks of this spec's delimited files may take the fast path."""
+    return (spec.format != "movielens" and spec.encoding.lower().replace("-", "") == "utf8"
+            and len(spec.separator.encode()) == 1 and spec.label_transform == "binary"
+            and all(not f.is_list and f.preprocess in PREPROCESS for f in spec.fields))
+
+
+class FastText:
+    """Codes the clean chunks of one shard into its `TokenDictionary`, two or more fields at a time."""
+
+    def __init__(self, spec: DatasetSpec, cols: list[tuple[str, int]], ncols: int, coder: TokenDictionary,
+                 pool: ThreadPoolExecutor) -> None:
+        """`cols`: (name, index) of the file's columns that the spec reads, of `ncols` in all."""
+        self.spec, self.ncols, self.coder, self.pool = spec, ncols, coder, pool
+        self.sep = spec.separator.encode()[0]
+        self.quote = spec.quote_char.encode() if spec.quote_char else b""
+        index = dict(cols)
+        self.label = index[spec.label]
+        self.sources = [index[f.source] for f in spec.fields]
+        integer = [isinstance(t, IntTable) for t in coder.tables]
+        self.raw = {j: TextTable() for j, yes in enumerate(integer) if yes}
+        """Integer fields: raw text -> raw code (the memo's index)."""
+        self.memo = {j: np.zeros(1, dtype=np.uint32) for j in self.raw}
+        """Integer fields: raw code -> the token's code in the field's table (0: missing)."""
+        threads = pool._max_workers  # type: ignore[attr-defined]
+        self.shares = [list(range(len(self.sources)))[t::threads] for t in range(threads)]
+        """The fields each thread codes (every field's table is one thread's alone)."""
+
+    def encode(self, block: bytes, newlines: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(codes uint32 [fields, rows], labels float32 [rows]) of `block` (whole lines, each ending in
+        a newline), or None when the chunk is not clean."""
+        if not block.isascii() or (self.quote and self.quote in block):
+            return None
+        data = np.frombuffer(block, dtype=np.uint8)
+        bounds = np.empty((self.ncols + 1, newlines), dtype=np.int32)
+        mid = block.find(b"\n", len(block) // 2) + 1 or len(block)
+        halves = [(0, mid, 0), (mid, len(block), block.count(b"\n", 0, mid))]
+        found = self.pool.map(lambda h: _kernels.split_fields(data, h[0], h[1], self.sep, self.ncols, bounds,
+                                                             h[2]), halves)
+        if any(n < 0 for n in found):
+            return None
+        labels = np.empty(newlines, dtype=np.float32)
+        if not _kernels.binary_labels(data, bounds[self.label], bounds[self.label + 1], labels):
+            return None
+        codes = np.empty((len(self.sources), newlines), dtype=np.uint32)
+        step = max(1, newlines * WINDOW_BYTES // len(block))
+        windows = [(r, min(r + step, newlines)) for r in range(0, newlines, step)]
+
+        def fields(mine: list[int]) -> None:
+            for r0, r1 in windows:  # a window of rows at a time: its bytes stay in this core's cache
+                for j in mine:
+                    col = self.sources[j]
+                    table = self.raw.get(j) or self.coder.tables[j]  # an integer field: raw codes first
+                    table.code(data, bounds[col, r0:r1], bounds[col + 1, r0:r1], 1, EMPTY,  # type: ignore[call-arg]
+                               codes[j, r0:r1])
+
+        before = {j: raw.size for j, raw in self.raw.items()}
+        list(self.pool.map(fields, self.shares))
+        if self.raw and not self._integer_codes(before, codes):
+            return None
+        return codes, labels
+
+    def _integer_codes(self, before: dict[int, int], codes: np.ndarray) -> bool:
+        """Turn the integer fields' raw codes (in `codes`) into their tokens' codes through the memo; the
+        raw texts new in this chunk (`before`: each raw table's size before it) get their tokens from
+        the general path's expression, one polars query per preprocess. False when a raw text is not a
+        plain integer."""
+        new = {j: self._plain(raw, before[j]) for j, raw in self.raw.items() if raw.size > before[j]}
+        for preprocess in {self.spec.fields[j].preprocess for j in new}:
+            fields = [j for j in new if self.spec.fields[j].preprocess == preprocess]
+            values = pl.Series("v", np.concatenate([new[j][0] for j in fields]))
+            toks = pl.DataFrame([values]).select(transforms.token("v", preprocess)[0]).to_series().to_numpy()
+            at = 0
+            for j in fields:
+                plain = new[j][1]
+                found = np.empty(int(plain.sum()), dtype=np.uint32)
+                self.coder.tables[j].code(toks[at:at + len(plain)][plain], EMPTY, found)  # type: ignore[call-arg]
+                mapped = np.full(len(plain), NOT_PLAIN, dtype=np.uint32)
+                mapped[plain] = found
+                self.memo[j] = np.concatenate([self.memo[j], mapped])
+                at += len(plain)
+        for j in self.raw:
+            np.take(self.memo[j], codes[j], out=codes[j])
+            if (codes[j] == NOT_PLAIN).any():
+                return False
+        return True
+
+    @staticmethod
+    def _plain(raw: TextTable, first: int) -> tuple[np.ndarray, np.ndarray]:
+        """(values, plain mask) of a raw table's texts from entry `first` on."""
+        values = np.empty(raw.size - first, dtype=np.float64)
+        plain = np.empty(raw.size - first, dtype=np.uint8)
+        _kernels.plain_integers(raw.arena, raw.offsets, first, raw.size, PLAIN_DIGITS, values, plain)
+        return values, plain.view(bool)
