@@ -6,13 +6,15 @@
  * chunk). Every function takes numpy arrays through the buffer protocol, checks their sizes, and runs
  * without the GIL, so two threads code two fields of one chunk at once.
  *
- * A token table is three arrays owned by Python (`TextTable`, `IntTable` in dictionary.py): `slots`
- * (uint64 pairs key, meta; meta = (length + 1) << 32 | code for text, = code for integers, 0 = empty),
- * `state` (int64: tokens, arena bytes used) and, for text, `offsets` + `arena` (the tokens' bytes, in code
- * order); for integers `keys` (the tokens). A text token of at most 8 bytes is its own key (its bytes
- * packed: exact); a longer one is keyed by a hash and compared byte for byte with its copy in the arena.
- * Codes start at 1; 0 is the missing value. A table never grows here: a function returns the row it
- * reached when one is full, and the caller grows it and calls again from there.
+ * A token table is arrays owned by Python (`TextTable`, `IntTable` in dictionary.py): `slots` (uint64
+ * pairs key, meta; meta = train count << 32 | long << 31 | code, 0 = empty), `state` (int64: tokens,
+ * arena bytes used), `counts` (int64 per code: what the slots do not hold: the missing value's count,
+ * the general path's counts, a slot count's overflow past 2^32) and, for text, `offsets` + `arena` (the
+ * tokens' bytes, in code order); for integers `keys` (the tokens). A text token of at most 8 bytes and
+ * no NUL byte is its own key (its bytes packed: exact); any other is `long`: keyed by a hash and
+ * compared byte for byte with its copy in the arena. Counting in the slot costs no cache miss beyond
+ * the probe's own. Codes start at 1; 0 is the missing value. A table never grows here: a function
+ * returns the row it reached when one is full, and the caller grows it and calls again from there.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -42,13 +44,23 @@ static inline uint64_t zero_bytes(uint64_t v) { return ~(((v & LOW7) + LOW7) | v
 /* Tokens a table of `pairs` slots takes before it grows: load factor 0.7. */
 static inline int64_t capacity(int64_t pairs) { return pairs * 7 / 10; }
 
-static inline uint64_t text_key(const uint8_t *data, int64_t len, int64_t a, int64_t n) {
+#define LONG_TOKEN (1ULL << 31)
+#define CODE_BITS 0x7FFFFFFFULL
+#define COUNT_ONE (1ULL << 32)
+
+/* The token's key; sets *is_long for a token that is not its own key (over 8 bytes, or holding NUL). */
+static inline uint64_t text_key(const uint8_t *data, int64_t len, int64_t a, int64_t n, int *is_long) {
     if (n <= 8) {
-        if (a + 8 <= len) return n == 8 ? load64(data + a) : load64(data + a) & ((1ULL << (8 * n)) - 1);
-        uint64_t key = 0;
-        for (int64_t k = 0; k < n; k++) key |= (uint64_t)data[a + k] << (8 * k);
-        return key;
+        uint64_t low = n == 8 ? ~0ULL : (1ULL << (8 * n)) - 1, key = 0;
+        if (a + 8 <= len) {
+            key = load64(data + a) & low;
+        } else {
+            for (int64_t k = 0; k < n; k++) key |= (uint64_t)data[a + k] << (8 * k);
+        }
+        *is_long = (zero_bytes(key) & low) != 0; /* a NUL byte: the length is not in the key */
+        if (!*is_long) return key;
     }
+    *is_long = 1;
     uint64_t h = (uint64_t)n * KEY_MIX;
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) h = mix(h ^ load64(data + a + k)) * KEY_MIX;
@@ -56,8 +68,14 @@ static inline uint64_t text_key(const uint8_t *data, int64_t len, int64_t a, int
     return h;
 }
 
-static inline uint64_t text_slot(uint64_t key, uint64_t meta_len) { return mix(key ^ meta_len); }
+static inline uint64_t text_slot(uint64_t key, uint64_t is_long) { return mix(key ^ (is_long * KEY_MIX)); }
 static inline uint64_t int_slot(uint64_t key) { return mix(key * KEY_MIX); }
+
+/* Count one train row of the slot's code: in the slot, its overflow past 2^32 in counts[code]. */
+static inline void count_in_slot(uint64_t *meta, int64_t *counts) {
+    *meta += COUNT_ONE;
+    if (*meta < COUNT_ONE) counts[*meta & CODE_BITS] += 1LL << 32;
+}
 
 /* ---- argument helpers: a numpy array as a buffer of at least `count` items of `size` bytes ---- */
 
@@ -176,27 +194,70 @@ static PyObject *binary_labels(PyObject *self, PyObject *args) {
     return PyBool_FromLong(ok);
 }
 
-/* code_text(data, lo, hi, trim, nulls, first, slots, state, offsets, arena, codes) -> row reached */
+/* Optional counting: counts[code] += 1 for each row r with train[r] set (no train: no counting). */
+typedef struct {
+    const uint8_t *train;
+    int64_t *counts;
+    int64_t n_counts;
+} Tally;
+
+static int get_tally(PyObject *o_train, PyObject *o_counts, Buf *b, Py_ssize_t n, Tally *t) {
+    if (!get_buf(o_train, &b[0], 0, 1, 0, "train") || !get_buf(o_counts, &b[1], 1, 8, 0, "counts")) return 0;
+    if (b[0].view.len && b[0].view.len < n) {
+        PyErr_SetString(PyExc_ValueError, "train: one per row, or none");
+        return 0;
+    }
+    t->train = b[0].view.len ? b[0].view.buf : NULL;
+    t->counts = b[1].view.buf;
+    t->n_counts = ITEMS(b[1], 8);
+    return 1;
+}
+
+#define AHEAD 8
+
+/* code_text's look-ahead for row q: its key and first slot (asked for now), and a look further ahead at
+ * the bytes of the row after (in ring position q % AHEAD). */
+static inline void stage(const uint8_t *data, int64_t len, const int32_t *lo, const int32_t *hi, int64_t trim,
+                         const uint8_t *nulls, int64_t q, int64_t n, const uint64_t *slots, uint64_t mask,
+                         uint64_t *keys, uint64_t *first, int *longs) {
+    int64_t a = lo[q], m = (int64_t)hi[q] - trim - a, k = q % AHEAD;
+    if (q + AHEAD < n && lo[q + AHEAD] >= 0 && lo[q + AHEAD] < len) __builtin_prefetch(data + lo[q + AHEAD]);
+    if ((nulls ? nulls[q] : m == 0) || a < 0 || m < 0 || a + m > len) return; /* the probe's row checks */
+    keys[k] = text_key(data, len, a, m, &longs[k]);
+    first[k] = text_slot(keys[k], longs[k]) & mask;
+    __builtin_prefetch(&slots[2 * first[k]]);
+}
+
+/* code_text(data, lo, hi, trim, nulls, first, slots, state, offsets, arena, codes, train, counts)
+ * -> row reached */
 static PyObject *code_text(PyObject *self, PyObject *args) {
-    PyObject *o_data, *o_lo, *o_hi, *o_nulls, *o_slots, *o_state, *o_offsets, *o_arena, *o_codes;
+    PyObject *o_data, *o_lo, *o_hi, *o_nulls, *o_slots, *o_state, *o_offsets, *o_arena, *o_codes, *o_train,
+        *o_counts;
     Py_ssize_t trim, first;
-    if (!PyArg_ParseTuple(args, "OOOnOnOOOOO", &o_data, &o_lo, &o_hi, &trim, &o_nulls, &first, &o_slots,
-                          &o_state, &o_offsets, &o_arena, &o_codes))
+    if (!PyArg_ParseTuple(args, "OOOnOnOOOOOOO", &o_data, &o_lo, &o_hi, &trim, &o_nulls, &first, &o_slots,
+                          &o_state, &o_offsets, &o_arena, &o_codes, &o_train, &o_counts))
         return NULL;
-    Buf b[9];
+    Buf b[11];
     memset(b, 0, sizeof b);
-    if (!get_buf(o_codes, &b[8], 1, 4, 0, "codes")) { release(b, 9); return NULL; }
+    Tally tally;
+    if (!get_buf(o_codes, &b[8], 1, 4, 0, "codes")) { release(b, 11); return NULL; }
     Py_ssize_t n = ITEMS(b[8], 4);
     if (!get_buf(o_data, &b[0], 0, 1, 0, "data") || !get_buf(o_lo, &b[1], 0, 4, n, "lo") ||
         !get_buf(o_hi, &b[2], 0, 4, n, "hi") || !get_buf(o_nulls, &b[3], 0, 1, 0, "nulls") ||
         !get_buf(o_slots, &b[4], 1, 8, 2, "slots") || !get_buf(o_state, &b[5], 1, 8, 2, "state") ||
-        !get_buf(o_offsets, &b[6], 1, 8, 1, "offsets") || !get_buf(o_arena, &b[7], 1, 1, 0, "arena")) {
-        release(b, 9);
+        !get_buf(o_offsets, &b[6], 1, 8, 1, "offsets") || !get_buf(o_arena, &b[7], 1, 1, 0, "arena") ||
+        !get_tally(o_train, o_counts, &b[9], n, &tally)) {
+        release(b, 11);
         return NULL;
     }
     if (b[3].view.len && b[3].view.len < n) {
-        release(b, 9);
+        release(b, 11);
         PyErr_SetString(PyExc_ValueError, "nulls: one per row, or none");
+        return NULL;
+    }
+    if (tally.train && tally.n_counts <= ((int64_t *)b[5].view.buf)[0]) {
+        release(b, 11);
+        PyErr_SetString(PyExc_ValueError, "counts: shorter than the table's codes");
         return NULL;
     }
     const uint8_t *data = b[0].view.buf, *nulls = b[3].view.len ? b[3].view.buf : NULL;
@@ -211,41 +272,56 @@ static PyObject *code_text(PyObject *self, PyObject *args) {
     int64_t r = first, bad = 0;
     Py_BEGIN_ALLOW_THREADS
     int64_t size = state[0], used = state[1];
+    /* Row r + AHEAD's key is made, and its slot asked for, while row r is probed: a big table's probe
+     * misses the caches, and the rows' probes do not depend on each other. */
+    uint64_t ahead_key[AHEAD], ahead_slot[AHEAD];
+    int ahead_long[AHEAD];
+    for (int64_t q = r; q < r + AHEAD && q < n; q++)
+        stage(data, len, lo, hi, trim, nulls, q, n, slots, mask, ahead_key, ahead_slot, ahead_long);
     for (; r < n; r++) {
         int64_t a = lo[r], m = (int64_t)hi[r] - trim - a;
-        if (nulls ? nulls[r] : m == 0) { codes[r] = 0; continue; }
+        int is_long = ahead_long[r % AHEAD];
+        uint64_t key = ahead_key[r % AHEAD], i = ahead_slot[r % AHEAD];
+        if (r + AHEAD < n)
+            stage(data, len, lo, hi, trim, nulls, r + AHEAD, n, slots, mask, ahead_key, ahead_slot, ahead_long);
+        if (nulls ? nulls[r] : m == 0) {
+            codes[r] = 0;
+            if (tally.train && tally.train[r]) tally.counts[0]++;
+            continue;
+        }
         if (a < 0 || m < 0 || a + m > len) { bad = 1; break; }
-        uint64_t key = text_key(data, len, a, m), meta_len = (uint64_t)(m + 1) << 32;
-        uint64_t i = text_slot(key, meta_len) & mask;
+        uint64_t flag = is_long ? LONG_TOKEN : 0;
         for (;;) {
             uint64_t meta = slots[2 * i + 1];
             if (!meta) {
-                if (size + 1 > room || size + 2 > n_offsets || used + m > arena_len) goto full;
+                if (size + 1 > room || size + 2 > n_offsets || used + m > arena_len ||
+                    (tally.train && size + 1 >= tally.n_counts))
+                    goto full;
                 memcpy(arena + used, data + a, m);
                 offsets[size] = used;
                 used += m;
                 size++;
                 offsets[size] = used;
                 slots[2 * i] = key;
-                slots[2 * i + 1] = meta_len | (uint64_t)size;
-                codes[r] = (uint32_t)size;
+                slots[2 * i + 1] = flag | (uint64_t)size;
                 break;
             }
-            if (slots[2 * i] == key && (meta >> 32) == (meta_len >> 32)) {
-                uint32_t code = (uint32_t)meta;
-                if (m <= 8 || !memcmp(arena + offsets[code - 1], data + a, m)) {
-                    codes[r] = code;
+            if (slots[2 * i] == key && (meta & LONG_TOKEN) == flag) {
+                uint64_t code = meta & CODE_BITS;
+                if (!is_long || (offsets[code] - offsets[code - 1] == m &&
+                                 !memcmp(arena + offsets[code - 1], data + a, m)))
                     break;
-                }
             }
             i = (i + 1) & mask;
         }
+        codes[r] = (uint32_t)(slots[2 * i + 1] & CODE_BITS);
+        if (tally.train && tally.train[r]) count_in_slot(&slots[2 * i + 1], tally.counts);
     }
 full:
     state[0] = size;
     state[1] = used;
     Py_END_ALLOW_THREADS
-    release(b, 9);
+    release(b, 11);
     if (bad) {
         PyErr_Format(PyExc_ValueError, "row %lld: token outside data", (long long)r);
         return NULL;
@@ -253,25 +329,32 @@ full:
     return PyLong_FromSsize_t(r);
 }
 
-/* code_ints(values, nulls, first, slots, state, keys, codes) -> row reached */
+/* code_ints(values, nulls, first, slots, state, keys, codes, train, counts) -> row reached */
 static PyObject *code_ints(PyObject *self, PyObject *args) {
-    PyObject *o_values, *o_nulls, *o_slots, *o_state, *o_keys, *o_codes;
+    PyObject *o_values, *o_nulls, *o_slots, *o_state, *o_keys, *o_codes, *o_train, *o_counts;
     Py_ssize_t first;
-    if (!PyArg_ParseTuple(args, "OOnOOOO", &o_values, &o_nulls, &first, &o_slots, &o_state, &o_keys, &o_codes))
+    if (!PyArg_ParseTuple(args, "OOnOOOOOO", &o_values, &o_nulls, &first, &o_slots, &o_state, &o_keys, &o_codes,
+                          &o_train, &o_counts))
         return NULL;
-    Buf b[6];
+    Buf b[8];
     memset(b, 0, sizeof b);
-    if (!get_buf(o_codes, &b[5], 1, 4, 0, "codes")) { release(b, 6); return NULL; }
+    Tally tally;
+    if (!get_buf(o_codes, &b[5], 1, 4, 0, "codes")) { release(b, 8); return NULL; }
     Py_ssize_t n = ITEMS(b[5], 4);
     if (!get_buf(o_values, &b[0], 0, 8, n, "values") || !get_buf(o_nulls, &b[1], 0, 1, 0, "nulls") ||
         !get_buf(o_slots, &b[2], 1, 8, 2, "slots") || !get_buf(o_state, &b[3], 1, 8, 1, "state") ||
-        !get_buf(o_keys, &b[4], 1, 8, 0, "keys")) {
-        release(b, 6);
+        !get_buf(o_keys, &b[4], 1, 8, 0, "keys") || !get_tally(o_train, o_counts, &b[6], n, &tally)) {
+        release(b, 8);
         return NULL;
     }
     if (b[1].view.len && b[1].view.len < n) {
-        release(b, 6);
+        release(b, 8);
         PyErr_SetString(PyExc_ValueError, "nulls: one per row, or none");
+        return NULL;
+    }
+    if (tally.train && tally.n_counts <= ((int64_t *)b[3].view.buf)[0]) {
+        release(b, 8);
+        PyErr_SetString(PyExc_ValueError, "counts: shorter than the table's codes");
         return NULL;
     }
     const int64_t *values = b[0].view.buf;
@@ -285,36 +368,39 @@ static PyObject *code_ints(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     int64_t size = state[0];
     for (; r < n; r++) {
-        if (nulls && nulls[r]) { codes[r] = 0; continue; }
+        if (nulls && nulls[r]) {
+            codes[r] = 0;
+            if (tally.train && tally.train[r]) tally.counts[0]++;
+            continue;
+        }
         uint64_t key = (uint64_t)values[r], i = int_slot(key) & mask;
         for (;;) {
             uint64_t meta = slots[2 * i + 1];
             if (!meta) {
-                if (size + 1 > room || size + 1 > n_keys) goto full;
+                if (size + 1 > room || size + 1 > n_keys || (tally.train && size + 1 >= tally.n_counts)) goto full;
                 keys[size++] = values[r];
                 slots[2 * i] = key;
                 slots[2 * i + 1] = (uint64_t)size;
-                codes[r] = (uint32_t)size;
                 break;
             }
-            if (slots[2 * i] == key) {
-                codes[r] = (uint32_t)meta;
-                break;
-            }
+            if (slots[2 * i] == key) break;
             i = (i + 1) & mask;
         }
+        codes[r] = (uint32_t)(slots[2 * i + 1] & CODE_BITS);
+        if (tally.train && tally.train[r]) count_in_slot(&slots[2 * i + 1], tally.counts);
     }
 full:
     state[0] = size;
     Py_END_ALLOW_THREADS
-    release(b, 6);
+    release(b, 8);
     return PyLong_FromSsize_t(r);
 }
 
-/* rehash(old, new): every pair of `old` into the larger, empty `new` */
+/* rehash(old, new, text): every pair of `old` into the larger, empty `new` (`text`: a text table) */
 static PyObject *rehash(PyObject *self, PyObject *args) {
     PyObject *o_old, *o_new;
-    if (!PyArg_ParseTuple(args, "OO", &o_old, &o_new)) return NULL;
+    int text;
+    if (!PyArg_ParseTuple(args, "OOp", &o_old, &o_new, &text)) return NULL;
     Buf b[2];
     memset(b, 0, sizeof b);
     if (!get_buf(o_old, &b[0], 0, 8, 2, "old") || !get_buf(o_new, &b[1], 1, 8, 2, "new")) {
@@ -329,14 +415,41 @@ static PyObject *rehash(PyObject *self, PyObject *args) {
     for (int64_t s = 0; s < old_pairs; s++) {
         uint64_t key = old[2 * s], meta = old[2 * s + 1];
         if (!meta) continue;
-        uint64_t high = meta >> 32;
-        uint64_t i = (high ? text_slot(key, high << 32) : int_slot(key)) & mask;
+        uint64_t i = (text ? text_slot(key, (meta & LONG_TOKEN) != 0) : int_slot(key)) & mask;
         while (new[2 * i + 1]) i = (i + 1) & mask;
         new[2 * i] = key;
         new[2 * i + 1] = meta;
     }
     Py_END_ALLOW_THREADS
     release(b, 2);
+    Py_RETURN_NONE;
+}
+
+/* slot_counts(slots, counts): counts[code] += the train count held in each code's slot */
+static PyObject *slot_counts(PyObject *self, PyObject *args) {
+    PyObject *o_slots, *o_counts;
+    if (!PyArg_ParseTuple(args, "OO", &o_slots, &o_counts)) return NULL;
+    Buf b[2];
+    memset(b, 0, sizeof b);
+    if (!get_buf(o_slots, &b[0], 0, 8, 2, "slots") || !get_buf(o_counts, &b[1], 1, 8, 0, "counts")) {
+        release(b, 2);
+        return NULL;
+    }
+    const uint64_t *slots = b[0].view.buf;
+    int64_t *counts = b[1].view.buf, pairs = ITEMS(b[0], 8) / 2, n_counts = ITEMS(b[1], 8), bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    for (int64_t s = 0; s < pairs; s++) {
+        uint64_t meta = slots[2 * s + 1], code = meta & CODE_BITS;
+        if (!meta) continue;
+        if ((int64_t)code >= n_counts) { bad = 1; break; }
+        counts[code] += (int64_t)(meta >> 32);
+    }
+    Py_END_ALLOW_THREADS
+    release(b, 2);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "counts: shorter than the table's codes");
+        return NULL;
+    }
     Py_RETURN_NONE;
 }
 
@@ -493,6 +606,7 @@ static PyMethodDef methods[] = {
     {"code_text", code_text, METH_VARARGS, "Code text tokens through a field's table."},
     {"code_ints", code_ints, METH_VARARGS, "Code integer tokens through a field's table."},
     {"rehash", rehash, METH_VARARGS, "Move a table's pairs into a larger one."},
+    {"slot_counts", slot_counts, METH_VARARGS, "Add the train counts held in a table's slots."},
     {"count_codes", count_codes, METH_VARARGS, "Count the train rows' codes."},
     {"gather_ids", gather_ids, METH_VARARGS, "Codes to ids, the rows of one split."},
     {"joined", joined, METH_VARARGS, "Tokens of an arena, newline after each."},

@@ -26,8 +26,12 @@ def code_ints(values: np.ndarray, nulls: np.ndarray, first: int, slots: np.ndarr
               keys: np.ndarray, codes: np.ndarray) -> int:
     """`code_text` for int64 tokens (their own keys; keys[code - 1] is the token)."""
 
-def rehash(old: np.ndarray, new: np.ndarray) -> None:
-    """Every (key, meta) pair of `old` into the larger, empty table `new`."""
+def rehash(old: np.ndarray, new: np.ndarray, text: bool) -> None:
+    """Every (key, meta) pair of `old` into the larger, empty table `new` (`text`: a text table, whose
+    slots are placed by another hash)."""
+
+def slot_counts(slots: np.ndarray, counts: np.ndarray) -> None:
+    """counts[code] += the train count each code's slot holds (int64 counts, longer than any code)."""
 
 def count_codes(codes: np.ndarray, train: np.ndarray, counts: np.ndarray, skip_missing: bool) -> None:
     """counts[code] += 1 (int64) for each row with train[r] (uint8) set; code 0 left out with

@@ -10,6 +10,7 @@ one-line `UserError`, never a traceback. The lowest reading layer: `readers` (di
 from __future__ import annotations
 
 import gzip
+import threading
 import zlib
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -285,13 +286,15 @@ def _count(data: bytes, byte: int) -> int:
     return int(np.count_nonzero(np.equal(raw, byte, out=_scratch(len(raw)))))
 
 
-_SCRATCH: list[np.ndarray] = [np.empty(0, dtype=bool)]
+_SCRATCH = threading.local()
+"""One scratch buffer per thread: the reader thread counts a chunk's lines while another parses."""
 
 
 def _scratch(n: int) -> np.ndarray:
-    if len(_SCRATCH[0]) < n:
-        _SCRATCH[0] = np.empty(n, dtype=bool)
-    return _SCRATCH[0][:n]
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or len(buffer) < n:
+        buffer = _SCRATCH.buffer = np.empty(n, dtype=bool)
+    return buffer[:n]
 
 
 def _numeric_sources(spec: DatasetSpec) -> set[str]:

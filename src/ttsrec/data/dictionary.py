@@ -63,36 +63,62 @@ class Columns:
         return len(self.field_of)
 
 
-class TextTable:
-    """One field's text token -> dense code (1, 2, ...; 0 is the missing value), grown as tokens come."""
+class _Table:
+    """What both tables share: the slots, the token count (`state[0]`) and the train counts."""
 
-    def __init__(self) -> None:
+    text = False
+
+    def __init__(self, state_words: int) -> None:
         self.slots = np.zeros(2 * 1024, dtype=np.uint64)
-        self.state = np.zeros(2, dtype=np.int64)
-        """[tokens, arena bytes used]"""
-        self.offsets = np.zeros(1024, dtype=np.int64)
-        self.arena = np.empty(1 << 16, dtype=np.uint8)
+        self.state = np.zeros(state_words, dtype=np.int64)
+        self.counts = np.zeros(capacity(self.slots) + 1, dtype=np.int64)
+        """Train rows per code the slots do not hold (the missing value's, the general path's); longer
+        than any code the table holds."""
 
     @property
     def size(self) -> int:
         return int(self.state[0])
 
+    def count(self, codes: np.ndarray, train: np.ndarray, skip_missing: bool = False) -> None:
+        """Count the codes (of this table) of the rows where `train` is set."""
+        _kernels.count_codes(codes, train.view(np.uint8), self.counts, skip_missing)
+
+    def train_counts(self) -> np.ndarray:
+        """Train rows per code (index: code; 0 is the missing value), all counted so far."""
+        counts = self.counts[: self.size + 1].copy()
+        _kernels.slot_counts(self.slots, counts)
+        return counts
+
+    def _grow_slots(self) -> None:
+        if self.size + 1 > capacity(self.slots):
+            self.slots = _rehashed(self.slots, self.text)
+        if self.size + 2 > len(self.counts):
+            self.counts = _grown(self.counts, capacity(self.slots) + 1)
+
+
+class TextTable(_Table):
+    """One field's text token -> dense code (1, 2, ...; 0 is the missing value), grown as tokens come."""
+
+    text = True
+
+    def __init__(self) -> None:
+        super().__init__(2)  # [tokens, arena bytes used]
+        self.offsets = np.zeros(1024, dtype=np.int64)
+        self.arena = np.empty(1 << 16, dtype=np.uint8)
+
     def code(self, data: np.ndarray, lo: np.ndarray, hi: np.ndarray, trim: int, nulls: np.ndarray,
-             codes: np.ndarray) -> None:
-        """Codes of the tokens data[lo[r] : hi[r] - trim] into `codes` (see `_kernels.code_text`)."""
+             codes: np.ndarray, train: np.ndarray = EMPTY) -> None:
+        """Codes of the tokens data[lo[r] : hi[r] - trim] into `codes`, the rows where `train` is set
+        counted on the way (see `_kernels.code_text`)."""
         r = 0
         while (r := _kernels.code_text(data, lo, hi, trim, nulls, r, self.slots, self.state, self.offsets,
-                                      self.arena, codes)) < len(codes):
-            self._grow(int(hi[r]) - trim - int(lo[r]))
-
-    def _grow(self, need: int) -> None:
-        size, used = self.size, int(self.state[1])
-        if size + 1 > capacity(self.slots):
-            self.slots = _rehashed(self.slots)
-        if size + 2 > len(self.offsets):
-            self.offsets = _grown(self.offsets, 2 * len(self.offsets))
-        if used + need > len(self.arena):
-            self.arena = _grown(self.arena, max(2 * len(self.arena), used + need), used)
+                                      self.arena, codes, train, self.counts)) < len(codes):
+            self._grow_slots()
+            need, used = int(hi[r]) - trim - int(lo[r]), int(self.state[1])
+            if self.size + 2 > len(self.offsets):
+                self.offsets = _grown(self.offsets, 2 * len(self.offsets))
+            if used + need > len(self.arena):
+                self.arena = _grown(self.arena, max(2 * len(self.arena), used + need), used)
 
     def tokens(self, first: int = 0) -> pl.Series:
         """The tokens in code order (code g + 1 is entry g), from entry `first` on."""
@@ -110,24 +136,19 @@ class TextTable:
         return pl.Series(TOKEN, [text]).str.split("\n").explode().head(size - first)
 
 
-class IntTable:
+class IntTable(_Table):
     """`TextTable` for integer tokens (their own keys; the vocabulary holds their decimal text)."""
 
     def __init__(self) -> None:
-        self.slots = np.zeros(2 * 1024, dtype=np.uint64)
-        self.state = np.zeros(1, dtype=np.int64)
+        super().__init__(1)
         self.keys = np.zeros(512, dtype=np.int64)
 
-    @property
-    def size(self) -> int:
-        return int(self.state[0])
-
-    def code(self, values: np.ndarray, nulls: np.ndarray, codes: np.ndarray) -> None:
+    def code(self, values: np.ndarray, nulls: np.ndarray, codes: np.ndarray,
+             train: np.ndarray = EMPTY) -> None:
         r = 0
-        while (r := _kernels.code_ints(values, nulls, r, self.slots, self.state, self.keys,
-                                       codes)) < len(codes):
-            if self.size + 1 > capacity(self.slots):
-                self.slots = _rehashed(self.slots)
+        while (r := _kernels.code_ints(values, nulls, r, self.slots, self.state, self.keys, codes, train,
+                                       self.counts)) < len(codes):
+            self._grow_slots()
             if self.size + 1 > len(self.keys):
                 self.keys = _grown(self.keys, 2 * len(self.keys))
 
@@ -135,9 +156,9 @@ class IntTable:
         return pl.Series(TOKEN, self.keys[: self.size]).cast(pl.String)
 
 
-def _rehashed(slots: np.ndarray) -> np.ndarray:
+def _rehashed(slots: np.ndarray, text: bool) -> np.ndarray:
     bigger = np.zeros(2 * len(slots), dtype=np.uint64)
-    _kernels.rehash(slots, bigger)
+    _kernels.rehash(slots, bigger, text)
     return bigger
 
 
@@ -189,19 +210,38 @@ class TokenDictionary:
         """Each field's tokens in code order (code g + 1 is entry g)."""
         return [t.tokens() for t in self.tables]
 
+    def count(self, codes: np.ndarray, train: np.ndarray, pool: ThreadPoolExecutor) -> None:
+        """Count the train rows' codes (uint32 [C, rows]) into the tables (a list field's padding left
+        out), a field per thread at a time."""
+        def field(j: int) -> None:
+            for c in self.columns.columns_of(j):
+                self.tables[j].count(codes[c], train, self.columns.is_list[j])
+
+        list(pool.map(field, range(self.columns.num_fields)))
+
+    def counts(self) -> list[np.ndarray]:
+        """Per field, the train rows per code counted so far (index: code)."""
+        return [t.train_counts() for t in self.tables]
+
 
 def add_counts(counts: list[np.ndarray], codes: np.ndarray, train: np.ndarray, columns: Columns) -> None:
     """Add the train rows' (`train[r]` set) code counts of `codes` (uint32 [C, rows]) to `counts` (one
     growing int64 array per field; a list field's columns add to its one array, their padding code 0
     left out)."""
-    train = train.view(np.uint8)
     for c, column_codes in enumerate(codes):
         j = columns.field_of[c]
-        top = int(column_codes.max(initial=0)) + 1
-        if top > len(counts[j]):
-            counts[j] = np.concatenate([counts[j], np.zeros(max(top, 2 * len(counts[j])) - len(counts[j]),
-                                                            dtype=np.int64)])
-        _kernels.count_codes(column_codes, train, counts[j], columns.is_list[j])
+        count_field(counts, j, column_codes, train, columns.is_list[j])
+
+
+def count_field(counts: list[np.ndarray], j: int, codes: np.ndarray, train: np.ndarray,
+                skip_missing: bool = False) -> None:
+    """`add_counts` for one column of field j (a thread may count its own fields beside another's)."""
+    top = int(codes.max(initial=0)) + 1
+    if top > len(counts[j]):
+        grown = np.zeros(max(top, 2 * len(counts[j])), dtype=np.int64)
+        grown[: len(counts[j])] = counts[j]
+        counts[j] = grown
+    _kernels.count_codes(codes, train.view(np.uint8), counts[j], skip_missing)
 
 
 def count_frame(tokens: pl.Series, counts: np.ndarray) -> pl.DataFrame:

@@ -12,13 +12,14 @@ text, so both paths give the same tokens, hence the same codes, counts and ids.
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import polars as pl
 
 from ttsrec.data import _kernels, transforms
-from ttsrec.data.dictionary import EMPTY, IntTable, TextTable, TokenDictionary
+from ttsrec.data.dictionary import EMPTY, NEWLINE, IntTable, TextTable, TokenDictionary
 from ttsrec.data.spec import DatasetSpec
 
 PREPROCESS = ("none", "log_square", "int")
@@ -27,6 +28,17 @@ PLAIN_DIGITS = 15
 NOT_PLAIN = np.uint32(0xFFFFFFFF)
 WINDOW_BYTES = 1 << 20
 """Rows coded field after field a window at a time, of about this many bytes (within a core's L2)."""
+
+
+def balanced(seconds: dict[int, float], threads: int) -> list[list[int]]:
+    """Fields shared among threads so each has about the same seconds (longest first, to the least busy)."""
+    shares: list[list[int]] = [[] for _ in range(threads)]
+    load = [0.0] * threads
+    for j in sorted(seconds, key=seconds.__getitem__, reverse=True):
+        t = load.index(min(load))
+        shares[t].append(j)
+        load[t] += seconds[j]
+    return shares
 
 
 def applies(spec: DatasetSpec) -> bool:
@@ -55,17 +67,20 @@ class FastText:
         """Integer fields: raw code -> the token's code in the field's table (0: missing)."""
         threads = pool._max_workers  # type: ignore[attr-defined]
         self.shares = [list(range(len(self.sources)))[t::threads] for t in range(threads)]
-        """The fields each thread codes (every field's table is one thread's alone)."""
+        """The fields each thread codes (every field's table is one thread's alone), balanced after each
+        chunk by the seconds each field took."""
 
-    def encode(self, block: bytes, newlines: int) -> tuple[np.ndarray, np.ndarray] | None:
+    def encode(self, block: bytes, newlines: int,
+               train: np.ndarray = EMPTY) -> tuple[np.ndarray, np.ndarray] | None:
         """(codes uint32 [fields, rows], labels float32 [rows]) of `block` (whole lines, each ending in
-        a newline), or None when the chunk is not clean."""
+        a newline), or None when the chunk is not clean. The rows where `train` (uint8) is set are
+        counted into the tables as they are coded."""
         if not block.isascii() or (self.quote and self.quote in block):
             return None
         data = np.frombuffer(block, dtype=np.uint8)
         bounds = np.empty((self.ncols + 1, newlines), dtype=np.int32)
         mid = block.find(b"\n", len(block) // 2) + 1 or len(block)
-        halves = [(0, mid, 0), (mid, len(block), block.count(b"\n", 0, mid))]
+        halves = [(0, mid, 0), (mid, len(block), int(np.count_nonzero(data[:mid] == NEWLINE)))]
         found = self.pool.map(lambda h: _kernels.split_fields(data, h[0], h[1], self.sep, self.ncols, bounds,
                                                              h[2]), halves)
         if any(n < 0 for n in found):
@@ -77,18 +92,27 @@ class FastText:
         step = max(1, newlines * WINDOW_BYTES // len(block))
         windows = [(r, min(r + step, newlines)) for r in range(0, newlines, step)]
 
+        spent = dict.fromkeys(range(len(self.sources)), 0.0)
+
         def fields(mine: list[int]) -> None:
             for r0, r1 in windows:  # a window of rows at a time: its bytes stay in this core's cache
                 for j in mine:
-                    col = self.sources[j]
-                    table = self.raw.get(j) or self.coder.tables[j]  # an integer field: raw codes first
-                    table.code(data, bounds[col, r0:r1], bounds[col + 1, r0:r1], 1, EMPTY,  # type: ignore[call-arg]
-                               codes[j, r0:r1])
+                    started, col = time.perf_counter(), self.sources[j]
+                    if j in self.raw:  # an integer field: raw codes first, its tokens' codes below
+                        self.raw[j].code(data, bounds[col, r0:r1], bounds[col + 1, r0:r1], 1, EMPTY,
+                                         codes[j, r0:r1])
+                    else:
+                        self.coder.tables[j].code(data, bounds[col, r0:r1], bounds[col + 1, r0:r1], 1,  # type: ignore[call-arg]
+                                                  EMPTY, codes[j, r0:r1], train[r0:r1])
+                    spent[j] += time.perf_counter() - started
 
         before = {j: raw.size for j, raw in self.raw.items()}
         list(self.pool.map(fields, self.shares))
+        self.shares = balanced(spent, len(self.shares))
         if self.raw and not self._integer_codes(before, codes):
             return None
+        if len(train) and self.raw:  # integer fields: their token codes are known only now
+            list(self.pool.map(lambda j: self.coder.tables[j].count(codes[j], train), self.raw))
         return codes, labels
 
     def _integer_codes(self, before: dict[int, int], codes: np.ndarray) -> bool:

@@ -29,7 +29,7 @@ import polars as pl
 
 from ttsrec.data import _kernels, fast_text
 from ttsrec.data.delimited import BAD, CHUNK_BYTES, LINE, RawChunk
-from ttsrec.data.dictionary import TOKEN, Columns, TokenDictionary, add_counts, count_frame, id_table
+from ttsrec.data.dictionary import EMPTY, TOKEN, Columns, TokenDictionary, add_counts, count_frame, id_table
 from ttsrec.data.encode import LABEL, describe_bad, token_columns, tokens
 from ttsrec.data.fast_text import FastText
 from ttsrec.data.prefetch import prefetch
@@ -115,7 +115,7 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
     _fail_once()
     columns = Columns.of(job.spec)
     coder = TokenDictionary(columns)
-    counts = [np.zeros(0, dtype=np.int64) for _ in job.spec.fields] if job.offset is not None else None
+    counting = job.offset is not None
     lists = {f.name: [0, 0] for f in job.spec.fields if f.is_list}
     per_split = np.zeros(len(SPLITS), dtype=np.int64)
     rows = lines = nbytes = 0
@@ -140,16 +140,19 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
             for array in (chunk.codes, chunk.labels, positions):
                 out.write(np.ascontiguousarray(array).data)
             chunks.append(len(positions))
-            if counts is not None:
-                per_split += _count(chunk.codes, positions + job.offset, job.seed, counts,  # type: ignore[operator]
-                                    columns)
+            if counting:
+                split = chunk.split
+                if split is None:  # the general path: counted here (the fast path counts as it codes)
+                    split = split_of(positions + job.offset, job.seed)  # type: ignore[operator]
+                    coder.count(chunk.codes, split == 0, pool)
+                per_split += np.bincount(split, minlength=len(SPLITS))
             if progress:
                 progress(chunk.nbytes)
     dictionary = coder.tokens()
     _save_tokens(_cache_file(job.cache, job.index, "tokens"), dictionary)
     shard_counts = None
-    if counts is not None:
-        frames = [count_frame(t, c) for t, c in zip(dictionary, counts, strict=True)]
+    if counting:
+        frames = [count_frame(t, c) for t, c in zip(dictionary, coder.counts(), strict=True)]
         shard_counts = ShardCounts(per_split.tolist(), frames)
     return ShardRead(job.index, rows, lines, dict(reasons), first_bad, chunks, nbytes, shard_counts,
                      ProcessStats.since(started), lists)
@@ -179,11 +182,14 @@ class _Coded:
     ncols: int = 0
     toks: pl.DataFrame | None = None
     """The kept rows' tokens (general path: for the list fields' figures)."""
+    split: np.ndarray | None = None
+    """Per row, its split, when its train rows were counted as it was coded (the fast path)."""
 
 
 def _coded(job: ReadJob, coder: TokenDictionary, pool: ThreadPoolExecutor) -> Iterator[_Coded]:
-    """The shard's chunks, coded: straight from their bytes where `fast_text` applies, else parsed and
-    tokenised by polars (a chunk ahead, in a thread) and coded from the tokens."""
+    """The shard's chunks, coded: straight from their bytes where `fast_text` applies (their train rows
+    counted on the way when the shard's first row position is known), else parsed and tokenised by
+    polars (a chunk ahead, in a thread) and coded from the tokens."""
     names = token_columns(job.spec)
     blocks = text_blocks(job.spec, job.shard, job.chunk_bytes) if fast_text.applies(job.spec) else None
     if blocks is None:
@@ -192,18 +198,23 @@ def _coded(job: ReadJob, coder: TokenDictionary, pool: ThreadPoolExecutor) -> It
         for chunk, toks in prefetch(tokenised):
             yield _general(chunk, toks, coder, names, pool)
         return
-    fast_path = None
+    fast_path, rows = None, 0
     for block in prefetch(blocks):  # reading (and gunzipping) a chunk ahead
         data, newlines = block.data, block.newlines
         if not data.endswith(b"\n"):
             data, newlines = data + b"\n", newlines + 1
         fast_path = fast_path or FastText(job.spec, block.cols, block.ncols, coder, pool)
-        fast = fast_path.encode(data, newlines)
+        split = None if job.offset is None else split_of(np.arange(rows, rows + newlines) + job.offset,
+                                                         job.seed)
+        fast = fast_path.encode(data, newlines, EMPTY if split is None else (split == 0).view(np.uint8))
         if fast is not None:
-            yield _Coded(fast[0], fast[1], newlines, block.lines, block.nbytes)
+            yield _Coded(fast[0], fast[1], newlines, block.lines, block.nbytes, split=split)
+            rows += newlines
         else:
             chunk = block.parse(job.spec)
-            yield _general(chunk, tokens(chunk.frame, job.spec), coder, names, pool)
+            coded = _general(chunk, tokens(chunk.frame, job.spec), coder, names, pool)
+            rows += coded.rows
+            yield coded
 
 
 def _general(chunk: RawChunk, toks: pl.DataFrame, coder: TokenDictionary, names: list[str],
@@ -234,7 +245,8 @@ def _reasons(spec: DatasetSpec, bad: np.ndarray, ncols: int) -> dict[str, int]:
 
 def _count(codes: np.ndarray, positions: np.ndarray, seed: int, counts: list[np.ndarray],
            columns: Columns) -> np.ndarray:
-    """Count the train rows' codes into `counts` (per field); return the rows per split."""
+    """Count the train rows' codes into `counts` (per field; a shard's cache, no tables at hand); return
+    the rows per split."""
     split = split_of(positions, seed)
     add_counts(counts, codes, split == 0, columns)
     return np.bincount(split, minlength=len(SPLITS))
