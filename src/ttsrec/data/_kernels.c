@@ -485,45 +485,56 @@ static PyObject *count_codes(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* gather_ids(codes, tables, table_at, split, want, out) -> rows written:
- * out[row, c] = tables[table_at[c] + codes[c, r]] for the rows r whose split is `want` */
+/* gather_ids(narrow, wide, column_at, tables, table_at, split, want, out) -> rows written:
+ * out[row, c] = tables[table_at[c] + code] for the rows r whose split is `want`, where column c's code
+ * is narrow[k, r] (uint16) for column_at[c] = -k - 1, or wide[k, r] (uint32) for column_at[c] = k */
 static PyObject *gather_ids(PyObject *self, PyObject *args) {
-    PyObject *o_codes, *o_tables, *o_at, *o_split, *o_out;
+    PyObject *o_narrow, *o_wide, *o_column_at, *o_tables, *o_at, *o_split, *o_out;
     int want;
-    if (!PyArg_ParseTuple(args, "OOOOiO", &o_codes, &o_tables, &o_at, &o_split, &want, &o_out)) return NULL;
-    Buf b[5];
+    if (!PyArg_ParseTuple(args, "OOOOOOiO", &o_narrow, &o_wide, &o_column_at, &o_tables, &o_at, &o_split, &want,
+                          &o_out))
+        return NULL;
+    Buf b[7];
     memset(b, 0, sizeof b);
-    if (!get_buf(o_split, &b[3], 0, 1, 0, "split") || !get_buf(o_at, &b[2], 0, 8, 0, "table_at")) {
-        release(b, 5);
+    if (!get_buf(o_split, &b[5], 0, 1, 0, "split") || !get_buf(o_at, &b[4], 0, 8, 0, "table_at")) {
+        release(b, 7);
         return NULL;
     }
-    Py_ssize_t n = b[3].view.len, width = ITEMS(b[2], 8);
-    if (!get_buf(o_codes, &b[0], 0, 4, n * width, "codes") || !get_buf(o_tables, &b[1], 0, 4, 0, "tables") ||
-        !get_buf(o_out, &b[4], 1, 4, 0, "out")) {
-        release(b, 5);
+    Py_ssize_t n = b[5].view.len, width = ITEMS(b[4], 8);
+    if (!get_buf(o_narrow, &b[0], 0, 2, 0, "narrow") || !get_buf(o_wide, &b[1], 0, 4, 0, "wide") ||
+        !get_buf(o_column_at, &b[2], 0, 8, width, "column_at") || !get_buf(o_tables, &b[3], 0, 4, 0, "tables") ||
+        !get_buf(o_out, &b[6], 1, 4, 0, "out")) {
+        release(b, 7);
         return NULL;
     }
-    const uint32_t *codes = b[0].view.buf;
-    const int32_t *tables = b[1].view.buf;
-    const int64_t *at = b[2].view.buf;
-    const uint8_t *split = b[3].view.buf;
-    int32_t *out = b[4].view.buf;
-    int64_t n_tables = ITEMS(b[1], 4), n_out = ITEMS(b[4], 4) / (width ? width : 1), row = 0, bad = 0;
+    const uint16_t *narrow = b[0].view.buf;
+    const uint32_t *wide = b[1].view.buf;
+    const int64_t *column_at = b[2].view.buf, *at = b[4].view.buf;
+    const int32_t *tables = b[3].view.buf;
+    const uint8_t *split = b[5].view.buf;
+    int32_t *out = b[6].view.buf;
+    int64_t n_narrow = ITEMS(b[0], 2), n_wide = ITEMS(b[1], 4), n_tables = ITEMS(b[3], 4);
+    int64_t n_out = ITEMS(b[6], 4) / (width ? width : 1), row = 0, bad = 0;
+    for (Py_ssize_t c = 0; c < width; c++) { /* every column's codes inside its block */
+        int64_t k = column_at[c];
+        if (k >= 0 ? (k + 1) * n > n_wide : (-k) * n > n_narrow) bad = 1;
+    }
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < n && !bad; r++) {
         if (split[r] != want) continue;
         if (row >= n_out) { bad = 1; break; }
         for (Py_ssize_t c = 0; c < width; c++) {
-            int64_t t = at[c] + codes[c * n + r];
+            int64_t k = column_at[c];
+            int64_t t = at[c] + (k >= 0 ? (int64_t)wide[k * n + r] : (int64_t)narrow[(-k - 1) * n + r]);
             if (t >= n_tables) { bad = 1; break; }
             out[row * width + c] = tables[t];
         }
         row++;
     }
     Py_END_ALLOW_THREADS
-    release(b, 5);
+    release(b, 7);
     if (bad) {
-        PyErr_SetString(PyExc_ValueError, "gather_ids: a code beyond its table, or too few output rows");
+        PyErr_SetString(PyExc_ValueError, "gather_ids: a code beyond its table or block, or too few output rows");
         return NULL;
     }
     return PyLong_FromLongLong(row);

@@ -37,10 +37,11 @@ def count_codes(codes: np.ndarray, train: np.ndarray, counts: np.ndarray, skip_m
     """counts[code] += 1 (int64) for each row with train[r] (uint8) set; code 0 left out with
     `skip_missing` (a list field's padding)."""
 
-def gather_ids(codes: np.ndarray, tables: np.ndarray, table_at: np.ndarray, split: np.ndarray, want: int,
-               out: np.ndarray) -> int:
-    """out[row, c] = tables[table_at[c] + codes[c, r]] (codes uint32 [C, n], tables int32, table_at
-    int64 [C], split uint8 [n]) for the rows r whose split is `want`; returns the rows written."""
+def gather_ids(narrow: np.ndarray, wide: np.ndarray, column_at: np.ndarray, tables: np.ndarray,
+               table_at: np.ndarray, split: np.ndarray, want: int, out: np.ndarray) -> int:
+    """out[row, c] = tables[table_at[c] + code] (tables int32, table_at int64 [C], split uint8 [n]) for
+    the rows r whose split is `want`; column c's code is narrow[k, r] (uint16 [.., n]) where
+    column_at[c] = -k - 1, wide[k, r] (uint32 [.., n]) where column_at[c] = k. Returns the rows written."""
 
 def joined(arena: np.ndarray, offsets: np.ndarray, first: int, size: int, out: np.ndarray) -> None:
     """Tokens first..size-1 of an arena into out (uint8), each followed by a newline."""

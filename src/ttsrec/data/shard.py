@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import polars as pl
@@ -88,8 +89,8 @@ class ShardRead:
     reasons: dict[str, int]
     first_bad: tuple[int, str] | None
     """`--on-bad-row fail`: (line within the shard, reason) of the first bad row; the shard stops there."""
-    chunks: list[int]
-    """Kept rows per cached chunk."""
+    chunks: list[CachedChunk]
+    """The cached chunks, in order."""
     nbytes: int
     counts: ShardCounts | None
     stats: ProcessStats
@@ -137,9 +138,8 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
                 positions = positions[chunk.bad == 0]
             if chunk.toks is not None:
                 _count_lists(job.spec, chunk.toks, lists)
-            for array in (chunk.codes, chunk.labels, positions):
-                out.write(np.ascontiguousarray(array).data)
-            chunks.append(len(positions))
+            chunks.append(_cache_chunk(out, chunk.codes, chunk.labels, positions, chunk.bad is None,
+                                       [coder.tables[j].size for j in columns.field_of]))
             if counting:
                 split = chunk.split
                 if split is None:  # the general path: counted here (the fast path counts as it codes)
@@ -266,22 +266,77 @@ def _load_tokens(path: Path, num_fields: int) -> list[pl.Series]:
     return [parts[(j,)].get_column(TOKEN) if (j,) in parts else empty for j in range(num_fields)]
 
 
-def _cached_chunks(cache: Path, index: int, chunks: list[int], width: int) -> Iterator[
-        tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(codes [C, n], labels [n], positions [n]) per cached chunk (C token columns)."""
+@dataclass(frozen=True)
+class CachedChunk:
+    """Where a chunk's kept rows sit in its shard's cache: `rows` of them, each token column's codes as
+    uint16 or, where bit c of `wide` is set, uint32 (most fields never reach 65,536 codes: the cache,
+    written and read once, is ~40% smaller), labels as uint8 (always 0 or 1), and the rows' positions
+    in the shard, stored only when they are not `first`, `first` + 1, ... (a chunk with skipped rows)."""
+
+    rows: int
+    wide: int
+    first: int
+    """Position of the first row when the rows follow each other; -1: positions stored."""
+
+
+@dataclass
+class _Cached:
+    """A cached chunk read back: codes in two blocks (uint16 `narrow`, uint32 `wide`) and where each
+    column's are (`column_at`, as `_kernels.gather_ids` takes it)."""
+
+    narrow: np.ndarray
+    wide: np.ndarray
+    column_at: np.ndarray
+    labels: np.ndarray
+    positions: np.ndarray
+
+    def codes(self) -> np.ndarray:
+        """uint32 [C, rows], every column."""
+        out = np.empty((len(self.column_at), len(self.labels)), dtype=np.uint32)
+        for c, k in enumerate(self.column_at.tolist()):
+            out[c] = self.wide[k] if k >= 0 else self.narrow[-k - 1]
+        return out
+
+
+def _cache_chunk(out: BinaryIO, codes: np.ndarray, labels: np.ndarray, positions: np.ndarray,
+                 consecutive: bool, sizes: list[int]) -> CachedChunk:
+    """Append a chunk's kept rows to its shard's cache (`sizes`: each column's table size, its top code)."""
+    wide = [size > 0xFFFF for size in sizes]
+    narrow = np.empty((wide.count(False), codes.shape[1]), dtype=np.uint16)
+    for k, c in enumerate(c for c, w in enumerate(wide) if not w):
+        narrow[k] = codes[c]
+    out.write(narrow.data)
+    for c in (c for c, w in enumerate(wide) if w):
+        out.write(np.ascontiguousarray(codes[c]).data)
+    out.write(labels.astype(np.uint8).data)
+    first = int(positions[0]) if consecutive and len(positions) else -1
+    if first < 0:
+        out.write(np.ascontiguousarray(positions, dtype=np.int64).data)
+    return CachedChunk(len(labels), sum(1 << c for c, w in enumerate(wide) if w), first)
+
+
+def _cached_chunks(cache: Path, index: int, chunks: list[CachedChunk], width: int) -> Iterator[_Cached]:
+    """The cached chunks of a shard (`width` token columns), read back in order."""
     with open(_cache_file(cache, index, "rows"), "rb") as fh:
-        for n in chunks:
-            codes = np.fromfile(fh, dtype=np.uint32, count=n * width).reshape(width, n)
-            labels = np.fromfile(fh, dtype=np.float32, count=n)
-            positions = np.fromfile(fh, dtype=np.int64, count=n)
-            yield codes, labels, positions
+        for chunk in chunks:
+            n = chunk.rows
+            wide = [bool(chunk.wide >> c & 1) for c in range(width)]
+            column_at = np.empty(width, dtype=np.int64)
+            column_at[wide] = np.arange(sum(wide))
+            column_at[np.logical_not(wide)] = -1 - np.arange(width - sum(wide))
+            narrow = np.fromfile(fh, dtype=np.uint16, count=(width - sum(wide)) * n).reshape(-1, n)
+            wide_codes = np.fromfile(fh, dtype=np.uint32, count=sum(wide) * n).reshape(-1, n)
+            labels = np.fromfile(fh, dtype=np.uint8, count=n)
+            positions = (np.arange(chunk.first, chunk.first + n, dtype=np.int64) if chunk.first >= 0
+                         else np.fromfile(fh, dtype=np.int64, count=n))
+            yield _Cached(narrow, wide_codes, column_at, labels, positions)
 
 
 @dataclass
 class CountJob:
     cache: Path
     index: int
-    chunks: list[int]
+    chunks: list[CachedChunk]
     columns: Columns
     offset: int
     seed: int
@@ -293,8 +348,8 @@ def count_shard(job: CountJob) -> ShardCounts:
     _fail_once()
     counts = [np.zeros(0, dtype=np.int64) for _ in range(job.columns.num_fields)]
     per_split = np.zeros(len(SPLITS), dtype=np.int64)
-    for codes, _, positions in _cached_chunks(job.cache, job.index, job.chunks, job.columns.width):
-        per_split += _count(codes, positions + job.offset, job.seed, counts, job.columns)
+    for cached in _cached_chunks(job.cache, job.index, job.chunks, job.columns.width):
+        per_split += _count(cached.codes(), cached.positions + job.offset, job.seed, counts, job.columns)
     dictionary = _load_tokens(_cache_file(job.cache, job.index, "tokens"), job.columns.num_fields)
     frames = [count_frame(t, c) for t, c in zip(dictionary, counts, strict=True)]
     return ShardCounts(per_split.tolist(), frames, ProcessStats.since(started))
@@ -324,21 +379,21 @@ def encode_shard(job: EncodeJob, vocab: list[list[str]]) -> ProcessStats:
     ids_files = [NpyFile.open(job.out / name / "ids.npy") for name in SPLITS]
     label_files = [NpyFile.open(job.out / name / "labels.npy") for name in SPLITS]
 
-    def write(codes: np.ndarray, labels: np.ndarray, split: np.ndarray, rows: list[int]) -> None:
+    def write(cached: _Cached, split: np.ndarray, rows: list[int]) -> None:
         for s, row in enumerate(rows):
             ids = np.empty((int((split == s).sum()), columns.width), dtype=np.int32)
-            _kernels.gather_ids(codes, flat, table_at, split, s, ids)
+            _kernels.gather_ids(cached.narrow, cached.wide, cached.column_at, flat, table_at, split, s, ids)
             ids_files[s].write_rows(row, ids)
-            label_files[s].write_rows(row, labels[split == s])
+            label_files[s].write_rows(row, cached.labels[split == s].astype(np.float32))
 
     cursor = np.array(job.first_rows, dtype=np.int64)
     threads = coding_threads()
     try:  # chunks gathered and written by `threads` threads, a bounded number in flight
         with ThreadPoolExecutor(threads, thread_name_prefix="ttsrec-encode") as pool:
             pending: list[Future[None]] = []
-            for codes, labels, positions in _cached_chunks(job.cache, job.index, job.chunks, columns.width):
-                split = split_of(positions + job.offset, job.seed)
-                pending.append(pool.submit(write, codes, labels, split, cursor.tolist()))
+            for cached in _cached_chunks(job.cache, job.index, job.chunks, columns.width):
+                split = split_of(cached.positions + job.offset, job.seed)
+                pending.append(pool.submit(write, cached, split, cursor.tolist()))
                 cursor += np.bincount(split, minlength=len(SPLITS))
                 while len(pending) > threads:
                     pending.pop(0).result()
