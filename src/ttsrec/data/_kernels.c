@@ -58,13 +58,13 @@ static inline uint64_t text_key(const uint8_t *data, int64_t len, int64_t a, int
             for (int64_t k = 0; k < n; k++) key |= (uint64_t)data[a + k] << (8 * k);
         }
         *is_long = (zero_bytes(key) & low) != 0; /* a NUL byte: the length is not in the key */
-        if (!*is_long) return key;
+        return *is_long ? mix(key ^ ((uint64_t)n * KEY_MIX)) : key;
     }
     *is_long = 1;
     uint64_t h = (uint64_t)n * KEY_MIX;
     int64_t k = 0;
     for (; k + 8 <= n; k += 8) h = mix(h ^ load64(data + a + k)) * KEY_MIX;
-    if (k < n) h = mix(h ^ load64(data + a + n - 8)) * KEY_MIX; /* the last 8 bytes, overlapping */
+    if (k < n) h = mix(h ^ load64(data + a + n - 8)) * KEY_MIX; /* its last 8 bytes (n > 8: all its own) */
     return h;
 }
 
@@ -78,6 +78,13 @@ static inline void count_in_slot(uint64_t *meta, int64_t *counts) {
 }
 
 /* ---- argument helpers: a numpy array as a buffer of at least `count` items of `size` bytes ---- */
+
+/* A table's slots: a power of two of pairs (probes wrap with a mask). */
+static int slots_ok(int64_t pairs) {
+    if (pairs >= 1 && !(pairs & (pairs - 1))) return 1;
+    PyErr_SetString(PyExc_ValueError, "slots: a power of two of (key, meta) pairs");
+    return 0;
+}
 
 typedef struct {
     Py_buffer view;
@@ -112,6 +119,10 @@ static PyObject *split_fields(PyObject *self, PyObject *args) {
     Py_ssize_t start, end, row0;
     int sep, ncols;
     if (!PyArg_ParseTuple(args, "OnniiOn", &o_data, &start, &end, &sep, &ncols, &o_bounds, &row0)) return NULL;
+    if (ncols < 1 || start < 0 || end < start || end > INT32_MAX || row0 < 0) {
+        PyErr_SetString(PyExc_ValueError, "split_fields: ncols >= 1 and 0 <= start <= end < 2^31, row0 >= 0");
+        return NULL;
+    }
     Buf b[2];
     memset(b, 0, sizeof b);
     if (!get_buf(o_data, &b[0], 0, 1, end, "data") || !get_buf(o_bounds, &b[1], 1, 4, 0, "bounds")) {
@@ -268,8 +279,12 @@ static PyObject *code_text(PyObject *self, PyObject *args) {
     uint32_t *codes = b[8].view.buf;
     int64_t len = b[0].view.len, n_offsets = ITEMS(b[6], 8), arena_len = b[7].view.len;
     int64_t pairs = ITEMS(b[4], 8) / 2, room = capacity(pairs);
-    uint64_t mask = (uint64_t)pairs - 1; /* pairs: a power of two */
+    uint64_t mask = (uint64_t)pairs - 1;
     int64_t r = first, bad = 0;
+    if (!slots_ok(pairs)) {
+        release(b, 11);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     int64_t size = state[0], used = state[1];
     /* Row r + AHEAD's key is made, and its slot asked for, while row r is probed: a big table's probe
@@ -291,7 +306,8 @@ static PyObject *code_text(PyObject *self, PyObject *args) {
         }
         if (a < 0 || m < 0 || a + m > len) { bad = 1; break; }
         uint64_t flag = is_long ? LONG_TOKEN : 0;
-        for (;;) {
+        for (int64_t steps = 0;; steps++) {
+            if (steps > pairs) { bad = 2; goto full; } /* no empty slot: slots and state disagree */
             uint64_t meta = slots[2 * i + 1];
             if (!meta) {
                 if (size + 1 > room || size + 2 > n_offsets || used + m > arena_len ||
@@ -323,7 +339,8 @@ full:
     Py_END_ALLOW_THREADS
     release(b, 11);
     if (bad) {
-        PyErr_Format(PyExc_ValueError, "row %lld: token outside data", (long long)r);
+        PyErr_Format(PyExc_ValueError, bad == 2 ? "row %lld: the table's slots are full" :
+                     "row %lld: token outside data", (long long)r);
         return NULL;
     }
     return PyLong_FromSsize_t(r);
@@ -364,7 +381,11 @@ static PyObject *code_ints(PyObject *self, PyObject *args) {
     uint32_t *codes = b[5].view.buf;
     int64_t pairs = ITEMS(b[2], 8) / 2, room = capacity(pairs), n_keys = ITEMS(b[4], 8);
     uint64_t mask = (uint64_t)pairs - 1;
-    int64_t r = first;
+    int64_t r = first, bad = 0;
+    if (!slots_ok(pairs)) {
+        release(b, 8);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     int64_t size = state[0];
     for (; r < n; r++) {
@@ -374,7 +395,8 @@ static PyObject *code_ints(PyObject *self, PyObject *args) {
             continue;
         }
         uint64_t key = (uint64_t)values[r], i = int_slot(key) & mask;
-        for (;;) {
+        for (int64_t steps = 0;; steps++) {
+            if (steps > pairs) { bad = 2; goto full; } /* no empty slot: slots and state disagree */
             uint64_t meta = slots[2 * i + 1];
             if (!meta) {
                 if (size + 1 > room || size + 1 > n_keys || (tally.train && size + 1 >= tally.n_counts)) goto full;
@@ -393,6 +415,10 @@ full:
     state[0] = size;
     Py_END_ALLOW_THREADS
     release(b, 8);
+    if (bad) {
+        PyErr_Format(PyExc_ValueError, "row %lld: the table's slots are full", (long long)r);
+        return NULL;
+    }
     return PyLong_FromSsize_t(r);
 }
 
@@ -409,8 +435,15 @@ static PyObject *rehash(PyObject *self, PyObject *args) {
     }
     const uint64_t *old = b[0].view.buf;
     uint64_t *new = b[1].view.buf;
-    int64_t old_pairs = ITEMS(b[0], 8) / 2;
-    uint64_t mask = (uint64_t)(ITEMS(b[1], 8) / 2) - 1;
+    int64_t old_pairs = ITEMS(b[0], 8) / 2, new_pairs = ITEMS(b[1], 8) / 2, entries = 0, taken = 0;
+    uint64_t mask = (uint64_t)new_pairs - 1;
+    for (int64_t s = 0; s < old_pairs; s++) entries += old[2 * s + 1] != 0;
+    for (int64_t s = 0; s < new_pairs; s++) taken += new[2 * s + 1] != 0;
+    if (!slots_ok(new_pairs) || entries >= new_pairs || taken) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "rehash: `new` must be empty and larger");
+        release(b, 2);
+        return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
     for (int64_t s = 0; s < old_pairs; s++) {
         uint64_t key = old[2 * s], meta = old[2 * s + 1];

@@ -65,10 +65,10 @@ class FastText:
         """Integer fields: raw text -> raw code (the memo's index)."""
         self.memo = {j: np.zeros(1, dtype=np.uint32) for j in self.raw}
         """Integer fields: raw code -> the token's code in the field's table (0: missing)."""
-        threads = pool._max_workers  # type: ignore[attr-defined]
-        self.shares = [list(range(len(self.sources)))[t::threads] for t in range(threads)]
-        """The fields each thread codes (every field's table is one thread's alone), balanced after each
-        chunk by the seconds each field took."""
+        self.threads = pool._max_workers  # type: ignore[attr-defined]
+        self.shares = self._balanced(dict.fromkeys(range(len(self.sources)), 1.0))
+        """(integer fields, text fields): the fields each thread codes in each of the two steps (a
+        field's table is one thread's alone), balanced after each chunk by the seconds each field took."""
 
     def encode(self, block: bytes, newlines: int,
                train: np.ndarray = EMPTY) -> tuple[np.ndarray, np.ndarray] | None:
@@ -94,26 +94,30 @@ class FastText:
 
         spent = dict.fromkeys(range(len(self.sources)), 0.0)
 
-        def fields(mine: list[int]) -> None:
+        def code(mine: list[int]) -> None:
             for r0, r1 in windows:  # a window of rows at a time: its bytes stay in this core's cache
                 for j in mine:
-                    started, col = time.perf_counter(), self.sources[j]
-                    if j in self.raw:  # an integer field: raw codes first, its tokens' codes below
-                        self.raw[j].code(data, bounds[col, r0:r1], bounds[col + 1, r0:r1], 1, EMPTY,
-                                         codes[j, r0:r1])
-                    else:
-                        self.coder.tables[j].code(data, bounds[col, r0:r1], bounds[col + 1, r0:r1], 1,  # type: ignore[call-arg]
-                                                  EMPTY, codes[j, r0:r1], train[r0:r1])
+                    started, col, lo, hi = time.perf_counter(), self.sources[j], r0, r1
+                    table = self.raw.get(j) or self.coder.tables[j]  # an integer field: raw codes first
+                    table.code(data, bounds[col, lo:hi], bounds[col + 1, lo:hi], 1, EMPTY, codes[j, lo:hi],  # type: ignore[call-arg]
+                               EMPTY if j in self.raw else train[lo:hi])
                     spent[j] += time.perf_counter() - started
 
+        # The integer fields first: one that is not plain sends the chunk to the general path before any
+        # of its rows is counted (text fields count as they code).
         before = {j: raw.size for j, raw in self.raw.items()}
-        list(self.pool.map(fields, self.shares))
-        self.shares = balanced(spent, len(self.shares))
+        list(self.pool.map(code, self.shares[0]))
         if self.raw and not self._integer_codes(before, codes):
             return None
-        if len(train) and self.raw:  # integer fields: their token codes are known only now
+        list(self.pool.map(code, self.shares[1]))
+        if len(train) and self.raw:  # the integer fields' tokens' codes are known only now
             list(self.pool.map(lambda j: self.coder.tables[j].count(codes[j], train), self.raw))
+        self.shares = self._balanced(spent)
         return codes, labels
+
+    def _balanced(self, seconds: dict[int, float]) -> tuple[list[list[int]], list[list[int]]]:
+        ints = balanced({j: t for j, t in seconds.items() if j in self.raw}, self.threads)
+        return ints, balanced({j: t for j, t in seconds.items() if j not in self.raw}, self.threads)
 
     def _integer_codes(self, before: dict[int, int], codes: np.ndarray) -> bool:
         """Turn the integer fields' raw codes (in `codes`) into their tokens' codes through the memo; the

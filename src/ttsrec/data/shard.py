@@ -324,8 +324,9 @@ def _cached_chunks(cache: Path, index: int, chunks: list[CachedChunk], width: in
             column_at = np.empty(width, dtype=np.int64)
             column_at[wide] = np.arange(sum(wide))
             column_at[np.logical_not(wide)] = -1 - np.arange(width - sum(wide))
-            narrow = np.fromfile(fh, dtype=np.uint16, count=(width - sum(wide)) * n).reshape(-1, n)
-            wide_codes = np.fromfile(fh, dtype=np.uint32, count=sum(wide) * n).reshape(-1, n)
+            n_wide = sum(wide)
+            narrow = np.fromfile(fh, dtype=np.uint16, count=(width - n_wide) * n).reshape(width - n_wide, n)
+            wide_codes = np.fromfile(fh, dtype=np.uint32, count=n_wide * n).reshape(n_wide, n)
             labels = np.fromfile(fh, dtype=np.uint8, count=n)
             positions = (np.arange(chunk.first, chunk.first + n, dtype=np.int64) if chunk.first >= 0
                          else np.fromfile(fh, dtype=np.int64, count=n))
