@@ -224,7 +224,7 @@ static int get_tally(PyObject *o_train, PyObject *o_counts, Buf *b, Py_ssize_t n
     return 1;
 }
 
-#define AHEAD 8
+#define AHEAD 16
 
 /* code_text's look-ahead for row q: its key and first slot (asked for now), and a look further ahead at
  * the bytes of the row after (in ring position q % AHEAD). */

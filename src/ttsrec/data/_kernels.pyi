@@ -15,15 +15,17 @@ def binary_labels(data: np.ndarray, lo: np.ndarray, hi: np.ndarray, out: np.ndar
     """Labels data[lo[r] : hi[r] - 1] into out (float32) when every one is exactly "0" or "1"."""
 
 def code_text(data: np.ndarray, lo: np.ndarray, hi: np.ndarray, trim: int, nulls: np.ndarray, first: int,
-              slots: np.ndarray, state: np.ndarray, offsets: np.ndarray, arena: np.ndarray,
-              codes: np.ndarray) -> int:
+              slots: np.ndarray, state: np.ndarray, offsets: np.ndarray, arena: np.ndarray, codes: np.ndarray,
+              train: np.ndarray, counts: np.ndarray) -> int:
     """Codes (uint32) of the tokens data[lo[r] : hi[r] - trim] (int32 lo, hi) for rows first.. into
     `codes`, adding new tokens to the table. Missing (code 0): rows where nulls[r] (uint8) is set or,
-    with an empty `nulls`, empty tokens (raw text). Returns the row reached: short of the end when
-    the table is full (the caller grows it and calls again from there)."""
+    with an empty `nulls`, empty tokens (raw text). Rows where train[r] (uint8; empty: none) is set are
+    counted: in their token's slot, the missing value's in counts[0] (int64, longer than any code).
+    Returns the row reached: short of the end when the table is full (the caller grows it and calls
+    again from there)."""
 
 def code_ints(values: np.ndarray, nulls: np.ndarray, first: int, slots: np.ndarray, state: np.ndarray,
-              keys: np.ndarray, codes: np.ndarray) -> int:
+              keys: np.ndarray, codes: np.ndarray, train: np.ndarray, counts: np.ndarray) -> int:
     """`code_text` for int64 tokens (their own keys; keys[code - 1] is the token)."""
 
 def rehash(old: np.ndarray, new: np.ndarray, text: bool) -> None:

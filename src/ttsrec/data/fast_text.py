@@ -25,7 +25,6 @@ from ttsrec.data.spec import DatasetSpec
 PREPROCESS = ("none", "log_square", "int")
 PLAIN_DIGITS = 15
 """Raw numbers the fast path takes: -?[0-9]{1,15}, exact in float64, so every parser reads the same value."""
-NOT_PLAIN = np.uint32(0xFFFFFFFF)
 WINDOW_BYTES = 1 << 20
 """Rows coded field after field a window at a time, of about this many bytes (within a core's L2)."""
 
@@ -65,6 +64,8 @@ class FastText:
         """Integer fields: raw text -> raw code (the memo's index)."""
         self.memo = {j: np.zeros(1, dtype=np.uint32) for j in self.raw}
         """Integer fields: raw code -> the token's code in the field's table (0: missing)."""
+        self.plain = {j: np.ones(1, dtype=bool) for j in self.raw}
+        """Integer fields: raw code -> its raw text is a plain integer (else its chunks are not clean)."""
         self.threads = pool._max_workers  # type: ignore[attr-defined]
         self.shares = self._balanced(dict.fromkeys(range(len(self.sources)), 1.0))
         """(integer fields, text fields): the fields each thread codes in each of the two steps (a
@@ -107,9 +108,15 @@ class FastText:
         # of its rows is counted (text fields count as they code).
         before = {j: raw.size for j, raw in self.raw.items()}
         list(self.pool.map(code, self.shares[0]))
-        if self.raw and not self._integer_codes(before, codes):
+        new = {j: self._plain(raw, before[j]) for j, raw in self.raw.items() if raw.size > before[j]}
+        for j, (_, plain) in new.items():
+            self.plain[j] = np.concatenate([self.plain[j], plain])
+        if not all(self.plain[j][codes[j]].all() for j in self.raw):
+            self._integer_codes(new)  # (the memo follows its raw table, whatever becomes of the chunk)
             return None
-        list(self.pool.map(code, self.shares[1]))
+        texts = self.pool.map(code, self.shares[1])  # the text fields, while this thread ...
+        self._integer_codes(new, codes)  # ... gives the integer fields their tokens' codes
+        list(texts)
         if len(train) and self.raw:  # the integer fields' tokens' codes are known only now
             list(self.pool.map(lambda j: self.coder.tables[j].count(codes[j], train), self.raw))
         self.shares = self._balanced(spent)
@@ -119,30 +126,28 @@ class FastText:
         ints = balanced({j: t for j, t in seconds.items() if j in self.raw}, self.threads)
         return ints, balanced({j: t for j, t in seconds.items() if j not in self.raw}, self.threads)
 
-    def _integer_codes(self, before: dict[int, int], codes: np.ndarray) -> bool:
-        """Turn the integer fields' raw codes (in `codes`) into their tokens' codes through the memo; the
-        raw texts new in this chunk (`before`: each raw table's size before it) get their tokens from
-        the general path's expression, one polars query per preprocess. False when a raw text is not a
-        plain integer."""
-        new = {j: self._plain(raw, before[j]) for j, raw in self.raw.items() if raw.size > before[j]}
+    def _integer_codes(self, new: dict[int, tuple[np.ndarray, np.ndarray]],
+                       codes: np.ndarray | None = None) -> None:
+        """Extend the integer fields' memos by the raw texts new in this chunk (`new`: per field, their
+        values and which are plain integers): a plain one's token comes from the general path's
+        expression, one polars query per preprocess. Then, with `codes`, turn the fields' raw codes in
+        it into their tokens' codes."""
         for preprocess in {self.spec.fields[j].preprocess for j in new}:
             fields = [j for j in new if self.spec.fields[j].preprocess == preprocess]
-            values = pl.Series("v", np.concatenate([new[j][0] for j in fields]))
+            values = pl.Series("v", np.concatenate([new[j][0][new[j][1]] for j in fields]))
             toks = pl.DataFrame([values]).select(transforms.token("v", preprocess)[0]).to_series().to_numpy()
             at = 0
             for j in fields:
                 plain = new[j][1]
                 found = np.empty(int(plain.sum()), dtype=np.uint32)
-                self.coder.tables[j].code(toks[at:at + len(plain)][plain], EMPTY, found)  # type: ignore[call-arg]
-                mapped = np.full(len(plain), NOT_PLAIN, dtype=np.uint32)
+                self.coder.tables[j].code(toks[at:at + len(found)], EMPTY, found)  # type: ignore[call-arg]
+                mapped = np.zeros(len(plain), dtype=np.uint32)  # (a raw text not plain: never looked up)
                 mapped[plain] = found
                 self.memo[j] = np.concatenate([self.memo[j], mapped])
-                at += len(plain)
-        for j in self.raw:
-            np.take(self.memo[j], codes[j], out=codes[j])
-            if (codes[j] == NOT_PLAIN).any():
-                return False
-        return True
+                at += len(found)
+        if codes is not None:
+            for j in self.raw:
+                np.take(self.memo[j], codes[j], out=codes[j])
 
     @staticmethod
     def _plain(raw: TextTable, first: int) -> tuple[np.ndarray, np.ndarray]:

@@ -122,7 +122,9 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
     rows = lines = nbytes = 0
     reasons: Counter[str] = Counter()
     first_bad, chunks = None, []
+    writes: list[Future[CachedChunk]] = []
     with ThreadPoolExecutor(coding_threads(), thread_name_prefix="ttsrec-code") as pool, \
+            ThreadPoolExecutor(1, thread_name_prefix="ttsrec-cache") as writer, \
             open(_cache_file(job.cache, job.index, "rows"), "wb") as out, \
             closing(_coded(job, coder, pool)) as parts:  # closing stops the reader thread
         for chunk in parts:
@@ -138,8 +140,10 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
                 positions = positions[chunk.bad == 0]
             if chunk.toks is not None:
                 _count_lists(job.spec, chunk.toks, lists)
-            chunks.append(_cache_chunk(out, chunk.codes, chunk.labels, positions, chunk.bad is None,
-                                       [coder.tables[j].size for j in columns.field_of]))
+            if writes:  # one chunk written while the next is coded
+                chunks.append(writes.pop().result())
+            writes.append(writer.submit(_cache_chunk, out, chunk.codes, chunk.labels, positions,
+                                        chunk.bad is None, [coder.tables[j].size for j in columns.field_of]))
             if counting:
                 split = chunk.split
                 if split is None:  # the general path: counted here (the fast path counts as it codes)
@@ -148,6 +152,7 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
                 per_split += np.bincount(split, minlength=len(SPLITS))
             if progress:
                 progress(chunk.nbytes)
+        chunks += [w.result() for w in writes]
     dictionary = coder.tokens()
     _save_tokens(_cache_file(job.cache, job.index, "tokens"), dictionary)
     shard_counts = None
