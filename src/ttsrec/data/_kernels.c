@@ -552,19 +552,38 @@ static PyObject *gather_ids(PyObject *self, PyObject *args) {
         int64_t k = column_at[c];
         if (k >= 0 ? (k + 1) * n > n_wide : (-k) * n > n_narrow) bad = 1;
     }
+    /* Per block, its columns' output position and table start: two branch-free loops per row. */
+    int64_t *plan = PyMem_Malloc(sizeof(int64_t) * 4 * (width ? width : 1)), n_n = 0, n_w = 0;
+    if (!plan) {
+        release(b, 7);
+        return PyErr_NoMemory();
+    }
+    int64_t *n_col = plan, *n_at = plan + width, *w_col = plan + 2 * width, *w_at = plan + 3 * width;
+    for (Py_ssize_t c = 0; c < width && !bad; c++) {
+        int64_t k = column_at[c];
+        if (k >= 0) { w_col[k] = c; w_at[k] = at[c]; n_w = k + 1 > n_w ? k + 1 : n_w; }
+        else { n_col[-k - 1] = c; n_at[-k - 1] = at[c]; n_n = -k > n_n ? -k : n_n; }
+    }
+    if (n_n + n_w != width) bad = 1; /* column_at: each block's columns 0.. once */
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t r = 0; r < n && !bad; r++) {
         if (split[r] != want) continue;
         if (row >= n_out) { bad = 1; break; }
-        for (Py_ssize_t c = 0; c < width; c++) {
-            int64_t k = column_at[c];
-            int64_t t = at[c] + (k >= 0 ? (int64_t)wide[k * n + r] : (int64_t)narrow[(-k - 1) * n + r]);
+        int32_t *dst = out + row * width;
+        for (int64_t k = 0; k < n_n; k++) {
+            int64_t t = n_at[k] + narrow[k * n + r];
             if (t >= n_tables) { bad = 1; break; }
-            out[row * width + c] = tables[t];
+            dst[n_col[k]] = tables[t];
+        }
+        for (int64_t k = 0; k < n_w; k++) {
+            int64_t t = w_at[k] + wide[k * n + r];
+            if (t >= n_tables) { bad = 1; break; }
+            dst[w_col[k]] = tables[t];
         }
         row++;
     }
     Py_END_ALLOW_THREADS
+    PyMem_Free(plan);
     release(b, 7);
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "gather_ids: a code beyond its table or block, or too few output rows");
