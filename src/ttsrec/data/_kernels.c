@@ -68,8 +68,13 @@ static inline uint64_t text_key(const uint8_t *data, int64_t len, int64_t a, int
     return h;
 }
 
-static inline uint64_t text_slot(uint64_t key, uint64_t is_long) { return mix(key ^ (is_long * KEY_MIX)); }
-static inline uint64_t int_slot(uint64_t key) { return mix(key * KEY_MIX); }
+/* A slot's index (its low bits): one multiply, the product's high half folded into the low one. */
+static inline uint64_t spread(uint64_t x) {
+    x = (x ^ (x >> 31)) * KEY_MIX;
+    return x ^ (x >> 32);
+}
+static inline uint64_t text_slot(uint64_t key, uint64_t is_long) { return spread(key ^ (is_long << 63)); }
+static inline uint64_t int_slot(uint64_t key) { return spread(key); }
 
 /* Count one train row of the slot's code: in the slot, its overflow past 2^32 in counts[code]. */
 static inline void count_in_slot(uint64_t *meta, int64_t *counts) {
