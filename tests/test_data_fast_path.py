@@ -620,3 +620,32 @@ def test_applies_not_to_a_list_field() -> None:
         "a", {"name": "tags", "type": "list", "separator": "|", "max_len": 3}]})
     assert not fast_text.applies(spec)
     assert fast_text.applies(DatasetSpec.from_dict({"label": "y", "fields": ["a"]}))
+
+
+# ---- threads ----
+
+
+def test_scratch_buffer_is_per_thread() -> None:
+    """The reader thread counts a chunk's lines while the main thread parses a fallback chunk: each needs
+    its own scratch buffer (one shared buffer corrupted the column counts of a mixed file)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ttsrec.data.delimited import _scratch
+
+    with ThreadPoolExecutor(1) as other:
+        theirs = other.submit(lambda: _scratch(1 << 16)).result()
+    assert not np.shares_memory(_scratch(1 << 16), theirs)
+
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_thread_count_does_not_change_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                             threads: str) -> None:
+    """One coding thread or more than the cores (`OMP_NUM_THREADS`, as Ray sets it): fields shared among
+    threads differently, the same bytes as the general path."""
+    monkeypatch.setenv("OMP_NUM_THREADS", threads)
+    assert shard.coding_threads() == int(threads)
+    raw = tmp_path / "mixed.tsv"
+    raw.write_text("".join(mixed_lines(seed=5)))
+    spy, _ = both_ways(monkeypatch, lambda out: prepare("criteo", [raw], out, spec=criteo_spec(1),
+                                                        chunk_bytes=4_000), tmp_path)
+    assert spy.fast and spy.fallback
