@@ -120,6 +120,16 @@ class TextTable(_Table):
             if used + need > len(self.arena):
                 self.arena = _grown(self.arena, max(2 * len(self.arena), used + need), used)
 
+    def code_strings(self, col: pl.Series, codes: np.ndarray, nulls: np.ndarray | None = None) -> None:
+        """`code` for a polars string column (null: missing; "" a token like any other)."""
+        nulls = col.is_null().to_numpy().view(np.uint8) if nulls is None else nulls
+        lens = col.str.len_bytes().fill_null(0).to_numpy()
+        hi = np.cumsum(lens, dtype=np.int64)
+        data = np.frombuffer(col.str.join("", ignore_nulls=True).item().encode(), dtype=np.uint8)
+        if len(data) >= 1 << 31:
+            raise UserError(f"column {col.name}: over 2 GB of text in one chunk of rows")
+        self.code(data, (hi - lens).astype(np.int32), hi.astype(np.int32), 0, nulls, codes)
+
     def tokens(self, first: int = 0) -> pl.Series:
         """The tokens in code order (code g + 1 is entry g), from entry `first` on."""
         size = self.size
@@ -195,12 +205,7 @@ class TokenDictionary:
                 if isinstance(table, IntTable):
                     table.code(col.fill_null(0).to_numpy().astype(np.int64, copy=False), nulls, out[c])
                     continue
-                lens = col.str.len_bytes().fill_null(0).to_numpy()
-                hi = np.cumsum(lens, dtype=np.int64)
-                data = np.frombuffer(col.str.join("", ignore_nulls=True).item().encode(), dtype=np.uint8)
-                if len(data) >= 1 << 31:
-                    raise UserError(f"column {names[c]}: over 2 GB of text in one chunk of rows")
-                table.code(data, (hi - lens).astype(np.int32), hi.astype(np.int32), 0, nulls, out[c])
+                table.code_strings(col, out[c], nulls)
 
         fields = range(self.columns.num_fields)
         list(pool.map(field, fields)) if pool else [field(j) for j in fields]

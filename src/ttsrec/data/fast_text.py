@@ -66,6 +66,7 @@ class FastText:
         """Integer fields: raw code -> the token's code in the field's table (0: missing)."""
         self.plain = {j: np.ones(1, dtype=bool) for j in self.raw}
         """Integer fields: raw code -> its raw text is a plain integer (else its chunks are not clean)."""
+        self.bounds = np.empty(0, dtype=np.int32)
         self.threads = pool._max_workers  # type: ignore[attr-defined]
         self.shares = self._balanced(dict.fromkeys(range(len(self.sources)), 1.0))
         """(integer fields, text fields): the fields each thread codes in each of the two steps (a
@@ -79,7 +80,9 @@ class FastText:
         if not block.isascii() or (self.quote and self.quote in block):
             return None
         data = np.frombuffer(block, dtype=np.uint8)
-        bounds = np.empty((self.ncols + 1, newlines), dtype=np.int32)
+        if self.bounds.size < (self.ncols + 1) * newlines:  # reused: fresh pages cost a fault and a zeroing
+            self.bounds = np.empty((self.ncols + 1) * newlines, dtype=np.int32)
+        bounds = self.bounds[: (self.ncols + 1) * newlines].reshape(self.ncols + 1, newlines)
         mid = block.find(b"\n", len(block) // 2) + 1 or len(block)
         halves = [(0, mid, 0), (mid, len(block), int(np.count_nonzero(data[:mid] == NEWLINE)))]
         found = self.pool.map(lambda h: _kernels.split_fields(data, h[0], h[1], self.sep, self.ncols, bounds,

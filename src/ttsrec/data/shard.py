@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -385,9 +386,14 @@ def encode_shard(job: EncodeJob, vocab: list[list[str]]) -> ProcessStats:
     ids_files = [NpyFile.open(job.out / name / "ids.npy") for name in SPLITS]
     label_files = [NpyFile.open(job.out / name / "labels.npy") for name in SPLITS]
 
+    buffers = threading.local()  # a thread's ids buffer, reused: fresh pages cost a fault and a zeroing
+
     def write(cached: _Cached, split: np.ndarray, rows: list[int]) -> None:
         for s, row in enumerate(rows):
-            ids = np.empty((int((split == s).sum()), columns.width), dtype=np.int32)
+            size = int((split == s).sum()) * columns.width
+            if len(getattr(buffers, "ids", ())) < max(size, 1):
+                buffers.ids = np.empty(max(size, 1), dtype=np.int32)
+            ids = buffers.ids[:size].reshape(-1, columns.width)
             _kernels.gather_ids(cached.narrow, cached.wide, cached.column_at, flat, table_at, split, s, ids)
             ids_files[s].write_rows(row, ids)
             label_files[s].write_rows(row, cached.labels[split == s].astype(np.float32))
