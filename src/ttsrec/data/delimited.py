@@ -70,23 +70,6 @@ class TextBlock:
         return RawChunk(self.file, frame, self.nbytes, self.ncols, self.lines)
 
 
-def iter_text(
-    spec: DatasetSpec,
-    path: Path,
-    chunk_bytes: int = CHUNK_BYTES,
-    columns: list[str] | None = None,
-    wanted: list[str] | None = None,
-    span: tuple[int, int | None] = (0, None),
-) -> Iterator[RawChunk]:
-    """Delimited text (plain or .gz) in chunks of whole lines; `columns` overrides the spec's names.
-
-    `span` = (start, end) reads only the lines that start in those bytes of an uncompressed file (a
-    shard); `_line` then counts from the span's first line.
-    """
-    for block in iter_text_blocks(spec, path, chunk_bytes, columns, wanted, span):
-        yield block.parse(spec)
-
-
 def iter_text_blocks(
     spec: DatasetSpec,
     path: Path,
@@ -95,7 +78,12 @@ def iter_text_blocks(
     wanted: list[str] | None = None,
     span: tuple[int, int | None] = (0, None),
 ) -> Iterator[TextBlock]:
-    """`iter_text`'s chunks, not yet parsed."""
+    """Delimited text (plain or .gz) in chunks of whole lines, read but not parsed (`TextBlock.parse`);
+    `columns` overrides the spec's names.
+
+    `span` = (start, end) reads only the lines that start in those bytes of an uncompressed file (a
+    shard); `_line` then counts from the span's first line.
+    """
     path = Path(path)
     try:
         yield from _iter_text(spec, path, chunk_bytes, columns, wanted, span)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ttsrec.data.delimited import BAD, LINE, RawChunk, iter_text
+from ttsrec.data.delimited import BAD, LINE, RawChunk, iter_text_blocks
 from ttsrec.data.spec import DatasetSpec
 from ttsrec.errors import UserError
 
@@ -77,7 +77,8 @@ def iter_movielens(spec: DatasetSpec, folder: Path, chunk_bytes: int) -> Iterato
         .with_columns(pl.when(pl.col("genres") == "").then(None).otherwise(pl.col("genres")).alias("genres"))
     )
     ratings = replace(spec, separator="\t", header=False, encoding="utf-8")
-    for chunk in iter_text(ratings, folder / "u.data", chunk_bytes, RATING_COLUMNS, RATING_COLUMNS):
+    for block in iter_text_blocks(ratings, folder / "u.data", chunk_bytes, RATING_COLUMNS, RATING_COLUMNS):
+        chunk = block.parse(ratings)
         frame = (
             chunk.frame.join(users, on="user_id", how="left", maintain_order="left")
             .join(items, on="item_id", how="left", maintain_order="left")

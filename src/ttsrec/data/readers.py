@@ -24,7 +24,6 @@ from ttsrec.data.delimited import (
     UNDECODABLE,
     RawChunk,
     TextBlock,
-    iter_text,
     iter_text_blocks,
     null_if_empty,
 )
@@ -166,7 +165,8 @@ def iter_shard(spec: DatasetSpec, shard: Shard, chunk_bytes: int = CHUNK_BYTES) 
     elif _kind(spec, shard.file) == "parquet":
         yield from _parquet(spec, shard.file)
     else:
-        yield from iter_text(spec, shard.file, chunk_bytes, span=(shard.start, shard.end))
+        for block in iter_text_blocks(spec, shard.file, chunk_bytes, span=(shard.start, shard.end)):
+            yield block.parse(spec)
 
 
 def text_blocks(spec: DatasetSpec, shard: Shard,
