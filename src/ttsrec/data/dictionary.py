@@ -21,6 +21,7 @@ from ttsrec.data.spec import DatasetSpec
 from ttsrec.data.transforms import MISSING
 from ttsrec.errors import UserError
 
+TOKEN, COUNT = "token", "count"
 NEWLINE = 10
 EMPTY = np.empty(0, dtype=np.uint8)
 """No null mask: in raw text an empty token is the missing value."""
@@ -29,8 +30,6 @@ EMPTY = np.empty(0, dtype=np.uint8)
 def capacity(slots: np.ndarray) -> int:
     """Tokens a table takes before it grows (as `_kernels.c` reckons: load factor 0.7)."""
     return (len(slots) // 2) * 7 // 10
-
-TOKEN, COUNT = "token", "count"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Pass 1's fast path for delimited text: a clean chunk coded straight from its bytes (`kernels`).
+"""Pass 1's fast path for delimited text: a clean chunk coded straight from its bytes (`_kernels`).
 
 It applies to a spec of one-value fields read as they are (`none`) or as integers (`log_square`, `int`)
 with a `binary` label, in UTF-8 with a one-byte separator: Criteo, and CSV specs like it. A chunk takes

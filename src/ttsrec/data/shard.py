@@ -167,7 +167,11 @@ def read_shard(job: ReadJob, progress: Callable[[int], None] | None = None) -> S
 def coding_threads() -> int:
     """Threads that code one shard's fields: the CPUs this process may use (`OMP_NUM_THREADS` where set,
     as Ray sets it to a task's CPUs)."""
-    return int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0)) or 1
+    given = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if given.isdigit() and int(given) > 0:
+        return int(given)
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
 
 
 @dataclass
