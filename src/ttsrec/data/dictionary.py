@@ -264,13 +264,13 @@ def vocabulary(frames: list[pl.DataFrame], min_count: int) -> list[str]:
 
 def id_table(tokens: pl.Series, vocab: list[str], is_list: bool = False) -> np.ndarray:
     """int32 ids by code (entry 0: the missing value's id, or a list field's padding id `len(vocab) + 1`):
-    vocab[i] has id i + 1, the rest 0 (OOV)."""
+    vocab[i] has id i + 1 (a token listed twice: its first), the rest 0 (OOV)."""
     table = np.zeros(tokens.len() + 1, dtype=np.int32)
     table[0] = len(vocab) + 1 if is_list else vocab.index(MISSING) + 1 if MISSING in vocab else 0
-    first = {tok: i + 1 for i, tok in reversed(list(enumerate(vocab)))}  # a token listed twice: its first id
-    if first and tokens.len():
-        keys = pl.Series(list(first), dtype=pl.String)
-        ids = tokens.replace_strict(keys, pl.Series(list(first.values()), dtype=pl.Int32), default=0,
+    if vocab and tokens.len():
+        known = (pl.DataFrame({TOKEN: pl.Series(vocab, dtype=pl.String)}).with_row_index("id", offset=1)
+                 .unique(TOKEN, keep="first", maintain_order=True))
+        ids = tokens.replace_strict(known.get_column(TOKEN), known.get_column("id").cast(pl.Int32), default=0,
                                     return_dtype=pl.Int32)
         table[1:] = ids.fill_null(0).to_numpy()
     return table

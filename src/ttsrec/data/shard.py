@@ -382,8 +382,8 @@ def encode_shard(job: EncodeJob, vocab: list[list[str]]) -> ProcessStats:
     _fail_once()
     columns = job.columns
     dictionary = _load_tokens(_cache_file(job.cache, job.index, "tokens"), columns.num_fields)
-    tables = [id_table(t, v, is_list)
-              for t, v, is_list in zip(dictionary, vocab, columns.is_list, strict=True)]
+    with ThreadPoolExecutor(coding_threads(), thread_name_prefix="ttsrec-ids") as pool:
+        tables = list(pool.map(id_table, dictionary, vocab, columns.is_list))
     starts = np.cumsum([0, *map(len, tables)])
     table_at = np.array([starts[j] for j in columns.field_of], dtype=np.int64)
     flat = np.concatenate(tables)
