@@ -231,21 +231,15 @@ class TokenDictionary:
 def add_counts(counts: list[np.ndarray], codes: np.ndarray, train: np.ndarray, columns: Columns) -> None:
     """Add the train rows' (`train[r]` set) code counts of `codes` (uint32 [C, rows]) to `counts` (one
     growing int64 array per field; a list field's columns add to its one array, their padding code 0
-    left out)."""
+    left out): a shard's cache counted with no tables at hand (Ray's count step)."""
     for c, column_codes in enumerate(codes):
         j = columns.field_of[c]
-        count_field(counts, j, column_codes, train, columns.is_list[j])
-
-
-def count_field(counts: list[np.ndarray], j: int, codes: np.ndarray, train: np.ndarray,
-                skip_missing: bool = False) -> None:
-    """`add_counts` for one column of field j (a thread may count its own fields beside another's)."""
-    top = int(codes.max(initial=0)) + 1
-    if top > len(counts[j]):
-        grown = np.zeros(max(top, 2 * len(counts[j])), dtype=np.int64)
-        grown[: len(counts[j])] = counts[j]
-        counts[j] = grown
-    _kernels.count_codes(codes, train.view(np.uint8), counts[j], skip_missing)
+        top = int(column_codes.max(initial=0)) + 1
+        if top > len(counts[j]):
+            grown = np.zeros(max(top, 2 * len(counts[j])), dtype=np.int64)
+            grown[: len(counts[j])] = counts[j]
+            counts[j] = grown
+        _kernels.count_codes(column_codes, train.view(np.uint8), counts[j], columns.is_list[j])
 
 
 def count_frame(tokens: pl.Series, counts: np.ndarray) -> pl.DataFrame:
